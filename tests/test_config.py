@@ -1,0 +1,104 @@
+"""Recipe parsing: YAML + command-line overrides into typed dataclasses, one-line user errors."""
+
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+import pytest
+from transformers import Seq2SeqTrainingArguments
+from trl import PPOConfig
+
+from emprl.config import config_to_dict, parse_recipe, recipe_hash
+from emprl.errors import UserError
+
+
+@dataclass
+class Script:
+    data: str = field(default="", metadata={"existing_path": True})
+    model: str = "tiny"
+    tags: list[str] = field(default_factory=list)
+    reward: dict[str, float] = field(default_factory=lambda: {"empathy": 1.0})
+    steps: int | None = None
+    required: str = field(default=None, metadata={"help": "must be given"})
+
+
+@dataclass
+class Needs:
+    model_name_or_path: str
+    pooling: str = "max"
+
+
+def write(tmp_path, text, name="recipe.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_yaml_values_are_typed_and_overridden(tmp_path):
+    # PyYAML reads `1e-4` as a string (YAML 1.1); the float field must still get a float.
+    recipe = write(tmp_path, "learning_rate: 1e-4\nbatch_size: 8\nmini_batch_size: 4\nmodel: a\ntags: [x]\n")
+    script, ppo = parse_recipe((Script, PPOConfig), [recipe, "--learning_rate", "5e-6", "--reward={empathy: 2}",
+                                                     "--model", "yes", "--steps", "null"])
+    assert ppo.learning_rate == 5e-6 and isinstance(ppo.learning_rate, float)
+    assert ppo.batch_size == 8 and ppo.mini_batch_size == 4
+    assert script.model == "yes"  # string fields keep the text as typed, not YAML's True
+    assert script.reward == {"empathy": 2.0} and script.tags == ["x"] and script.steps is None
+
+
+def test_transformers_arguments_and_their_validation(tmp_path):
+    recipe = write(tmp_path, f"output_dir: {tmp_path}/out\nlearning_rate: 1e-4\neval_strategy: epoch\n")
+    _, args = parse_recipe((Script, Seq2SeqTrainingArguments), [recipe, "--per_device_train_batch_size", "4"])
+    assert args.per_device_train_batch_size == 4 and args.learning_rate == 1e-4
+    with pytest.raises(UserError, match="command line: key 'eval_strategy': expected one of no, steps, epoch"):
+        parse_recipe((Script, Seq2SeqTrainingArguments), [recipe, "--eval_strategy", "sometimes"])
+
+
+@pytest.mark.parametrize("text, argv, message", [
+    ("learning_rat: 1\n", [], r"recipe.yaml: unknown key 'learning_rat' \(did you mean 'learning_rate'\?\)"),
+    ("batch_size: abc\n", [], r"recipe.yaml: key 'batch_size': expected an integer, got 'abc'"),
+    ("pooling: mean\n", [], r"recipe.yaml: missing required key 'model_name_or_path'"),
+    ("model_name_or_path: m\n", ["--poolng", "max"], r"command line: unknown key 'poolng' \(did you mean 'pooling'\?\)"),
+    ("model_name_or_path: m\ndata: /no/such/folder\n", [], r"key 'data': path '/no/such/folder' does not exist"),
+    ("a: [1\n", [], r"recipe.yaml:\d+: invalid YAML"),
+    ("- 1\n- 2\n", [], r"expected a mapping"),
+])
+def test_user_errors_are_one_line(tmp_path, text, argv, message):
+    types = (Needs, Script, PPOConfig) if "model_name_or_path" in text or "pooling" in text else (Script, PPOConfig)
+    recipe = write(tmp_path, text)
+    with pytest.raises(UserError, match=message) as info:
+        parse_recipe(types, [recipe] + argv)
+    assert "\n" not in str(info.value)
+
+
+def test_data_spec_path_checked_without_its_format_prefix(tmp_path):
+    (tmp_path / "ed").mkdir()
+    recipe = write(tmp_path, f"data: empathetic_dialogues:{tmp_path}/ed\n")
+    (script,) = parse_recipe((Script,), [recipe])
+    assert script.data.endswith("/ed")
+    recipe = write(tmp_path, f"data: empathetic_dialogues:{tmp_path}/missing\n")
+    with pytest.raises(UserError, match="does not exist"):
+        parse_recipe((Script,), [recipe])
+
+
+def test_missing_recipe_file():
+    with pytest.raises(UserError, match="recipe file does not exist"):
+        parse_recipe((Script,), ["/nope/recipe.yaml"])
+
+
+def test_recipe_hash_follows_values_not_volatile_keys(tmp_path):
+    a = write(tmp_path, "model: a\n", "a.yaml")
+    h1 = recipe_hash(*parse_recipe((Script,), [a]))
+    assert h1 == recipe_hash(*parse_recipe((Script,), [a]))
+    assert h1 != recipe_hash(*parse_recipe((Script,), [a, "--model", "b"]))
+    assert config_to_dict(*parse_recipe((Script,), [a]))["model"] == "a"
+
+
+def test_cli_prints_one_line_and_exits_2(tmp_path):
+    recipe = write(tmp_path, "learnin_rate: 1\n")
+    code = ("import sys; from emprl.config import parse_recipe; from emprl.errors import run_cli; from trl import PPOConfig;"
+            "run_cli(lambda argv: parse_recipe((PPOConfig,), argv))")
+    proc = subprocess.run([sys.executable, "-c", code, recipe], capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("emprl: error:")]
+    assert lines == [f"emprl: error: {recipe}: unknown key 'learnin_rate' (did you mean 'learning_rate'?)"]
+    assert "Traceback" not in proc.stderr
