@@ -1,0 +1,54 @@
+"""``python -m emprl.data stats --format FORMAT --path PATH``: row counts as one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+
+from emprl.data.readers import DIALOGUE_FORMATS, LEVEL_NAMES, MECHANISMS, load_dialogues, load_epitome
+from emprl.errors import UserError, run_cli
+
+
+def stats(fmt: str, path: str, on_bad_rows: str = "error", seed: int = 42) -> dict:
+    if fmt == "epitome":
+        mechanisms = {}
+        for mechanism, dd in load_epitome(path, seed=seed, on_bad_rows=on_bad_rows).items():
+            mechanisms[mechanism] = {split: {"rows": len(ds), "levels": _level_counts(ds["level"])}
+                                     for split, ds in dd.items()}
+        return {"format": fmt, "path": path, "mechanisms": mechanisms}
+    dd = load_dialogues(f"{fmt}:{path}", on_bad_rows=on_bad_rows)
+    splits = {}
+    for split, ds in dd.items():
+        entry = {"rows": len(ds), "conversations": len(set(ds["conv_id"]))}
+        if "emotion" in ds.column_names and any(ds["emotion"]):
+            entry["emotions"] = len(set(ds["emotion"]) - {""})
+        levels = {m: _level_counts(ds[m]) for m in MECHANISMS if m in ds.column_names}
+        if levels:
+            entry["levels"] = levels
+        splits[split] = entry
+    return {"format": fmt, "path": path, "splits": splits}
+
+
+def _level_counts(levels: list[int]) -> dict[str, int]:
+    counts = Counter(levels)
+    return {name: counts.get(i, 0) for i, name in enumerate(LEVEL_NAMES)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m emprl.data")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("stats", help="print row counts per split (and per mechanism/level) as JSON")
+    p.add_argument("--format", required=True, choices=("epitome",) + DIALOGUE_FORMATS)
+    p.add_argument("--path", required=True)
+    p.add_argument("--on_bad_rows", default="error", choices=("error", "skip"))
+    p.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    if args.command == "stats":
+        print(json.dumps(stats(args.format, args.path, args.on_bad_rows, args.seed), indent=2))
+    else:  # pragma: no cover - argparse rejects other commands
+        raise UserError(f"unknown command {args.command}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
