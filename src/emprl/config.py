@@ -178,7 +178,16 @@ def recipe_hash(*configs: Any) -> str:
     for config in configs:
         recipe = getattr(config, "_emprl_recipe", None)
         chosen.update(recipe["values"] if recipe else config_to_dict(config))
-    chosen = {k: _jsonable(v) for k, v in chosen.items() if k not in _VOLATILE_KEYS}
+    return _hash_values(chosen)
+
+
+def recipe_file_hash(path: str) -> str:
+    """The hash a stage records when it runs ``path`` with no overrides (see :func:`recipe_hash`)."""
+    return _hash_values(load_yaml_mapping(path))
+
+
+def _hash_values(values: dict[str, Any]) -> str:
+    chosen = {k: _jsonable(v) for k, v in values.items() if k not in _VOLATILE_KEYS}
     return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
 

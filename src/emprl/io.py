@@ -54,6 +54,28 @@ def atomic_dir(path: str) -> Iterator[str]:
         raise
 
 
+STAGE_STAMP = "stage.json"
+
+
+def write_stage_stamp(output_dir: str, stage: str, *configs: Any, **extra: Any) -> None:
+    """Written LAST by a stage: its output is complete for this recipe (``make train-all`` skips it)."""
+    import datetime
+
+    from emprl.config import recipe_hash
+
+    atomic_write_json(os.path.join(output_dir, STAGE_STAMP), {
+        "stage": stage, "recipe_hash": recipe_hash(*configs), "complete": True,
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **extra})
+
+
+def read_stage_stamp(output_dir: str) -> dict | None:
+    try:
+        with open(os.path.join(output_dir, STAGE_STAMP), encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
 def write_model_card(output_dir: str, title: str, summary: str, recipe: dict[str, Any],
                      metrics: dict[str, Any] | None = None, extra: str = "") -> None:
     """A README.md stating what produced the folder: stage, recipe values, data and metrics."""
