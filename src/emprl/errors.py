@@ -22,6 +22,9 @@ def run_cli(main: Callable[[list[str] | None], Any], argv: list[str] | None = No
     """Run a stage's ``main`` and turn a :class:`UserError` into one stderr line and exit code 2."""
     try:
         main(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except UserError as err:
         sys.stderr.write(f"emprl: error: {err}\n")
         sys.stderr.flush()
