@@ -102,3 +102,17 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("emprl: error:")]
     assert lines == [f"emprl: error: {recipe}: unknown key 'learnin_rate' (did you mean 'learning_rate'?)"]
     assert "Traceback" not in proc.stderr
+
+
+def test_base_recipe_is_extended(tmp_path):
+    write(tmp_path, "model: a\ntags: [x]\nsteps: 10\n", "ppo.yaml")
+    child = write(tmp_path, "base: ppo.yaml\nsteps: 3\n", "ppo_no_kl.yaml")
+    (script,) = parse_recipe((Script,), [child])
+    assert (script.model, script.tags, script.steps) == ("a", ["x"], 3)
+    write(tmp_path, "base: loop_b.yaml\n", "loop_a.yaml")
+    loop = write(tmp_path, "base: loop_a.yaml\n", "loop_b.yaml")
+    with pytest.raises(UserError, match="cycle"):
+        parse_recipe((Script,), [loop])
+    missing = write(tmp_path, "base: nope.yaml\n", "m.yaml")
+    with pytest.raises(UserError, match=r"m.yaml: key 'base': recipe '.*nope.yaml' does not exist"):
+        parse_recipe((Script,), [missing])

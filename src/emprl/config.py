@@ -24,6 +24,7 @@ import yaml
 from emprl.errors import UserError
 
 COMMAND_LINE = "command line"
+BASE_KEY = "base"
 # Keys whose value changes from run to run without changing the experiment.
 _VOLATILE_KEYS = {"logging_dir", "overwrite_output_dir", "resume", "resume_from_checkpoint"}
 _TRUE = {"true", "yes", "on", "1"}
@@ -39,7 +40,7 @@ def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
     if not argv or argv[0].startswith("-"):
         raise UserError("expected a recipe YAML file as the first argument (e.g. recipes/demo/sft.yaml)")
     recipe_path, overrides = argv[0], _parse_overrides(argv[1:], dataclass_types)
-    values = {k: (v, recipe_path) for k, v in load_yaml_mapping(recipe_path).items()}
+    values = {k: (v, recipe_path) for k, v in load_recipe_values(recipe_path).items()}
     values.update({k: (v, COMMAND_LINE) for k, v in overrides.items()})
 
     owners = _field_owners(dataclass_types)
@@ -68,6 +69,23 @@ def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
             k: v for k, (v, _) in values.items() if owners[k] is cls}})
         configs.append(config)
     return tuple(configs)
+
+
+def load_recipe_values(path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A recipe's values. ``base: other.yaml`` (relative to the recipe's folder) starts from another
+    recipe's values, so an ablation states only what it changes."""
+    values = load_yaml_mapping(path)
+    base = values.pop(BASE_KEY, None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise UserError(f"{path}: key '{BASE_KEY}': expected the file name of another recipe")
+    base_path = os.path.normpath(os.path.join(os.path.dirname(path), base))
+    if base_path in _seen + (os.path.normpath(path),):
+        raise UserError(f"{path}: key '{BASE_KEY}': recipes include each other in a cycle")
+    if not os.path.isfile(base_path):
+        raise UserError(f"{path}: key '{BASE_KEY}': recipe '{base_path}' does not exist")
+    return {**load_recipe_values(base_path, _seen + (os.path.normpath(path),)), **values}
 
 
 def load_yaml_mapping(path: str) -> dict[str, Any]:
@@ -183,7 +201,7 @@ def recipe_hash(*configs: Any) -> str:
 
 def recipe_file_hash(path: str) -> str:
     """The hash a stage records when it runs ``path`` with no overrides (see :func:`recipe_hash`)."""
-    return _hash_values(load_yaml_mapping(path))
+    return _hash_values(load_recipe_values(path))
 
 
 def _hash_values(values: dict[str, Any]) -> str:

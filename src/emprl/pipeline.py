@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from emprl.config import load_yaml_mapping, recipe_file_hash
+from emprl.config import load_recipe_values, recipe_file_hash
 from emprl.errors import UserError, run_cli
 from emprl.io import read_stage_stamp
 
@@ -56,7 +56,7 @@ def plan(experiment: str, force: bool = False) -> list[tuple[Stage, str, str, bo
             if stage.required:
                 raise UserError(f"{path}: recipe file does not exist (every experiment needs {stage.recipe})")
             continue
-        output_dir = load_yaml_mapping(path).get("output_dir")
+        output_dir = load_recipe_values(path).get("output_dir")
         if not output_dir:
             raise UserError(f"{path}: missing required key 'output_dir'")
         stamp = read_stage_stamp(output_dir)
