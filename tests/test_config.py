@@ -20,6 +20,7 @@ class Script:
     reward: dict[str, float] = field(default_factory=lambda: {"empathy": 1.0})
     steps: int | None = None
     required: str = field(default=None, metadata={"help": "must be given"})
+    labels: str | None = "labels.jsonl"
 
 
 @dataclass
@@ -43,6 +44,9 @@ def test_yaml_values_are_typed_and_overridden(tmp_path):
     assert ppo.batch_size == 8 and ppo.mini_batch_size == 4
     assert script.model == "yes"  # string fields keep the text as typed, not YAML's True
     assert script.reward == {"empathy": 2.0} and script.tags == ["x"] and script.steps is None
+    (script,) = parse_recipe((Script,), [write(tmp_path, "", "s.yaml"),
+                                         "--labels", "null"])
+    assert script.labels is None  # an optional string can be unset from the command line
 
 
 def test_transformers_arguments_and_their_validation(tmp_path):

@@ -246,7 +246,13 @@ def _parse_overrides(args: list[str], dataclass_types: tuple[type, ...]) -> dict
             else:
                 text = "true"
         i += 1
-        out[key] = text if _is_str_type(hints.get(key)) else _yaml_scalar(text)
+        tp = hints.get(key)
+        if _is_str_type(tp):
+            # Strings stay as typed ("yes" is not True), but an optional one can still be unset.
+            optional = type(None) in typing.get_args(tp)
+            out[key] = None if optional and text in ("null", "None", "~") else text
+        else:
+            out[key] = _yaml_scalar(text)
     return out
 
 
