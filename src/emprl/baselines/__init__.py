@@ -1,0 +1,1 @@
+"""Baseline systems that sit beside EmpRL in the results table."""

@@ -1,0 +1,411 @@
+"""Train ETHREED, score it on the test split and write one sampled generation run per seed.
+
+    accelerate launch --config_file recipes/accelerate/cpu.yaml -m emprl.baselines.ethreed.train RECIPE.yaml
+
+Reads like the paper's section 3, top to bottom:
+  data       dialogues with the speaker's emotion (ED) and, from `python -m emprl.emotion_classifier`,
+             one emotion per listener turn (the labels of L1 and of the GPS target);
+  model      word vocabulary (GloVe when given) -> ETHREED (model.py);
+  training   L = L1 + L2 + L3 + L4 with teacher forcing; Adam, batch 8, lr 5e-4 x0.3 every 3 epochs;
+             the epoch with the lowest validation PPL is kept;
+  evaluation test PPL (per token over the whole split) and speaker-emotion accuracy;
+  decoding   one run per seed over the test split (top-k 20, temperature 0.9 like the other systems of
+             the shared evaluation; greedy with do_sample: false), at most 40 tokens.
+Output folder (written whole, stage.json last): model.safetensors, config.json, vocab.json,
+train_config.json, metrics.json, generations/seed<k>.jsonl (+ generations/metrics.json), README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from emprl.baselines.ethreed.batching import IGNORE, collate, encode_example
+from emprl.baselines.ethreed.model import ETHREED, ETHREEDConfig
+from emprl.baselines.ethreed.vocab import Vocab, load_glove
+from emprl.config import config_to_dict, parse_recipe, recipe_hash
+from emprl.errors import UserError, run_cli
+from emprl.io import atomic_dir, atomic_write_json, atomic_write_jsonl, write_model_card, write_stage_stamp
+from emprl.metrics import perplexity
+
+LOSS_KEYS = ("loss", "emotion_loss", "gps_loss", "nll_loss", "coverage_loss")
+GENERATIONS_DIR = "generations"
+
+
+# ----- recipe -----------------------------------------------------------------------------------
+
+@dataclass
+class EthreedTrainConfig:
+    data: str = field(metadata={"help": "dialogue data spec FORMAT:PATH for emprl.data.load_dialogues",
+                                "existing_path": True})
+    listener_emotions: str | None = field(default=None, metadata={
+        "help": "optional JSONL of listener-emotion labels: {\"conv_id\": ..., \"emotions\": [label per "
+                "utterance of the conversation, \"\" where unknown]}", "existing_path": True})
+    glove: str | None = field(default=None, metadata={
+        "help": "optional GloVe-format text file to initialise the word embeddings", "existing_path": True})
+    output_dir: str = "outputs/ethreed"
+    seed: int = 42
+    # vocabulary and lengths
+    vocab_size: int = 18500
+    min_freq: int = 1
+    max_turns: int = 8
+    max_turn_len: int = 50
+    max_target_len: int = 40
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    # model (paper: embedding 300, hidden 300)
+    embedding_dim: int = 300
+    hidden_size: int = 300
+    dropout: float = 0.1
+    tie_embeddings: bool = True
+    coverage_weight: float = 1.0
+    use_party_gru: bool = True
+    use_emotion_gru: bool = True
+    use_emotion_tracking: bool = True
+    use_policy: bool = True
+    use_gps_loss: bool = True
+    # optimisation (paper: Adam, batch 8, lr 5e-4, x0.3 every 3 epochs)
+    epochs: int = 10
+    batch_size: int = 8
+    eval_batch_size: int = 32
+    lr: float = 5e-4
+    lr_decay: float = 0.3
+    lr_decay_epochs: int = 3
+    grad_clip: float = 5.0
+    num_threads: int | None = field(default=None, metadata={
+        "help": "torch CPU threads (null: torch's default); the model's many small recurrent steps often "
+                "run fastest on one thread, and far faster than on threads competing for shared cores"})
+    # decoding for the shared evaluation: one run over the test split per seed
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={
+        "help": "one generation run of the test split per seed: generations/seed<k>.jsonl"})
+    max_decode_len: int = 40
+    do_sample: bool = field(default=True, metadata={"help": "false: greedy decoding (every seed gives the same run)"})
+    top_k: int = field(default=20, metadata={"help": "0 = no top-k filter"})
+    temperature: float = 0.9
+
+    def __post_init__(self):
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"key 'seeds': expected a non-empty list of different seeds, got {self.seeds}")
+        if self.temperature <= 0 or self.top_k < 0 or self.max_decode_len <= 0:
+            raise ValueError("keys 'temperature' and 'max_decode_len' must be positive and 'top_k' >= 0")
+        if self.num_threads is not None and self.num_threads <= 0:
+            raise ValueError(f"key 'num_threads': expected a positive integer or null, got {self.num_threads}")
+
+
+# ----- data: dialogues and listener emotions ------------------------------------------------------
+
+def read_listener_emotions(path: str) -> dict[str, list[str]]:
+    """conv_id -> one emotion label per utterance of the conversation (oldest first)."""
+    table: dict[str, list[str]] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                conv, labels = str(row["conv_id"]), row["emotions"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise UserError(f"{path}:{lineno}: expected a JSON object with conv_id and emotions ({e})") from e
+            if not isinstance(labels, list):
+                raise UserError(f"{path}:{lineno}: emotions must be a list of labels")
+            table[conv] = [str(x or "") for x in labels]
+    return table
+
+
+def attach_listener_emotions(examples: list[dict], table: dict[str, list[str]], source: str) -> list[dict]:
+    """Adds listener_emotions (listener turns of the context, then the response) to each example whose
+    conversation is in the table. Assumes the context starts at the conversation's first utterance."""
+    out = []
+    for ex in examples:
+        labels = table.get(str(ex.get("conv_id", "")))
+        if labels is not None:
+            n = len(ex["context"])
+            if len(labels) < n + 1:
+                raise UserError(f"{source}: conv_id {ex['conv_id']!r} has {len(labels)} labels; "
+                                f"an example needs {n + 1} (context turns + response)")
+            listener = [labels[i] for i in range(n) if (n - 1 - i) % 2 == 1] + [labels[n]]
+            ex = {**ex, "listener_emotions": listener}
+        out.append(ex)
+    return out
+
+
+def load_splits(cfg: EthreedTrainConfig) -> dict[str, list[dict]]:
+    from emprl.data import load_dialogues
+
+    dd = load_dialogues(cfg.data)
+    table = read_listener_emotions(cfg.listener_emotions) if cfg.listener_emotions else None
+    splits = {}
+    for name in ("train", "validation", "test"):
+        if name not in dd:
+            raise UserError(f"{cfg.data}: split {name!r} missing")
+        rows = dd[name].to_list()
+        splits[name] = attach_listener_emotions(rows, table, cfg.listener_emotions) if table else rows
+    return splits
+
+
+# ----- model --------------------------------------------------------------------------------------
+
+def model_config(cfg: EthreedTrainConfig, vocab_size: int) -> ETHREEDConfig:
+    return ETHREEDConfig(
+        vocab_size=vocab_size, embedding_dim=cfg.embedding_dim, hidden_size=cfg.hidden_size,
+        dropout=cfg.dropout, tie_embeddings=cfg.tie_embeddings, coverage_weight=cfg.coverage_weight,
+        use_party_gru=cfg.use_party_gru, use_emotion_gru=cfg.use_emotion_gru,
+        use_emotion_tracking=cfg.use_emotion_tracking, use_policy=cfg.use_policy, use_gps_loss=cfg.use_gps_loss)
+
+
+# ----- training: L1 + L2 + L3 + L4 with teacher forcing ------------------------------------------
+
+def make_loader(items: Sequence[dict], batch_size: int = 8, shuffle: bool = False, seed: int = 0,
+                pad_id: int = 0) -> DataLoader:
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return DataLoader(list(items), batch_size=batch_size, shuffle=shuffle, generator=gen,
+                      collate_fn=lambda rows: collate(rows, pad_id))
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def train_epoch(model: torch.nn.Module, loader: Iterable[dict], optimizer: torch.optim.Optimizer, *,
+                accelerator=None, grad_clip: float = 5.0, desc: str = "train", progress: bool = True
+                ) -> dict[str, float]:
+    """One epoch of teacher-forced training on L1 + L2 + L3 + L4; returns the mean of each loss."""
+    model.train()
+    sums = dict.fromkeys(LOSS_KEYS, 0.0)
+    n = 0
+    show = progress and (accelerator is None or accelerator.is_local_main_process)
+    bar = tqdm(loader, desc=desc, disable=not show, leave=False)
+    for batch in bar:
+        if accelerator is None:
+            batch = _to(batch, _device(model))
+        out = model(batch)
+        optimizer.zero_grad(set_to_none=True)
+        if accelerator is None:
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        else:
+            accelerator.backward(out["loss"])
+            accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        for k in LOSS_KEYS:
+            sums[k] += float(out[k].detach())
+        n += 1
+        bar.set_postfix(loss=f"{sums['loss'] / n:.3f}")
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def fit(model: ETHREED, train_loader, val_loader, *, epochs: int, lr: float = 5e-4, lr_decay: float = 0.3,
+        lr_decay_epochs: int = 3, grad_clip: float = 5.0, accelerator=None, progress: bool = True
+        ) -> list[dict]:
+    """Adam + StepLR; keeps the weights of the epoch with the lowest validation PPL. Returns a log row
+    per epoch."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_decay_epochs, gamma=lr_decay)
+    if accelerator is not None:
+        model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+    best, best_state, log = float("inf"), None, []
+    for epoch in range(1, epochs + 1):
+        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        row.update({f"train_{k}": v for k, v in train_epoch(
+            model, train_loader, optimizer, accelerator=accelerator, grad_clip=grad_clip,
+            desc=f"epoch {epoch}/{epochs}", progress=progress).items()})
+        val = evaluate_loss(model, val_loader, accelerator=accelerator)
+        row.update({"val_ppl": val["ppl"], "val_emotion_accuracy": val["emotion_accuracy"]})
+        scheduler.step()
+        if val["ppl"] < best:
+            best = val["ppl"]
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        log.append(row)
+        if progress and (accelerator is None or accelerator.is_local_main_process):
+            tqdm.write(json.dumps(row))
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return log
+
+
+# ----- evaluation: PPL and emotion accuracy -------------------------------------------------------
+
+@torch.no_grad()
+def evaluate_loss(model: torch.nn.Module, loader: Iterable[dict], *, accelerator=None, progress: bool = False,
+                  desc: str = "eval") -> dict[str, float]:
+    """Teacher-forced NLL summed over all reference tokens (PPL = exp(nll_sum / tokens), over the whole
+    set, not a mean of batch means) and speaker-emotion accuracy from the last speaker emotion state."""
+    model.eval()
+    totals = torch.zeros(4, dtype=torch.float64)  # nll_sum, tokens, emotion_correct, emotion_total
+    show = progress and (accelerator is None or accelerator.is_local_main_process)
+    for batch in tqdm(loader, desc=desc, disable=not show, leave=False):
+        if accelerator is None:
+            batch = _to(batch, _device(model))
+        out = model(batch)
+        part = torch.zeros(4, dtype=torch.float64)
+        part[0], part[1] = float(out["nll_sum"]), float(out["n_tokens"])
+        if out["emotion_logits"] is not None:
+            labelled = batch["emotion"] != IGNORE
+            pred = out["emotion_logits"].argmax(-1)
+            part[2] = float((pred == batch["emotion"])[labelled].sum())
+            part[3] = float(labelled.sum())
+        totals += part
+    if accelerator is not None and accelerator.num_processes > 1:
+        totals = accelerator.reduce(totals.to(accelerator.device), reduction="sum").cpu()
+    nll, tokens, correct, total = totals.tolist()
+    return {"nll_sum": nll, "tokens": tokens, "ppl": perplexity(nll, tokens) if tokens else float("nan"),
+            "emotion_correct": correct, "emotion_total": total,
+            "emotion_accuracy": correct / total if total else float("nan")}
+
+
+# ----- decoding -----------------------------------------------------------------------------------
+
+@torch.no_grad()
+def generate_responses(model: ETHREED, items: Sequence[dict], vocab: Vocab, *, batch_size: int = 32,
+                       max_len: int = 40, do_sample: bool = False, top_k: int = 0, temperature: float = 1.0,
+                       seed: int | None = None, progress: bool = True) -> list[str]:
+    """Decoded response text per encoded example, in order. With a seed, every batch draws from its own
+    generator, seeded from one stream per run seed (so runs with neighbouring seeds share no batch)."""
+    model.eval()
+    device = _device(model)
+    texts: list[str] = []
+    streams = None if seed is None else torch.Generator().manual_seed(seed)
+    loader = make_loader(items, batch_size=batch_size, pad_id=vocab.pad_id)
+    for batch in tqdm(loader, desc="generate", disable=not progress, leave=False):
+        batch_seed = None if streams is None else int(torch.randint(0, 2**62, (1,), generator=streams))
+        ids = model.generate(_to(batch, device), max_len=max_len, do_sample=do_sample, top_k=top_k,
+                             temperature=temperature, seed=batch_seed)
+        texts.extend(vocab.decode(row) for row in ids)
+    return texts
+
+
+def generate_runs(model: ETHREED, items: Sequence[dict], examples: Sequence[dict], vocab: Vocab,
+                  cfg: EthreedTrainConfig, progress: bool = True) -> dict[int, list[dict]]:
+    """seed -> one row per test example: {"conv_id", "context" (all turns), "reference", "response"}."""
+    runs = {}
+    for seed in cfg.seeds:
+        responses = generate_responses(model, items, vocab, batch_size=cfg.eval_batch_size,
+                                       max_len=cfg.max_decode_len, do_sample=cfg.do_sample, top_k=cfg.top_k,
+                                       temperature=cfg.temperature, seed=seed, progress=progress)
+        runs[seed] = [{"conv_id": ex.get("conv_id", ""), "context": list(ex["context"]),
+                       "reference": ex["response"], "response": resp}
+                      for ex, resp in zip(examples, responses)]
+    return runs
+
+
+# ----- stage --------------------------------------------------------------------------------------
+
+def run(cfg: EthreedTrainConfig, splits: dict[str, list[dict]] | None = None, progress: bool = True) -> dict:
+    """Build the vocabulary, train, evaluate on test, generate, and write cfg.output_dir (see the module
+    docstring); the stage stamp goes in last."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+
+    # a batch without emotion labels leaves the classifier out of the loss; DDP must tolerate that
+    # cpu=True makes several CPU ranks (MULTI_GPU + use_cpu launch config) join one gloo group
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    if cfg.num_threads and accelerator.device.type == "cpu":
+        torch.set_num_threads(cfg.num_threads)
+    set_seed(cfg.seed)
+    splits = load_splits(cfg) if splits is None else splits
+    if cfg.max_train_examples is not None:
+        splits["train"] = splits["train"][: cfg.max_train_examples]
+    if cfg.max_eval_examples is not None:
+        splits = {k: (v if k == "train" else v[: cfg.max_eval_examples]) for k, v in splits.items()}
+    if not splits["train"]:
+        raise UserError(f"{cfg.data}: the train split is empty")
+
+    # data -> model
+    vocab = Vocab.build((t for ex in splits["train"] for t in [*ex["context"], ex["response"]]),
+                        min_freq=cfg.min_freq, max_size=cfg.vocab_size)
+    enc = {name: [encode_example(ex, vocab, cfg.max_turns, cfg.max_turn_len, cfg.max_target_len,
+                                 where=f"{cfg.data} [{name} row {i}]") for i, ex in enumerate(rows)]
+           for name, rows in splits.items()}
+    model = ETHREED(model_config(cfg, len(vocab)))
+    if cfg.glove:
+        weight, found = load_glove(cfg.glove, vocab, cfg.embedding_dim)
+        with torch.no_grad():
+            model.embedding.weight.copy_(weight)
+        accelerator.print(f"GloVe: {found}/{len(vocab)} vocabulary words initialised")
+    listener = sum(1 for ex in enc["train"] if ex["response_emotion"] != IGNORE)
+    accelerator.print(f"ETHREED: {model.num_parameters():,} parameters, vocabulary {len(vocab):,}, "
+                      f"{len(enc['train'])} training examples ({listener} with listener emotions), "
+                      f"{accelerator.num_processes} process(es)")
+
+    # training
+    train_loader = make_loader(enc["train"], cfg.batch_size, shuffle=True, seed=cfg.seed, pad_id=vocab.pad_id)
+    val_loader = make_loader(enc["validation"], cfg.eval_batch_size, pad_id=vocab.pad_id)
+    log = fit(model, train_loader, val_loader, epochs=cfg.epochs, lr=cfg.lr, lr_decay=cfg.lr_decay,
+              lr_decay_epochs=cfg.lr_decay_epochs, grad_clip=cfg.grad_clip, accelerator=accelerator,
+              progress=progress)
+    model = accelerator.unwrap_model(model)
+
+    # evaluation
+    test = evaluate_loss(model, make_loader(enc["test"], cfg.eval_batch_size, pad_id=vocab.pad_id))
+    best = min(log, key=lambda r: r["val_ppl"]) if log else {}
+    metrics = {"ppl": test["ppl"], "emotion_accuracy": test["emotion_accuracy"],
+               "num_parameters": model.num_parameters(), "tokens": test["tokens"],
+               "emotion_examples": test["emotion_total"], "vocab_size": len(vocab),
+               "best_epoch": best.get("epoch"), "validation_ppl": best.get("val_ppl"), "epochs": log,
+               "seeds": list(cfg.seeds),
+               "decoding": {"do_sample": cfg.do_sample, "top_k": cfg.top_k, "temperature": cfg.temperature,
+                            "max_len": cfg.max_decode_len},
+               "generations": {str(s): f"{GENERATIONS_DIR}/seed{s}.jsonl" for s in cfg.seeds},
+               "recipe_hash": recipe_hash(cfg)}
+
+    # decoding and writing (one process)
+    if accelerator.is_main_process:
+        runs = generate_runs(model, enc["test"], splits["test"], vocab, cfg, progress)
+        with atomic_dir(cfg.output_dir) as tmp:  # the folder appears whole or not at all
+            model.save_pretrained(tmp)
+            vocab.save(os.path.join(tmp, "vocab.json"))
+            atomic_write_json(os.path.join(tmp, "train_config.json"), config_to_dict(cfg))
+            for seed, rows in runs.items():
+                atomic_write_jsonl(os.path.join(tmp, GENERATIONS_DIR, f"seed{seed}.jsonl"), rows)
+            # beside the runs, so a reader given generations/seed{seed}.jsonl finds the PPL next to them
+            atomic_write_json(os.path.join(tmp, GENERATIONS_DIR, "metrics.json"),
+                              {k: metrics[k] for k in ("ppl", "emotion_accuracy", "num_parameters", "decoding")})
+            atomic_write_json(os.path.join(tmp, "metrics.json"), metrics)
+            write_model_card(tmp, "ETHREED baseline", "Emotion-tracking hierarchical recurrent encoder-decoder "
+                             "with a stochastic empathetic policy (Li et al.), trained from scratch.",
+                             config_to_dict(cfg), {k: metrics[k] for k in (
+                                 "num_parameters", "vocab_size", "ppl", "emotion_accuracy", "best_epoch")},
+                             extra=_card_extra(cfg))
+        write_stage_stamp(cfg.output_dir, "ethreed", cfg)
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def _card_extra(cfg: EthreedTrainConfig) -> str:
+    decoding = (f"sampling, top-k {cfg.top_k}, temperature {cfg.temperature}" if cfg.do_sample else "greedy")
+    return (
+        "## Files\n\n"
+        "- `model.safetensors`, `config.json`, `vocab.json`: `ETHREED.from_pretrained(folder)` and "
+        "`Vocab.load(folder/vocab.json)`; `train_config.json`: the recipe values.\n"
+        "- `metrics.json`: test `ppl` (exp of the per-token NLL summed over the whole test split, teacher "
+        "forcing), `emotion_accuracy` (speaker emotion from the last speaker emotion state), `num_parameters` "
+        "(a tied matrix counted once), the per-epoch log and the kept epoch (lowest validation PPL).\n"
+        f"- `{GENERATIONS_DIR}/seed<k>.jsonl`, seeds {list(cfg.seeds)}: one response per test example and "
+        f"seed ({decoding}, at most {cfg.max_decode_len} tokens), rows `{{conv_id, context, reference, "
+        "response}}` with the full context. The shared evaluation reads them as an external system "
+        f"(`jsonl:{cfg.output_dir}/{GENERATIONS_DIR}/seed{{seed}}.jsonl`); `{GENERATIONS_DIR}/metrics.json` "
+        "repeats the PPL beside them. (The single greedy `generations_test.jsonl` of earlier versions is "
+        "gone: set `do_sample: false` for greedy runs.)\n\n"
+        "Responses are lowercased word tokens joined by spaces (the model's vocabulary); out-of-vocabulary "
+        "words are never generated.")
+
+
+def main(argv: list[str] | None = None) -> None:
+    (cfg,) = parse_recipe((EthreedTrainConfig,), argv)
+    run(cfg)
+
+
+if __name__ == "__main__":
+    run_cli(main)
