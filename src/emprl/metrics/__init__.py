@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 METRICS_DIR = Path(__file__).resolve().parent
-METRIC_NAMES = ("distinct", "emp_f1", "bleu", "rouge_l")
+METRIC_NAMES = ("distinct", "emp_f1", "bleu", "rouge_l", "embedding_similarity")
 
 # Order matters: decimals/thousands ("3.5", "1,000") before plain words; words keep internal
 # apostrophes ("don't", "i'm"); "..." stays one token; any other symbol is a token of its own.
