@@ -1,0 +1,122 @@
+"""Stage 3: label every (context, reference) pair with the identifiers' levels, once.
+
+    python -m emprl.label recipes/demo/label.yaml
+
+These levels are the gold l_i of the empathy reward (PPO) and the references of Emp-F1, so they are
+computed here and stored as int columns ``emotional_reactions``, ``interpretations``, ``explorations``
+of a saved DatasetDict (``load_dialogues("disk:<output_dir>")``), never per PPO step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from emprl.config import config_to_dict, parse_recipe, recipe_hash
+from emprl.data import LEVEL_NAMES, load_dialogues, serialize_context
+from emprl.errors import run_cli
+from emprl.identifiers import inputs_fingerprint, stage_finished
+from emprl.io import atomic_dir, atomic_write_json, write_model_card, write_stage_stamp
+from reward_models import EmpathyReward
+
+logger = logging.getLogger("emprl.label")
+
+
+@dataclass
+class LabelConfig:
+    data: str = field(metadata={"help": "dialogue data spec FORMAT:PATH (see emprl.data.load_dialogues)",
+                                "existing_path": True})
+    identifiers_dir: str = field(default="outputs/demo/identifiers",
+                                 metadata={"help": "output folder of the identifiers stage", "existing_path": True})
+    output_dir: str = "outputs/demo/labelled"
+    batch_size: int = 64
+    max_context_len: int = 200
+    max_response_len: int = 50
+    speaker_tag: str = "Speaker:"
+    listener_tag: str = "Listener:"
+    on_bad_rows: Literal["error", "skip"] = "error"
+    device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:1 ..."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "relabel even if output_dir is complete"})
+
+    def __post_init__(self):
+        for key in ("batch_size", "max_context_len", "max_response_len"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"key '{key}': expected a positive integer, got {getattr(self, key)}")
+
+
+def serialize_all(contexts, tokenizer, cfg: LabelConfig) -> list[str]:
+    return [serialize_context(turns, tokenizer=tokenizer, max_tokens=cfg.max_context_len,
+                              speaker_tag=cfg.speaker_tag, listener_tag=cfg.listener_tag) for turns in contexts]
+
+
+def label_split(split, reward: EmpathyReward, cfg: LabelConfig, name: str):
+    """The split with one int column per mechanism (existing level columns are replaced)."""
+    tokenizer = next(iter(reward.tokenizers.values()))
+    levels = []
+    for start in tqdm(range(0, len(split), cfg.batch_size), desc=f"label {name}", unit="batch"):
+        rows = split[start:start + cfg.batch_size]
+        contexts = serialize_all(rows["context"], tokenizer, cfg)
+        levels.append(reward.levels(contexts, rows["response"]).cpu())
+    levels = torch.cat(levels) if levels else torch.zeros((0, len(reward.mechanisms)), dtype=torch.long)
+    split = split.remove_columns([m for m in reward.mechanisms if m in split.column_names])
+    for i, mech in enumerate(reward.mechanisms):
+        split = split.add_column(mech, levels[:, i].tolist())
+    return split
+
+
+def label_stats(dataset, mechanisms) -> dict:
+    return {name: {"rows": len(split), **{m: {lvl: split[m].count(i) for i, lvl in enumerate(LEVEL_NAMES)}
+                                          for m in mechanisms}}
+            for name, split in dataset.items()}
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    (cfg,) = parse_recipe((LabelConfig,), argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    stamp, inputs = recipe_hash(cfg), inputs_fingerprint([cfg.data.partition(":")[2], cfg.identifiers_dir])
+    if not cfg.overwrite_output_dir and stage_finished(cfg.output_dir, stamp, inputs):
+        if os.environ.get("RANK", "0") == "0":
+            print(f"{cfg.output_dir} already holds these labels; pass --overwrite_output_dir true to relabel")
+        return None
+    from accelerate import PartialState
+
+    # Labelling is one pass of inference: under a multi-process launch the main rank does it, others wait.
+    want_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+    state = PartialState(cpu=want_cpu) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    if state is not None and not state.is_main_process:
+        state.wait_for_everyone()
+        return None
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    if state is not None and cfg.device == "auto":
+        device = state.device
+    reward = EmpathyReward.from_pretrained(cfg.identifiers_dir, device=device, max_context_len=cfg.max_context_len,
+                                           max_response_len=cfg.max_response_len, batch_size=cfg.batch_size)
+    dataset = load_dialogues(cfg.data, on_bad_rows=cfg.on_bad_rows)
+    for name in list(dataset):
+        dataset[name] = label_split(dataset[name], reward, cfg, name)
+    stats = label_stats(dataset, reward.mechanisms)
+    with atomic_dir(cfg.output_dir) as tmp:
+        dataset.save_to_disk(tmp)
+        atomic_write_json(os.path.join(tmp, "label_stats.json"),
+                          {"recipe_hash": stamp, "identifiers_dir": cfg.identifiers_dir, "splits": stats})
+        write_model_card(tmp, "EmpRL labelled dialogues",
+                         f"`{cfg.data}` with the empathy levels of the identifiers in `{cfg.identifiers_dir}` on "
+                         f"every (context, reference) pair. Load with `load_dialogues(\"disk:{cfg.output_dir}\")`.",
+                         config_to_dict(cfg))
+        write_stage_stamp(tmp, "label", cfg, inputs=inputs)  # last: marks the folder complete
+    for name, s in stats.items():
+        print(f"{name}: {s['rows']} rows; " + "; ".join(
+            f"{m}: " + "/".join(str(s[m][lvl]) for lvl in LEVEL_NAMES) for m in reward.mechanisms))
+    print(f"wrote {cfg.output_dir} (levels as no/weak/strong counts)")
+    if state is not None:
+        state.wait_for_everyone()
+    return stats
+
+
+if __name__ == "__main__":
+    run_cli(main)
