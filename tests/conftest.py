@@ -6,5 +6,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("WANDB_DISABLED", "true")
+# Tiny models gain nothing from threads, and tests that launch several processes would
+# oversubscribe the cores (measured: 5x slower suites on a 2-core machine).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(__file__))  # so tests can `import tiny`
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
