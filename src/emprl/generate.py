@@ -1,0 +1,119 @@
+"""Sample listener replies for a data split and write them as JSON lines.
+
+    python -m emprl.generate --model outputs/demo/sft --data empathetic_dialogues:PATH --split test \\
+        --out preds.jsonl [--max_examples N] [--top_k 20 --top_p 1.0 --temperature 0.9 --seed 42]
+
+One object per line: ``conv_id``, ``context`` (list of turns), ``reference`` and ``response``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from emprl.errors import UserError, run_cli
+from emprl.policy import GenerationSettings
+
+logger = logging.getLogger("emprl.generate")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose mistakes become a one-line UserError (stderr line, exit code 2)."""
+
+    def error(self, message: str):
+        raise UserError(f"{self.prog}: {message}")
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Model, device and sampling flags shared by ``emprl.generate`` and ``emprl.chat``."""
+    defaults = GenerationSettings()
+    parser.add_argument("--model", required=True, help="a generator folder (SFT or PPO output)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--dtype", default=None, choices=["auto", "float32", "float16", "bfloat16"])
+    parser.add_argument("--top_k", type=int, default=defaults.top_k)
+    parser.add_argument("--top_p", type=float, default=defaults.top_p)
+    parser.add_argument("--temperature", type=float, default=defaults.temperature)
+    parser.add_argument("--max_new_tokens", type=positive_int, default=defaults.max_new_tokens)
+    parser.add_argument("--do_sample", type=parse_bool, default=defaults.do_sample, metavar="true|false")
+    parser.add_argument("--num_beams", type=positive_int, default=defaults.num_beams)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--max_source_tokens", type=positive_int, default=None,
+                        help="prompt budget (default: what the model was trained with)")
+    parser.add_argument("--system_prompt", default=None, help="system message for chat templates")
+
+
+def settings_from(args: argparse.Namespace) -> GenerationSettings:
+    if args.do_sample and args.temperature <= 0:
+        raise UserError(f"--temperature: expected a positive number when sampling, got {args.temperature}")
+    if not 0 < args.top_p <= 1:
+        raise UserError(f"--top_p: expected a number in (0, 1], got {args.top_p}")
+    return GenerationSettings(top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
+                              max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
+                              num_beams=args.num_beams, seed=args.seed)
+
+
+def load_for_generation(args: argparse.Namespace):
+    """-> (model, tokenizer, PromptBuilder) for the folder named by --model."""
+    import os
+
+    from emprl.policy import load_policy, pick_device, prompt_builder_for
+
+    if not os.path.isdir(args.model):
+        raise UserError(f"--model: folder '{args.model}' does not exist")
+    model, tokenizer, enc_dec = load_policy(args.model, dtype=args.dtype, device=pick_device(args.device))
+    builder = prompt_builder_for(args.model, tokenizer, enc_dec, max_source_tokens=args.max_source_tokens,
+                                 system_prompt=args.system_prompt)
+    return model, tokenizer, builder
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = ArgumentParser(prog="emprl.generate", description=__doc__.split("\n\n")[0])
+    add_model_arguments(parser)
+    parser.add_argument("--data", required=True, help="FORMAT:PATH, e.g. empathetic_dialogues:data/ed")
+    parser.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    parser.add_argument("--out", required=True, help="JSONL file to write")
+    parser.add_argument("--max_examples", type=positive_int, default=None)
+    parser.add_argument("--batch_size", type=positive_int, default=16)
+    parser.add_argument("--on_bad_rows", default="error", choices=["error", "skip"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    from emprl.data import load_dialogues
+    from emprl.io import atomic_write_jsonl
+    from emprl.policy import generate_responses
+
+    settings = settings_from(args)
+    rows = load_dialogues(args.data, args.on_bad_rows)[args.split]
+    if args.max_examples:
+        rows = rows.select(range(min(args.max_examples, len(rows))))
+    model, tokenizer, builder = load_for_generation(args)
+    responses = generate_responses(model, tokenizer, builder, list(rows["context"]), settings,
+                                   batch_size=args.batch_size)
+    out = [{"conv_id": r["conv_id"], "context": r["context"], "reference": r["response"], "response": resp}
+           for r, resp in zip(rows, responses)]
+    atomic_write_jsonl(args.out, out)
+    logger.info("wrote %d responses to %s (%d empty)", len(out), args.out, sum(not r for r in responses))
+    return out
+
+
+if __name__ == "__main__":
+    run_cli(main)
