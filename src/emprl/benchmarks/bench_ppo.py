@@ -1,0 +1,149 @@
+"""Seconds per PPO step and where they go: generation, reward, optimisation (``PPOTrainer.step``).
+
+    python -m emprl.benchmarks.bench_ppo                              # demo recipe (if built) + tiny T5
+    python -m emprl.benchmarks.bench_ppo --recipe recipes/demo/ppo.yaml --steps 3
+    python -m emprl.benchmarks.bench_ppo --tiny                       # tiny T5 only
+
+Runs the stage's own step (:meth:`emprl.ppo.PPORun.train_step`) in a temporary output folder, with
+no evaluation and no checkpoints. The demo needs the SFT model, identifiers and labelled data of
+``recipes/demo`` (``make sft identifiers label``); the tiny T5 is built on the spot from configs.
+The first step is a warm-up and is left out of the means when more than one step runs. The gold
+levels come from the labelled data: the reward never re-labels references inside the loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import tempfile
+
+import torch
+
+from emprl.errors import UserError, run_cli
+
+PHASES = ("generation", "reward", "optimization")
+
+
+def bench_recipe(recipe: str, steps: int, extra: list[str] | None = None) -> dict:
+    """Run ``steps`` PPO steps of ``recipe`` and return the mean timings."""
+    from trl import PPOConfig
+
+    from emprl.config import parse_recipe
+    from emprl.ppo import PPORun, PPOScriptConfig, _init_distributed
+
+    with tempfile.TemporaryDirectory(prefix="bench-ppo-") as out:
+        argv = [recipe, "--output_dir", out, "--eval_samples", "0", "--save_steps", "0", "--steps", str(steps),
+                "--log_with", "null", *(extra or [])]
+        cfg, ppo_cfg = parse_recipe((PPOScriptConfig, PPOConfig), argv)
+        _init_distributed()
+        run = PPORun(cfg, ppo_cfg)
+        rows = [run.train_step(step) for step in range(1, steps + 1)]
+    timed = rows[1:] if len(rows) > 1 else rows
+    result = {f"time/{p}": statistics.mean(r[f"time/{p}"] for r in timed) for p in PHASES}
+    result["time/step"] = statistics.mean(r["time/step"] for r in timed)
+    result["samples_per_step"] = ppo_cfg.batch_size * run.world
+    result["samples_per_s"] = result["samples_per_step"] / result["time/step"]
+    result["response_tokens"] = statistics.mean(r["response_tokens"] for r in timed)
+    result["steps_timed"] = len(timed)
+    return result
+
+
+def report(name: str, result: dict) -> None:
+    step = result["time/step"]
+    print(f"\n{name}: {step:.2f} s per PPO step ({result['steps_timed']} timed), "
+          f"{result['samples_per_step']} samples per step, {result['samples_per_s']:.2f} samples/s, "
+          f"{result['response_tokens']:.1f} tokens per response")
+    for phase in PHASES:
+        seconds = result[f"time/{phase}"]
+        print(f"  {phase:<13} {seconds:7.3f} s  {100 * seconds / step:5.1f}%")
+    print(f"  reward share of the step: {100 * result['time/reward'] / step:.1f}% (target: at most 20%)")
+
+
+# -- the tiny T5 setting --------------------------------------------------------------------------
+
+
+def build_tiny_setting(root: str) -> str:
+    """A tiny T5 policy, three tiny BERT identifiers, labelled synthetic dialogues and a recipe."""
+    from datasets import Dataset, DatasetDict
+    from transformers import BertConfig, BertModel, T5Config, T5ForConditionalGeneration
+
+    from emprl.benchmarks.bench_reward import RESPONSES, TURNS
+    from reward_models import MECHANISMS, EmpathyIdentifier
+
+    tokenizer = _word_tokenizer(TURNS + RESPONSES)
+    torch.manual_seed(0)
+    t5 = T5ForConditionalGeneration(T5Config(
+        vocab_size=len(tokenizer), d_model=64, d_ff=128, d_kv=16, num_layers=2, num_decoder_layers=2, num_heads=4,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, dropout_rate=0.0))
+    t5.save_pretrained(os.path.join(root, "t5"))
+    tokenizer.save_pretrained(os.path.join(root, "t5"))
+    bert = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=512))
+    bert.save_pretrained(os.path.join(root, "bert"))
+    tokenizer.save_pretrained(os.path.join(root, "bert"))
+    for mech in MECHANISMS:
+        EmpathyIdentifier.from_encoders(os.path.join(root, "bert")).save_pretrained(
+            os.path.join(root, "identifiers", mech))
+
+    rng = random.Random(0)
+
+    def split(n: int) -> Dataset:
+        rows = {"context": [rng.sample(TURNS, rng.randint(2, 5)) for _ in range(n)],
+                "response": [rng.choice(RESPONSES[:-1]) for _ in range(n)],
+                "conv_id": [str(i) for i in range(n)], "emotion": [""] * n, "situation": [""] * n}
+        rows.update({m: [rng.randrange(3) for _ in range(n)] for m in MECHANISMS})
+        return Dataset.from_dict(rows)
+
+    DatasetDict(train=split(64), validation=split(16), test=split(16)).save_to_disk(os.path.join(root, "labelled"))
+    recipe = os.path.join(root, "ppo.yaml")
+    with open(recipe, "w", encoding="utf-8") as fh:
+        fh.write(f"sft_model_path: {root}/t5\nlabelled_data: {root}/labelled\nidentifiers_dir: {root}/identifiers\n"
+                 "batch_size: 8\nmini_batch_size: 4\nppo_epochs: 4\nlearning_rate: 1.0e-4\nmax_new_tokens: 30\n")
+    return recipe
+
+
+def _word_tokenizer(texts: list[str]):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({w for t in texts + ["Speaker:", "Listener:"] for w in t.lower().replace(":", " :").split()})
+    vocab = {tok: i for i, tok in enumerate(["<pad>", "</s>", "<unk>", *words])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_input_names=["input_ids", "attention_mask"])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m emprl.benchmarks.bench_ppo", description=__doc__.split("\n")[0])
+    parser.add_argument("--recipe", default="recipes/demo/ppo.yaml", help="PPO recipe to time (default: the demo)")
+    parser.add_argument("--steps", type=int, default=3, help="PPO steps per setting (the first is a warm-up)")
+    parser.add_argument("--tiny", action="store_true", help="only the tiny T5 setting")
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        raise UserError(f"--steps: expected a positive integer, got {args.steps}")
+    results = {}
+    if not args.tiny:
+        try:
+            results["recipe"] = bench_recipe(args.recipe, args.steps)
+            report(f"{args.recipe} (CPU, {torch.get_num_threads()} threads)", results["recipe"])
+        except UserError as err:
+            print(f"skipping {args.recipe}: {err}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model's kernels are too small to share between threads
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-ppo-tiny-") as root:
+            results["tiny_t5"] = bench_recipe(build_tiny_setting(root), args.steps)
+    finally:
+        torch.set_num_threads(threads)
+    report("tiny T5 (d_model 64, batch 8, mini-batch 4, 4 PPO epochs, 30 new tokens; CPU, 1 thread)",
+           results["tiny_t5"])
+    return results
+
+
+if __name__ == "__main__":
+    run_cli(main)
