@@ -1,0 +1,637 @@
+"""Stage 5 — evaluation of every system on the test split, as the paper's Tables II and VI.
+
+    accelerate launch --config_file recipes/accelerate/cpu.yaml -m emprl.evaluate recipes/demo/evaluate.yaml
+
+For each system of the recipe (a generator folder, or ``jsonl:PATH`` generations of an external system):
+
+1. PPL — corpus-level perplexity of the reference responses under teacher forcing: the token NLLs of
+   the whole test set summed, divided by the number of tokens (never a mean of batch means); once per
+   system. The targets are the SFT targets: T5 reads the response tokens + eos, a decoder-only model
+   the reply and its end-of-turn tokens after the prompt.
+2. For each seed: sample one response per context with the paper's decoding (top-k 20, top-p 1.0,
+   temperature 0.9, at most 30 new tokens) and score Dist-1/2, Emp-F1, the mean empathy reward R_emp,
+   the mean length in words and, on DailyDialog, BLEU-1/2 and ROUGE-L.
+3. Mean and 95% confidence interval over the seeds.
+
+Several processes split the examples between them (generation and PPL); the main process gathers
+them in order and computes the metrics. Outputs: results.json, results.md, examples.md,
+generations/<system>/seed<k>.jsonl and, written last, stage.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from emprl.config import config_to_dict, parse_recipe, recipe_hash
+from emprl.errors import UserError, run_cli
+
+logger = logging.getLogger("emprl.evaluate")
+
+STAGE_FILE = "stage.json"
+JSONL_PREFIX = "jsonl:"
+# (key in results, column title, decimals); PPL is handled apart (one value per system).
+SEED_METRICS = [("dist-1", "Dist-1", 2), ("dist-2", "Dist-2", 2), ("emp_f1", "Emp-F1", 2),
+                ("r_emp", "R_emp", 3), ("length", "Length", 2)]
+REFERENCE_METRICS = [("bleu-1", "BLEU-1", 2), ("bleu-2", "BLEU-2", 2), ("rouge-l", "ROUGE-L", 2)]
+MECHANISM_SHORT = {"emotional_reactions": "ER", "interpretations": "IP", "explorations": "EX"}
+# Ma et al., IEEE TAFFC 2025: Table II (T5 SFT, EmpRL) and Table VI (ablations), EmpatheticDialogues test.
+PAPER_ROWS = [("w/o RL (T5 SFT)", 11.95, 4.01, 25.24, 65.70), ("EmpRL", 12.90, 4.65, 29.03, 69.43),
+              ("w/o KL (600 steps)", 14.49, 4.79, 29.88, 68.87), ("w/o empathy reward", 12.10, 3.96, 25.13, 65.90)]
+ED_FORMATS = ("empathetic_dialogues", "emprl_json")  # emprl_json: the authors' preprocessed ED release
+
+
+@dataclass
+class EvaluateConfig:
+    # dict[str, Any], not dict[str, str]: the command-line parser reads a dict[str, str] override as text.
+    systems: dict[str, Any] = field(metadata={
+        "help": "row name -> generator folder, or jsonl:PATH of generations ({seed} in PATH: one file per seed)"})
+    data: str = field(default="disk:outputs/demo/labelled", metadata={
+        "help": "dialogue data FORMAT:PATH; labelled data (disk:) carries the gold empathy levels",
+        "existing_path": True})
+    split: str = "test"
+    identifiers_dir: str = field(default="outputs/demo/identifiers", metadata={
+        "help": "output folder of the identifiers stage (Emp-F1, R_emp, missing gold levels)", "existing_path": True})
+    output_dir: str = "outputs/demo/eval"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "one generation run per seed"})
+    max_examples: int | None = field(default=None, metadata={"help": "first N test examples (null: all)"})
+    # Decoding (paper: top-k 20, top-p 1.0, temperature 0.9, 30 new tokens).
+    top_k: int = 20
+    top_p: float = 1.0
+    temperature: float = 0.9
+    max_new_tokens: int = 30
+    do_sample: bool = True
+    batch_size: int = 16
+    # Prompt: null keeps what each model folder was trained with (emprl_prompt.json, else PromptBuilder's).
+    max_source_tokens: int | None = None
+    speaker_tag: str | None = None
+    listener_tag: str | None = None
+    system_prompt: str | None = None
+    max_target_tokens: int = field(default=50, metadata={"help": "references are cut to this for PPL (as in SFT)"})
+    # Identifiers: read the context as the labelling stage did.
+    identifier_max_context_len: int = 200
+    identifier_max_response_len: int = 50
+    identifier_batch_size: int = 64
+    data_kind: Literal["auto", "empathetic_dialogues", "dailydialog", "other"] = field(default="auto", metadata={
+        "help": "auto: from the data spec (disk: data follows the labelling stage's record)"})
+    reference_metrics: bool | None = field(default=None, metadata={"help": "BLEU-1/2, ROUGE-L (null: on DailyDialog)"})
+    paper_reference: bool | None = field(default=None, metadata={
+        "help": "add the paper's figures to results.md (null: when the data is EmpatheticDialogues)"})
+    external_ppl: dict[str, float] = field(default_factory=dict, metadata={
+        "help": "PPL of jsonl: systems, by row name (else metrics.json beside the file: test_ppl or ppl)"})
+    num_examples_shown: int = field(default=5, metadata={"help": "contexts in examples.md"})
+    device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:1 ..."})
+    dtype: str | None = field(default=None, metadata={"help": "model dtype: float32, bfloat16, float16, auto"})
+    on_bad_rows: Literal["error", "skip"] = "error"
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "rerun even if output_dir is complete"})
+
+    def __post_init__(self):
+        if not self.systems:
+            raise ValueError("key 'systems': expected at least one system")
+        for name, spec in self.systems.items():
+            if not isinstance(spec, str) or not spec.strip():
+                raise ValueError(f"key 'systems': '{name}': expected a model folder or jsonl:PATH, got {spec!r}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"key 'seeds': expected a non-empty list of different seeds, got {self.seeds}")
+        for key in ("batch_size", "max_new_tokens", "max_target_tokens", "identifier_max_context_len",
+                    "identifier_max_response_len", "identifier_batch_size"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"key '{key}': expected a positive integer, got {getattr(self, key)}")
+        if self.max_examples is not None and self.max_examples <= 0:
+            raise ValueError(f"key 'max_examples': expected a positive integer or null, got {self.max_examples}")
+        if self.do_sample and self.temperature <= 0:
+            raise ValueError(f"key 'temperature': expected a positive number, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"key 'top_p': expected a number in (0, 1], got {self.top_p}")
+        unknown = sorted(set(self.external_ppl) - set(self.systems))
+        if unknown:
+            raise ValueError(f"key 'external_ppl': {unknown[0]!r} is not one of the systems")
+
+
+# -- the stage -----------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    (cfg,) = parse_recipe((EvaluateConfig,), argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    started = time.time()
+    systems = check_systems(cfg)
+    stamp = recipe_hash(cfg)
+    inputs = inputs_fingerprint(cfg, systems)
+    if not cfg.overwrite_output_dir and finished(cfg.output_dir, stamp, inputs):
+        print(f"{cfg.output_dir} already holds this evaluation; pass --overwrite_output_dir true to rerun")
+        return None
+
+    import torch
+    from accelerate import PartialState
+    from tqdm.auto import tqdm
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    state = PartialState(cpu=device == "cpu")  # joins the ranks of `accelerate launch` (DESIGN.md §5)
+    if state.num_processes > 1 or cfg.device == "auto":
+        device = state.device
+
+    # 1. The test examples, and what kind of data they are.
+    from emprl.data import MECHANISMS, load_dialogues
+
+    dataset = load_dialogues(cfg.data, cfg.on_bad_rows)
+    if cfg.split not in dataset:
+        raise UserError(f"data {cfg.data!r}: no split {cfg.split!r} (has {', '.join(dataset)})")
+    rows = dataset[cfg.split]
+    if cfg.max_examples:
+        rows = rows.select(range(min(cfg.max_examples, len(rows))))
+    if len(rows) == 0:
+        raise UserError(f"data {cfg.data!r}: the {cfg.split} split is empty")
+    contexts, references = list(rows["context"]), list(rows["response"])
+    conv_ids = list(rows["conv_id"])
+    kind = cfg.data_kind if cfg.data_kind != "auto" else detect_data_kind(cfg.data)
+    with_refs = cfg.reference_metrics if cfg.reference_metrics is not None else kind == "dailydialog"
+    with_paper = cfg.paper_reference if cfg.paper_reference is not None else kind == "empathetic_dialogues"
+    if state.is_main_process:
+        logger.info("%d %s examples of %s (%s), %d systems x %d seeds, %d process(es) on %s", len(rows), cfg.split,
+                    cfg.data, kind, len(systems), len(cfg.seeds), state.num_processes, device)
+
+    # 2. Identifiers (main process): the gold levels on (c, y), from the labelled columns or computed once.
+    scorer = gold = None
+    if state.is_main_process:
+        scorer = Scorer(cfg, device, contexts)
+        if all(m in rows.column_names for m in MECHANISMS):
+            gold = [[int(v) for v in levels] for levels in zip(*(rows[m] for m in MECHANISMS))]
+        else:
+            logger.info("no gold level columns in %s: labelling the %d references once", cfg.data, len(rows))
+            gold = scorer.levels(references)
+
+    # 3. Each system: PPL once, then one generation run per seed.
+    results = {}
+    for name, (kind_of_system, source) in tqdm(list(systems.items()), desc="systems", unit="system",
+                                              disable=not state.is_main_process):
+        if kind_of_system == "model":
+            ppl, tokens, runs = evaluate_model(cfg, state, device, source, contexts, references)
+        else:
+            ppl, tokens = external_ppl(cfg, name, source), None
+            runs = read_external_generations(source, cfg.seeds, contexts, references) \
+                if state.is_main_process else {}
+        if state.is_main_process:
+            per_seed = {seed: scorer.score(responses, references, gold, with_refs) for seed, responses in runs.items()}
+            results[name] = {"source": source, "kind": kind_of_system, "ppl": ppl, "ppl_tokens": tokens,
+                             "per_seed": per_seed, "summary": summarise(per_seed), "responses": runs}
+            logger.info("%s: PPL %s; %s", name, _fmt(ppl, 2), ", ".join(
+                f"{k} {_fmt(v['mean'], 3)}" for k, v in results[name]["summary"].items()))
+
+    # 4. Reports, written whole (main process); the stamp last.
+    report = None
+    if state.is_main_process:
+        report = write_outputs(cfg, results, stamp, inputs, contexts, references, conv_ids,
+                               kind=kind, with_refs=with_refs, with_paper=with_paper,
+                               runtime_s=time.time() - started)
+        print(results_table(report))
+        print(f"wrote {cfg.output_dir}/results.md ({time.time() - started:.0f} s)")
+    state.wait_for_everyone()
+    return report
+
+
+def check_systems(cfg: EvaluateConfig) -> dict[str, tuple[str, str]]:
+    """name -> ("model", folder) or ("jsonl", path); a missing path is a UserError naming the system."""
+    out = {}
+    for name, spec in cfg.systems.items():
+        if spec.startswith(JSONL_PREFIX):
+            path = spec[len(JSONL_PREFIX):]
+            paths = [path.replace("{seed}", str(s)) for s in cfg.seeds] if "{seed}" in path else [path]
+            missing = next((p for p in paths if not os.path.isfile(p)), None)
+            if missing:
+                raise UserError(f"systems: '{name}': generations file '{missing}' does not exist")
+            out[name] = ("jsonl", path)
+        elif not os.path.isdir(spec):
+            raise UserError(f"systems: '{name}': model folder '{spec}' does not exist")
+        else:
+            out[name] = ("model", spec)
+    return out
+
+
+# -- models: PPL and generations -------------------------------------------------------------------------
+
+
+def evaluate_model(cfg: EvaluateConfig, state, device, folder: str, contexts, references):
+    """(PPL, reference tokens, {seed: responses}) for one generator folder; examples split across ranks."""
+    from accelerate.utils import gather_object
+
+    from emprl.policy import GenerationSettings, generate_responses, load_policy, prompt_builder_for
+
+    model, tokenizer, enc_dec = load_policy(folder, dtype=cfg.dtype, device=device)
+    builder = prompt_builder_for(folder, tokenizer, enc_dec, max_source_tokens=cfg.max_source_tokens,
+                                 speaker_tag=cfg.speaker_tag, listener_tag=cfg.listener_tag,
+                                 system_prompt=cfg.system_prompt)
+    indices = list(range(len(contexts)))
+    with state.split_between_processes(indices) as shard:
+        nll, tokens = reference_nll(model, builder, [contexts[i] for i in shard], [references[i] for i in shard],
+                                    cfg.max_target_tokens, cfg.batch_size, progress=state.is_main_process)
+    parts = gather_object([(nll, tokens)])
+    total_nll, total_tokens = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    from emprl.metrics import perplexity
+
+    ppl = perplexity(total_nll, total_tokens) if total_tokens else math.nan
+    runs = {}
+    for seed in cfg.seeds:
+        settings = GenerationSettings(top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature,
+                                      max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, seed=seed)
+        with state.split_between_processes(indices) as shard:
+            mine = generate_responses(model, tokenizer, builder, [contexts[i] for i in shard], settings,
+                                      batch_size=cfg.batch_size, progress=state.is_main_process)
+        runs[seed] = gather_object(mine)  # shards are contiguous, so rank order is example order
+    del model
+    _free_accelerator_memory()
+    return ppl, total_tokens, runs
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def ppl_example(builder, context, reference: str, max_target_tokens: int, end=None) -> dict:
+    """input_ids and labels (-100 where no loss) — the same targets as the SFT stage."""
+    from emprl.policy import prompt_ids
+    from emprl.sft import causal_example
+
+    tok = builder.tokenizer
+    if builder.is_encoder_decoder:
+        labels = tok(text_target=reference, max_length=max_target_tokens, truncation=True)["input_ids"]
+        return {"input_ids": prompt_ids(builder, context), "labels": labels}
+    before, end_ids = end
+    example = causal_example(builder, context, reference, max_target_tokens, before, end_ids)
+    return {"input_ids": example["input_ids"], "labels": example["labels"]}
+
+
+def reference_nll(model, builder, contexts, references, max_target_tokens: int, batch_size: int,
+                  progress: bool = True) -> tuple[float, int]:
+    """Sum of the token NLLs of the references and their token count (teacher forcing)."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    from emprl.policy import pad_batch, response_suffix
+
+    tok = builder.tokenizer
+    end = None
+    if not builder.is_encoder_decoder:
+        before, after = response_suffix(builder)
+        end = (before, tok(after, add_special_tokens=False)["input_ids"] if after.strip() else [tok.eos_token_id])
+    examples = [ppl_example(builder, c, r, max_target_tokens, end) for c, r in zip(contexts, references)]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        batches = range(0, len(examples), batch_size)
+        for start in tqdm(batches, desc="PPL", unit="batch", disable=not progress or len(batches) < 2):
+            chunk = examples[start:start + batch_size]
+            # Right padding for both kinds: positions of real tokens then start at 0, as in training.
+            enc = pad_batch([e["input_ids"] for e in chunk], tok.pad_token_id, "right", device)
+            labels = pad_batch([e["labels"] for e in chunk], -100, "right", device)["input_ids"]
+            with torch.no_grad():
+                if builder.is_encoder_decoder:  # labels make T5 build its shifted decoder input
+                    logits = model(**enc, labels=labels).logits
+                else:
+                    logits = model(**enc).logits[:, :-1]
+                    labels = labels[:, 1:]
+            keep = labels != -100
+            total += float(F.cross_entropy(logits[keep].float(), labels[keep], reduction="sum"))
+            count += int(keep.sum())
+    finally:
+        model.train(was_training)
+    return total, count
+
+
+# -- external systems -------------------------------------------------------------------------------------
+
+
+def read_external_generations(path: str, seeds, contexts, references) -> dict[int, list[str]]:
+    """Responses of an external system, matched to our examples by (context, reference)."""
+    files = {seed: path.replace("{seed}", str(seed)) for seed in seeds} if "{seed}" in path else {seeds[0]: path}
+    runs = {}
+    for seed, file in files.items():
+        table: dict[tuple, list[str]] = {}
+        with open(file, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    key = _example_key(row["context"], row["reference"])
+                    response = row["response"]
+                except (ValueError, KeyError, TypeError):
+                    raise UserError(f"{file}:{lineno}: expected a JSON object with context (list of turns), "
+                                    "reference and response") from None
+                table.setdefault(key, []).append(str(response))
+        responses = []
+        for context, reference in zip(contexts, references):
+            found = table.get(_example_key(context, reference))
+            if not found:
+                raise UserError(f"{file}: no response for the test context ending {context[-1][:60]!r}; "
+                                "the file must hold generations for the same test examples")
+            responses.append(found.pop(0) if len(found) > 1 else found[0])
+        runs[seed] = responses
+    return runs
+
+
+def _example_key(context, reference) -> tuple:
+    if isinstance(context, str):
+        context = [context]
+    return tuple(" ".join(str(t).split()) for t in context), " ".join(str(reference).split())
+
+
+def external_ppl(cfg: EvaluateConfig, name: str, path: str) -> float | None:
+    if name in cfg.external_ppl:
+        return float(cfg.external_ppl[name])
+    metrics = os.path.join(os.path.dirname(path), "metrics.json")
+    if os.path.isfile(metrics):
+        with open(metrics, encoding="utf-8") as fh:
+            data = json.load(fh)
+        for key in ("test_ppl", "ppl"):
+            if isinstance(data.get(key), (int, float)):
+                return float(data[key])
+    return None
+
+
+# -- metrics ----------------------------------------------------------------------------------------------
+
+
+class Scorer:
+    """Per-seed metrics on the main process: the identifiers see each context as the labelling stage did."""
+
+    def __init__(self, cfg: EvaluateConfig, device, contexts):
+        from emprl.data import serialize_context
+        from emprl.metrics import load_metric
+        from reward_models import EmpathyReward
+
+        self.reward = EmpathyReward.from_pretrained(
+            cfg.identifiers_dir, device=device, max_context_len=cfg.identifier_max_context_len,
+            max_response_len=cfg.identifier_max_response_len, batch_size=cfg.identifier_batch_size)
+        tok = next(iter(self.reward.tokenizers.values()))
+        self.contexts = [serialize_context(turns, tok, cfg.identifier_max_context_len, cfg.speaker_tag or "Speaker:",
+                                           cfg.listener_tag or "Listener:") for turns in contexts]
+        self.metrics = {name: load_metric(name) for name in ("distinct", "emp_f1", "bleu", "rouge_l")}
+
+    def levels(self, responses: list[str]) -> list[list[int]]:
+        return self.reward.levels(self.contexts, responses).cpu().tolist()
+
+    def levels_and_reward(self, responses: list[str], gold) -> tuple[list[list[int]], float]:
+        """Levels on (c, y_hat) and mean R_emp from ONE identifier pass (R_emp = prod_i p_i(l_i | c, y_hat),
+        the formula of EmpathyReward.__call__)."""
+        import torch
+
+        logits = self.reward.logits(self.contexts, responses)
+        gold_t = torch.as_tensor(gold, dtype=torch.long, device=logits.device)
+        picked = logits.log_softmax(dim=-1).gather(-1, gold_t.unsqueeze(-1)).squeeze(-1)
+        r_emp = picked.sum(dim=1).exp().clamp(min=torch.finfo(torch.float32).tiny, max=1.0)
+        return logits.argmax(dim=-1).cpu().tolist(), float(r_emp.mean())
+
+    def score(self, responses, references, gold, with_refs: bool) -> dict[str, float]:
+        out = dict(self.metrics["distinct"].compute(predictions=responses, max_n=2))
+        levels, out["r_emp"] = self.levels_and_reward(responses, gold)
+        emp = self.metrics["emp_f1"].compute(predictions=levels, references=gold)
+        out["emp_f1"] = emp.pop("emp_f1")
+        out["length"] = sum(len(r.split()) for r in responses) / len(responses)
+        out.update({f"f1_{m}": v for m, v in emp.items()})
+        out["empty_responses"] = sum(not r.strip() for r in responses)
+        if with_refs:
+            out.update(self.metrics["bleu"].compute(predictions=responses, references=references))
+            out.update(self.metrics["rouge_l"].compute(predictions=responses, references=references))
+        return out
+
+
+def summarise(per_seed: dict[int, dict[str, float]]) -> dict[str, dict]:
+    """metric -> mean, 95% CI half-width (Student t over seeds; null for a single run) and n."""
+    from emprl.metrics import mean_ci95
+
+    out = {}
+    for key in next(iter(per_seed.values())):
+        mean, ci = mean_ci95(run[key] for run in per_seed.values())
+        out[key] = {"mean": mean, "ci95": None if math.isnan(ci) else ci, "n": len(per_seed)}
+    return out
+
+
+# -- data kind --------------------------------------------------------------------------------------------
+
+
+def detect_data_kind(spec: str, _depth: int = 0) -> str:
+    """empathetic_dialogues, dailydialog or other; saved (disk:) data follows its labelling record."""
+    fmt, _, path = spec.partition(":")
+    if fmt == "disk" and _depth < 3:
+        source = _source_spec(path)
+        return detect_data_kind(source, _depth + 1) if source else "other"
+    if fmt in ED_FORMATS:
+        return "empathetic_dialogues"
+    return "dailydialog" if fmt == "dailydialog" else "other"
+
+
+def _source_spec(folder: str) -> str | None:
+    """The data spec a labelled folder was made from: label_stats.json's "data", else its model card."""
+    try:
+        with open(os.path.join(folder, "label_stats.json"), encoding="utf-8") as fh:
+            data = json.load(fh).get("data")
+        if isinstance(data, str):
+            return data
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        with open(os.path.join(folder, "README.md"), encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("data: "):
+                    value = json.loads(line[len("data: "):])
+                    return value if isinstance(value, str) else None
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+# -- outputs ----------------------------------------------------------------------------------------------
+
+
+def write_outputs(cfg, results, stamp, inputs, contexts, references, conv_ids, *, kind, with_refs, with_paper,
+                  runtime_s) -> dict:
+    from emprl.io import atomic_dir, atomic_write_json, atomic_write_jsonl, atomic_write_text
+
+    slugs = unique_slugs(results)
+    report = {
+        "stage": "evaluate", "data": cfg.data, "data_kind": kind, "split": cfg.split,
+        "num_examples": len(contexts), "seeds": list(cfg.seeds),
+        "decoding": {k: getattr(cfg, k) for k in ("top_k", "top_p", "temperature", "max_new_tokens", "do_sample")},
+        "reference_metrics": with_refs, "runtime_s": round(runtime_s, 1), "systems": {},
+        "paper_reference": [dict(zip(("system", "ppl", "dist-1", "dist-2", "emp_f1"), row)) for row in PAPER_ROWS]
+        if with_paper else None,
+        "recipe": config_to_dict(cfg),
+    }
+    for name, res in results.items():
+        report["systems"][name] = {
+            "source": res["source"], "kind": res["kind"], "ppl": res["ppl"], "ppl_tokens": res["ppl_tokens"],
+            "per_seed": {str(s): v for s, v in res["per_seed"].items()}, "summary": res["summary"],
+            "generations": {str(s): f"generations/{slugs[name]}/seed{s}.jsonl" for s in res["responses"]},
+        }
+    with atomic_dir(cfg.output_dir) as tmp:
+        for name, res in results.items():
+            for seed, responses in res["responses"].items():
+                atomic_write_jsonl(os.path.join(tmp, "generations", slugs[name], f"seed{seed}.jsonl"), [
+                    {"conv_id": cid, "context": list(c), "reference": ref, "response": resp}
+                    for cid, c, ref, resp in zip(conv_ids, contexts, references, responses)])
+        atomic_write_json(os.path.join(tmp, "results.json"), _json_safe(report))
+        atomic_write_text(os.path.join(tmp, "results.md"), results_markdown(report))
+        atomic_write_text(os.path.join(tmp, "examples.md"),
+                          examples_markdown(results, contexts, references, cfg.num_examples_shown))
+        atomic_write_json(os.path.join(tmp, STAGE_FILE), {"stage": "evaluate", "recipe_hash": stamp,
+                                                          "inputs": inputs, "complete": True})
+    return report
+
+
+def results_markdown(report: dict) -> str:
+    decoding = report["decoding"]
+    sampling = (f"top-k {decoding['top_k']}, top-p {decoding['top_p']}, temperature {decoding['temperature']}"
+                if decoding["do_sample"] else "greedy")
+    n_seeds = len(report["seeds"])
+    lines = [
+        f"# EmpRL evaluation — `{report['data']}` [{report['split']}]", "",
+        f"{report['num_examples']} examples, seeds {report['seeds']}; decoding: {sampling}, at most "
+        f"{decoding['max_new_tokens']} new tokens.", "",
+        results_table(report), "",
+        "PPL: corpus-level perplexity of the reference responses under teacher forcing (all token NLLs of the "
+        "test set summed, divided by the token count; one value per system, no sampling). Other columns: "
+        f"mean ± 95% confidence interval (Student t) over {n_seeds} seed{'s' if n_seeds > 1 else ''}. "
+        "Dist-n: distinct n-grams over all n-grams of all responses, ×100. Emp-F1: weighted F1 between the "
+        "identifiers' levels on (context, reference) and on (context, response), mean of ER/IP/EX, ×100. "
+        "R_emp: mean empathy reward exp(-L_emp) in (0, 1]. Length: mean words per response."
+        + (" BLEU-1/2: corpus BLEU; ROUGE-L: mean F1; both ×100." if report["reference_metrics"] else ""), "",
+        "## Emp-F1 per mechanism", "",
+        "| System | ER | IP | EX | Empty responses |", "| --- | --- | --- | --- | --- |",
+    ]
+    for name, res in report["systems"].items():
+        cells = [_cell(res["summary"].get(f"f1_{m}"), 2) for m in MECHANISM_SHORT]
+        empty = res["summary"].get("empty_responses")
+        lines.append(f"| {name} | {' | '.join(cells)} | {_fmt(empty['mean'] if empty else None, 1)} |")
+    if report["paper_reference"]:
+        lines += [
+            "", "## Reference: the paper's figures", "",
+            "| System (paper) | PPL | Dist-1 | Dist-2 | Emp-F1 |", "| --- | --- | --- | --- | --- |",
+            *(f"| {r['system']} | {r['ppl']:.2f} | {r['dist-1']:.2f} | {r['dist-2']:.2f} | {r['emp_f1']:.2f} |"
+              for r in report["paper_reference"]),
+            "",
+            "These are the paper's figures (Ma et al., IEEE TAFFC 2025, Tables II and VI): T5-base on the real "
+            "EmpatheticDialogues test set, 5 seeds. They are not comparable to runs on other models or data, "
+            "such as the offline demo (a small model, bundled demo dialogues, a few examples).",
+        ]
+    lines += ["", f"Generations: `generations/<system>/seed<k>.jsonl`; examples side by side: `examples.md`. "
+                  f"Runtime {report['runtime_s']:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def results_table(report: dict) -> str:
+    columns = SEED_METRICS + (REFERENCE_METRICS if report["reference_metrics"] else [])
+    lines = ["| System | PPL | " + " | ".join(title for _, title, _ in columns) + " |",
+             "| --- " * (len(columns) + 2) + "|"]
+    for name, res in report["systems"].items():
+        cells = [_fmt(res["ppl"], 2)] + [_cell(res["summary"].get(key), dec) for key, _, dec in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def examples_markdown(results: dict, contexts, references, n: int) -> str:
+    """A few test contexts (evenly spread) with every system's first-seed response, like Table VIII."""
+    from emprl.data import turn_roles
+
+    total = len(contexts)
+    picks = sorted({round(i * (total - 1) / max(n - 1, 1)) for i in range(min(n, total))}) if n > 0 else []
+    lines = ["# Example responses", "", "Test contexts with each system's response (first seed) and the reference.",
+             ""]
+    for k, i in enumerate(picks, start=1):
+        lines += [f"## Example {k} (test #{i})", ""]
+        for role, turn in zip(turn_roles(len(contexts[i])), contexts[i]):
+            lines.append(f"> **{role.capitalize()}:** {_md(turn)}  ")
+        lines += ["", "| System | Response |", "| --- | --- |", f"| Reference | {_md(references[i])} |"]
+        for name, res in results.items():
+            first = res["responses"][min(res["responses"])]
+            lines.append(f"| {_md(name)} | {_md(first[i]) or '*(empty)*'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def unique_slugs(names) -> dict[str, str]:
+    out, used = {}, set()
+    for name in names:
+        base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "system"
+        slug, k = base, 2
+        while slug in used:
+            slug, k = f"{base}-{k}", k + 1
+        used.add(slug)
+        out[name] = slug
+    return out
+
+
+def _cell(stat: dict | None, decimals: int) -> str:
+    if not stat:
+        return "—"
+    if stat["ci95"] is None:
+        return _fmt(stat["mean"], decimals)
+    return f"{stat['mean']:.{decimals}f} ± {stat['ci95']:.{decimals}f}"
+
+
+def _fmt(value, decimals: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.{decimals}f}"
+
+
+def _md(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# -- skipping a finished stage ------------------------------------------------------------------------------
+
+
+def inputs_fingerprint(cfg: EvaluateConfig, systems) -> dict[str, str]:
+    """What the results depend on beyond the recipe: each input folder's newest file time and size."""
+    paths = [source for _, source in systems.values()] + [cfg.identifiers_dir, cfg.data.partition(":")[2]]
+    out = {}
+    for path in paths:
+        path = path.split("{seed}")[0] if "{seed}" in path else path
+        stats = []
+        if os.path.isdir(path):
+            for root, _, files in os.walk(path):
+                stats += [os.stat(os.path.join(root, f)) for f in files if not f.startswith(".")]
+        elif os.path.exists(path):
+            stats.append(os.stat(path))
+        out[path] = f"{max((s.st_mtime for s in stats), default=0):.0f}:{sum(s.st_size for s in stats)}"
+    return out
+
+
+def finished(output_dir: str, stamp: str, inputs: dict) -> bool:
+    try:
+        with open(os.path.join(output_dir, STAGE_FILE), encoding="utf-8") as fh:
+            info = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return bool(info.get("complete")) and info.get("recipe_hash") == stamp and info.get("inputs") == inputs
+
+
+
+if __name__ == "__main__":
+    run_cli(main)

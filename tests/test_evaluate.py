@@ -1,0 +1,207 @@
+"""The evaluation stage on tiny models: outputs, corpus-level PPL, seeding, DailyDialog columns, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import tiny
+import torch
+
+from emprl.errors import run_cli
+from emprl.evaluate import detect_data_kind, main
+
+ED_HEADER = "conv_id,utterance_idx,context,prompt,speaker_idx,utterance,selfeval,tags"
+# (emotion, situation, turns): speaker and listener alternate, listener turns become examples.
+DIALOGUES = [
+    ("sad", "my dog was lost", ["i lost my dog today", "oh no i am so sorry to hear that",
+                                "i miss him so much", "that must be really hard for you , i hope he comes home"]),
+    ("proud", "i won at school", ["i won the test at school today", "wow that is great news ! you must be proud"]),
+    ("afraid", "an exam", ["i have a new exam this week and i am scared",
+                           "do you feel you can do it ?", "i think so but i am worried",
+                           "i understand , it is hard . how can i help ?"]),
+    ("lonely", "no friends", ["i feel so lonely at home", "why do you feel that way ?"]),
+    ("happy", "new job", ["i got a new job", "that is wonderful ! how do you feel ?", "so happy and excited",
+                          "i am really glad for you"]),
+]
+
+
+def write_ed(folder) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [ED_HEADER]
+    for k, (emotion, situation, turns) in enumerate(DIALOGUES):
+        for i, turn in enumerate(turns, start=1):
+            text = turn.replace(",", "_comma_")
+            lines.append(f"hit:{k}_conv:{k},{i},{emotion},{situation},{i % 2},{text},,")
+    for name in ("train.csv", "valid.csv", "test.csv"):
+        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return f"empathetic_dialogues:{folder}"
+
+
+def write_dailydialog(folder) -> str:
+    for split in ("train", "validation", "test"):
+        (folder / split).mkdir(parents=True, exist_ok=True)
+        text = "".join(" __eou__ ".join(turns) + " __eou__\n" for _, _, turns in DIALOGUES[:3])
+        (folder / split / f"dialogues_{split}.txt").write_text(text, encoding="utf-8")
+    return f"dailydialog:{folder}"
+
+
+def make_identifiers(folder) -> str:
+    from reward_models import MECHANISMS, EmpathyIdentifier
+
+    bert = folder / "bert"
+    tiny.make_tiny_bert(str(bert))
+    for i, mech in enumerate(MECHANISMS):
+        torch.manual_seed(i)
+        EmpathyIdentifier.from_encoders(str(bert), head="linear", dropout=0.0).save_pretrained(folder / "ids" / mech)
+    return str(folder / "ids")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    tiny.make_tiny_t5(str(root / "t5"))
+    tiny.make_tiny_llama(str(root / "llama"))
+    return {"root": root, "t5": str(root / "t5"), "llama": str(root / "llama"),
+            "data": write_ed(root / "ed"), "identifiers": make_identifiers(root)}
+
+
+def recipe(tmp_path, setup, systems, out, **extra) -> list[str]:
+    import yaml
+
+    values = {"systems": systems, "data": setup["data"], "identifiers_dir": setup["identifiers"],
+              "output_dir": str(out), "seeds": [0, 1], "batch_size": 3, "max_new_tokens": 8,
+              "identifier_max_context_len": 64, "num_examples_shown": 2}
+    values.update(extra)
+    path = tmp_path / f"evaluate-{out.name}.yaml"
+    path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    return [str(path)]
+
+
+def test_two_systems_two_seeds_write_every_output(tmp_path, setup):
+    out = tmp_path / "eval"
+    systems = {"T5 (SFT)": setup["t5"], "Llama": setup["llama"]}
+    report = main(recipe(tmp_path, setup, systems, out))
+
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["systems"]) == ["T5 (SFT)", "Llama"]
+    assert results["num_examples"] == 8 and results["data_kind"] == "empathetic_dialogues"
+    for name in systems:
+        res = results["systems"][name]
+        assert set(res["per_seed"]) == {"0", "1"}
+        assert res["ppl"] > 1 and res["ppl_tokens"] > 0
+        for key in ("dist-1", "dist-2", "emp_f1", "r_emp", "length"):
+            values = [res["per_seed"][s][key] for s in ("0", "1")]
+            assert res["summary"][key]["mean"] == pytest.approx(sum(values) / 2)
+            assert res["summary"][key]["n"] == 2
+        assert 0 <= res["summary"]["emp_f1"]["mean"] <= 100
+        assert all(0 < res["per_seed"][s]["r_emp"] <= 1 for s in ("0", "1"))
+        assert "bleu-1" not in res["per_seed"]["0"]
+    # Generations: one file per system and seed, in test order, with the references.
+    rows = [json.loads(line) for line in (out / "generations" / "t5-sft" / "seed0.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and rows[0]["reference"] == "oh no i am so sorry to hear that"
+    assert rows[0]["context"] == ["i lost my dog today"]
+    assert (out / "generations" / "llama" / "seed1.jsonl").is_file()
+    # The table: one row per system, paper reference block since the data is EmpatheticDialogues.
+    md = (out / "results.md").read_text()
+    assert "| System | PPL | Dist-1 | Dist-2 | Emp-F1 | R_emp | Length |" in md
+    assert "| T5 (SFT) | " in md and "| Llama | " in md and " ± " in md
+    assert "65.70" in md and "69.43" in md and "not comparable" in md
+    assert "BLEU-1" not in md
+    examples = (out / "examples.md").read_text()
+    assert examples.count("## Example") == 2 and "| T5 (SFT) |" in examples and "| Reference |" in examples
+    stage = json.loads((out / "stage.json").read_text())
+    assert stage["stage"] == "evaluate" and stage["complete"] is True and len(stage["recipe_hash"]) == 16
+    assert report["systems"]["Llama"]["summary"]["length"]["mean"] >= 0
+
+    # Same seed -> same generations (a second run with seed 0 only); another seed samples differently.
+    again = tmp_path / "again"
+    main(recipe(tmp_path, setup, {"T5 (SFT)": setup["t5"]}, again, seeds=[0]))
+    first = (out / "generations" / "t5-sft" / "seed0.jsonl").read_text()
+    assert (again / "generations" / "t5-sft" / "seed0.jsonl").read_text() == first
+    assert (out / "generations" / "t5-sft" / "seed1.jsonl").read_text() != first
+    # A finished evaluation with the same recipe and inputs is skipped.
+    assert main(recipe(tmp_path, setup, {"T5 (SFT)": setup["t5"]}, again, seeds=[0])) is None
+
+
+def test_ppl_is_corpus_level_token_perplexity(tmp_path, setup):
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    from emprl.data import load_dialogues
+    from emprl.prompts import PromptBuilder
+
+    out = tmp_path / "ppl"
+    main(recipe(tmp_path, setup, {"t5": setup["t5"]}, out, seeds=[0], batch_size=3, max_new_tokens=2))
+    ppl = json.loads((out / "results.json").read_text())["systems"]["t5"]["ppl"]
+
+    # Independently: one example at a time, unpadded, through the model's own loss.
+    model = T5ForConditionalGeneration.from_pretrained(setup["t5"]).eval()
+    tok = AutoTokenizer.from_pretrained(setup["t5"])
+    builder = PromptBuilder(tok, True)
+    rows = load_dialogues(setup["data"])["test"]
+    nlls, counts = [], []
+    with torch.no_grad():
+        for row in rows:
+            ids = torch.tensor([builder.encode(row["context"])])
+            labels = torch.tensor([tok(text_target=row["response"], max_length=50, truncation=True)["input_ids"]])
+            nlls.append(float(model(input_ids=ids, labels=labels).loss) * labels.shape[1])
+            counts.append(labels.shape[1])
+    assert len(set(counts)) > 1  # unequal lengths, so the two averages below differ
+    assert ppl == pytest.approx(math.exp(sum(nlls) / sum(counts)), rel=1e-4)
+    batch_means = [sum(nlls[i:i + 3]) / sum(counts[i:i + 3]) for i in range(0, len(nlls), 3)]
+    assert abs(ppl - math.exp(sum(batch_means) / len(batch_means))) > 1e-3 * ppl
+
+
+def test_dailydialog_adds_reference_metrics(tmp_path, setup):
+    data = write_dailydialog(tmp_path / "dd")
+    assert detect_data_kind(data) == "dailydialog"
+    out = tmp_path / "dd-eval"
+    main(recipe(tmp_path, setup, {"t5": setup["t5"]}, out, data=data, seeds=[3], max_examples=4))
+    results = json.loads((out / "results.json").read_text())
+    run = results["systems"]["t5"]["per_seed"]["3"]
+    assert {"bleu-1", "bleu-2", "rouge-l"} <= set(run) and results["num_examples"] == 4
+    assert results["paper_reference"] is None
+    md = (out / "results.md").read_text()
+    assert "| BLEU-1 | BLEU-2 | ROUGE-L |" in md and "paper's figures" not in md
+    assert results["systems"]["t5"]["summary"]["bleu-1"]["ci95"] is None  # one seed: no interval
+
+
+def test_external_generations_join_with_their_own_ppl(tmp_path, setup):
+    out = tmp_path / "ext-base"
+    main(recipe(tmp_path, setup, {"t5": setup["t5"]}, out, seeds=[0], max_examples=3))
+    # An external system: its JSONL in another order, with a PPL taken from the recipe.
+    rows = [json.loads(line) for line in (out / "generations" / "t5" / "seed0.jsonl").read_text().splitlines()]
+    ext = tmp_path / "ext.jsonl"
+    ext.write_text("".join(json.dumps({**r, "response": "i am sorry to hear that"}) + "\n" for r in rows[::-1]))
+    out2 = tmp_path / "ext"
+    main(recipe(tmp_path, setup, {"ETHREED": f"jsonl:{ext}"}, out2, seeds=[0, 1], max_examples=3,
+                external_ppl={"ETHREED": 37.5}))
+    res = json.loads((out2 / "results.json").read_text())["systems"]["ETHREED"]
+    assert res["ppl"] == 37.5 and list(res["per_seed"]) == ["0"]  # one file: one run
+    assert res["summary"]["length"]["mean"] == 6
+    assert "| ETHREED | 37.50 |" in (out2 / "results.md").read_text()
+
+
+def test_missing_system_exits_2_with_one_line(tmp_path, setup, capsys):
+    argv = recipe(tmp_path, setup, {"T5 (SFT)": setup["t5"], "EmpRL (PPO)": str(tmp_path / "nope")}, tmp_path / "x")
+    with pytest.raises(SystemExit) as exc:
+        run_cli(main, argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "EmpRL (PPO)" in err and "nope" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_one_identifier_pass_gives_the_rewards_levels_and_r_emp(setup):
+    from emprl.evaluate import EvaluateConfig, Scorer
+
+    cfg = EvaluateConfig(systems={"x": setup["t5"]}, identifiers_dir=setup["identifiers"],
+                         identifier_max_context_len=64)
+    contexts = [turns for _, _, turns in DIALOGUES][:3]
+    scorer = Scorer(cfg, "cpu", [c[:1] for c in contexts])
+    responses = ["i am so sorry to hear that", "", "why do you feel that way ?"]
+    gold = [[2, 0, 1], [0, 0, 0], [1, 2, 2]]
+    levels, r_emp = scorer.levels_and_reward(responses, gold)
+    assert levels == scorer.reward.levels(scorer.contexts, responses).tolist()
+    assert r_emp == pytest.approx(float(scorer.reward(scorer.contexts, responses, gold).mean()), rel=1e-5)
