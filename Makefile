@@ -25,11 +25,14 @@ LAUNCH := $(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG)
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: help install install-demo test lint clean
+.PHONY: help install install-demo test lint clean train-all sft identifiers label ppo ablations ethreed evaluate \
+        bench-reward bench-ppo
 
 help:
 	@echo "make train-all [RECIPE=recipes/demo] [ACCELERATE_CONFIG=...] [FORCE=1]   whole pipeline"
 	@echo "make test                                   test suite (tiny models, no network)"
+	@echo "make sft | identifiers | label | ppo | ablations | ethreed | evaluate  [RECIPE=recipes/<exp>]"
+	@echo "make bench-reward | bench-ppo               speed figures (CPU)"
 	@echo "make install | install-demo | lint | clean"
 
 # ---- environment ------------------------------------------------------------------------------
@@ -54,6 +57,29 @@ $(VENV)/.demo: $(VENV)/.installed
 
 install: $(VENV)/.installed
 install-demo: $(VENV)/.demo
+
+# ---- stages -----------------------------------------------------------------------------------
+# Each stage reads $(RECIPE)/<stage>.yaml and runs under accelerate (CPU, one GPU or several).
+
+train-all: $(VENV)/.demo
+	$(PY) -m emprl.pipeline --recipe $(RECIPE) --accelerate_config $(ACCELERATE_CONFIG) $(if $(FORCE),--force)
+
+sft identifiers label ppo evaluate: $(VENV)/.demo
+	$(LAUNCH) -m emprl.$@ $(RECIPE)/$@.yaml
+
+ablations: $(VENV)/.demo
+	$(LAUNCH) -m emprl.ppo $(RECIPE)/ppo_no_kl.yaml
+	$(LAUNCH) -m emprl.ppo $(RECIPE)/ppo_no_empathy.yaml
+
+ethreed: $(VENV)/.demo
+	$(LAUNCH) -m emprl.emotion_classifier $(RECIPE)/emotion_classifier.yaml
+	$(LAUNCH) -m emprl.baselines.ethreed.train $(RECIPE)/ethreed.yaml
+
+bench-reward: $(VENV)/.demo
+	$(PY) -m emprl.benchmarks.bench_reward
+
+bench-ppo: $(VENV)/.demo
+	$(PY) -m emprl.benchmarks.bench_ppo
 
 # ---- checks -----------------------------------------------------------------------------------
 
