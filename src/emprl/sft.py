@@ -75,6 +75,7 @@ class SFTTrainingArguments(Seq2SeqTrainingArguments):
 
 
 def main(argv: list[str] | None = None) -> dict | None:
+    _join_cpu_ranks()
     cfg, args = parse_recipe((SFTScriptConfig, SFTTrainingArguments), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     stamp = recipe_hash(cfg, args)
@@ -206,6 +207,15 @@ def save_generator(trainer, tokenizer, builder, output_dir: str, merge: bool) ->
 
 
 # -- bookkeeping ---------------------------------------------------------------------------------------
+
+
+def _join_cpu_ranks() -> None:
+    """`accelerate launch` with several CPU ranks: TrainingArguments joins them (gloo) only when told the
+    run is on the CPU; otherwise every process trains alone on all the data (DESIGN.md §5)."""
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
 
 
 def _limit(rows, n: int | None, split: str, spec: str):
