@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from emprl.config import config_to_dict, parse_recipe, recipe_hash
 from emprl.errors import UserError, run_cli
+from emprl.io import inputs_fingerprint
 
 logger = logging.getLogger("emprl.evaluate")
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     started = time.time()
     systems = check_systems(cfg)
     stamp = recipe_hash(cfg)
-    inputs = inputs_fingerprint(cfg, systems)
+    inputs = inputs_fingerprint(evaluation_inputs(cfg, systems))
     if not cfg.overwrite_output_dir and finished(cfg.output_dir, stamp, inputs):
         print(f"{cfg.output_dir} already holds this evaluation; pass --overwrite_output_dir true to rerun")
         return None
@@ -607,20 +608,9 @@ def _json_safe(value):
 # -- skipping a finished stage ------------------------------------------------------------------------------
 
 
-def inputs_fingerprint(cfg: EvaluateConfig, systems) -> dict[str, str]:
-    """What the results depend on beyond the recipe: each input folder's newest file time and size."""
-    paths = [source for _, source in systems.values()] + [cfg.identifiers_dir, cfg.data.partition(":")[2]]
-    out = {}
-    for path in paths:
-        path = path.split("{seed}")[0] if "{seed}" in path else path
-        stats = []
-        if os.path.isdir(path):
-            for root, _, files in os.walk(path):
-                stats += [os.stat(os.path.join(root, f)) for f in files if not f.startswith(".")]
-        elif os.path.exists(path):
-            stats.append(os.stat(path))
-        out[path] = f"{max((s.st_mtime for s in stats), default=0):.0f}:{sum(s.st_size for s in stats)}"
-    return out
+def evaluation_inputs(cfg: EvaluateConfig, systems) -> list[str]:
+    """The folders and files the results depend on beyond the recipe."""
+    return [source for _, source in systems.values()] + [cfg.identifiers_dir, cfg.data.partition(":")[2]]
 
 
 def finished(output_dir: str, stamp: str, inputs: dict) -> bool:

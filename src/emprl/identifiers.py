@@ -28,7 +28,14 @@ from tqdm.auto import tqdm
 from emprl.config import config_to_dict, parse_recipe, recipe_hash
 from emprl.data import LEVEL_NAMES, MECHANISMS, load_epitome
 from emprl.errors import run_cli
-from emprl.io import atomic_dir, atomic_write_json, read_stage_stamp, write_model_card, write_stage_stamp
+from emprl.io import (
+    atomic_dir,
+    atomic_write_json,
+    inputs_fingerprint,
+    read_stage_stamp,
+    write_model_card,
+    write_stage_stamp,
+)
 from emprl.models import resolve_model
 from reward_models import EmpathyIdentifier, tokenize_pairs
 
@@ -282,20 +289,6 @@ def draw_report(report: dict, path: str) -> None:
 
 
 # ----------------------------------------------------------------------------- stage
-def inputs_fingerprint(paths) -> dict[str, str]:
-    """Newest modification time and total size of the files under each input path."""
-    out = {}
-    for path in paths:
-        stats = []
-        if os.path.isdir(path):
-            for root, _, files in os.walk(path):
-                stats += [os.stat(os.path.join(root, f)) for f in files if not f.startswith(".")]
-        elif os.path.exists(path):
-            stats.append(os.stat(path))
-        out[str(path)] = f"{max((s.st_mtime for s in stats), default=0):.0f}:{sum(s.st_size for s in stats)}"
-    return out
-
-
 def stage_finished(output_dir: str, stamp: str, inputs: dict) -> bool:
     info = read_stage_stamp(output_dir) or {}
     return bool(info.get("complete")) and info.get("recipe_hash") == stamp and info.get("inputs") == inputs

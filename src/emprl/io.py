@@ -76,6 +76,22 @@ def write_stage_stamp(output_dir: str, stage: str, *configs: Any, **extra: Any) 
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **extra})
 
 
+def inputs_fingerprint(paths) -> dict[str, str]:
+    """What a stage's output depends on beyond its recipe: the newest modification time and total
+    size of the files under each input path (a ``{seed}`` pattern stands for its folder)."""
+    out = {}
+    for path in map(str, paths):
+        path = path.split("{seed}")[0] if "{seed}" in path else path
+        stats = []
+        if os.path.isdir(path):
+            for root, _, files in os.walk(path):
+                stats += [os.stat(os.path.join(root, f)) for f in files if not f.startswith(".")]
+        elif os.path.exists(path):
+            stats.append(os.stat(path))
+        out[path] = f"{max((s.st_mtime for s in stats), default=0):.0f}:{sum(s.st_size for s in stats)}"
+    return out
+
+
 def read_stage_stamp(output_dir: str) -> dict | None:
     try:
         with open(os.path.join(output_dir, STAGE_STAMP), encoding="utf-8") as fh:

@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 from emprl.config import config_to_dict, parse_recipe, recipe_hash
 from emprl.data import LEVEL_NAMES, load_dialogues, serialize_context
 from emprl.errors import run_cli
-from emprl.identifiers import inputs_fingerprint, stage_finished
-from emprl.io import atomic_dir, atomic_write_json, write_model_card, write_stage_stamp
+from emprl.identifiers import stage_finished
+from emprl.io import atomic_dir, atomic_write_json, inputs_fingerprint, write_model_card, write_stage_stamp
 from reward_models import EmpathyReward
 
 logger = logging.getLogger("emprl.label")
