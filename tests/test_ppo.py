@@ -433,11 +433,11 @@ def test_ppo_recipes_parse(recipe, tmp_path):
     """Every key of the shipped PPO recipes is known and well typed (input paths swapped for stand-ins)."""
     from trl import PPOConfig
 
-    from emprl.config import load_yaml_mapping, parse_recipe
+    from emprl.config import load_recipe_values, parse_recipe
     from emprl.ppo import PPOScriptConfig
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    values = load_yaml_mapping(os.path.join(root, recipe))
+    values = load_recipe_values(os.path.join(root, recipe))  # ablations extend ppo.yaml (base:)
     overrides = []
     for key in ("sft_model_path", "labelled_data", "identifiers_dir"):
         overrides += [f"--{key}", str(tmp_path)]
