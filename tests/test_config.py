@@ -39,11 +39,12 @@ def test_yaml_values_are_typed_and_overridden(tmp_path):
     # PyYAML reads `1e-4` as a string (YAML 1.1); the float field must still get a float.
     recipe = write(tmp_path, "learning_rate: 1e-4\nbatch_size: 8\nmini_batch_size: 4\nmodel: a\ntags: [x]\n")
     script, ppo = parse_recipe((Script, PPOConfig), [recipe, "--learning_rate", "5e-6", "--reward={empathy: 2}",
-                                                     "--model", "yes", "--steps", "null"])
+                                                     "--model", "yes", "--steps", "null",
+                                                     "--tags", "[a, b]"])
     assert ppo.learning_rate == 5e-6 and isinstance(ppo.learning_rate, float)
     assert ppo.batch_size == 8 and ppo.mini_batch_size == 4
     assert script.model == "yes"  # string fields keep the text as typed, not YAML's True
-    assert script.reward == {"empathy": 2.0} and script.tags == ["x"] and script.steps is None
+    assert script.reward == {"empathy": 2.0} and script.tags == ["a", "b"] and script.steps is None
     (script,) = parse_recipe((Script,), [write(tmp_path, "", "s.yaml"),
                                          "--labels", "null"])
     assert script.labels is None  # an optional string can be unset from the command line

@@ -266,8 +266,10 @@ def _yaml_scalar(text: str) -> Any:
 def _is_str_type(tp: Any) -> bool:
     if tp is str:
         return True
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType):  # list[str] is not a string
+        return False
     args = typing.get_args(tp)
-    return bool(args) and str in args and all(a in (str, type(None)) for a in args)
+    return str in args and all(a in (str, type(None)) for a in args)
 
 
 def _field_owners(dataclass_types: tuple[type, ...]) -> dict[str, type]:
