@@ -222,6 +222,14 @@ def test_llama_lora_ppo_trains_adapters_only_and_exports_merged(assets, tmp_path
     assert os.path.isfile(os.path.join(out, "adapter", "adapter_model.safetensors"))
     best = load_file(os.path.join(out, "best", "model.safetensors"))
     assert not any("lora_" in k for k in best)
+    # The exported folders prompt like the policy was trained: chat and evaluation read this back.
+    from emprl.policy import PROMPT_FILE, prompt_builder_for
+
+    for folder in (out, os.path.join(out, "best")):
+        assert os.path.isfile(os.path.join(folder, PROMPT_FILE))
+    rebuilt = prompt_builder_for(out, trainer.tokenizer, False)
+    assert rebuilt.system_prompt == run.builder.system_prompt
+    assert rebuilt.max_source_tokens == run.builder.max_source_tokens
 
     # Decoder-only prompts are padded on the left, so generation starts right after each prompt.
     captured = {}
@@ -306,7 +314,9 @@ def test_resume_after_a_kill_ends_with_the_same_weights(assets, tmp_path, monkey
     from emprl.errors import UserError
     from emprl.ppo_trainer import EmpRLPPOTrainer
 
-    common = dict(steps=4, save_steps=2, eval_steps=2, save_total_limit=1)
+    # Score scaling/normalisation make the running score moments part of the state to restore.
+    common = dict(steps=4, save_steps=2, eval_steps=2, save_total_limit=1, use_score_scaling=True,
+                  use_score_norm=True)
     straight = ppo.main([write_recipe(tmp_path / "a", assets, **common)])
     expected = trainable(straight)
     assert sorted(os.listdir(tmp_path / "a" / "out")).count("checkpoint-4") == 1

@@ -160,7 +160,7 @@ class PPORun:
         scheduler = _scheduler(cfg, ppo_cfg, optimizer, self.world)
         self.trainer = EmpRLPPOTrainer(config=ppo_cfg, model=model, ref_model=ref_model, tokenizer=tokenizer,
                                        optimizer=optimizer, lr_scheduler=scheduler,
-                                       fix_first_token=cfg.fix_first_token)
+                                       fix_first_token=cfg.fix_first_token, prompt_builder=self.builder)
         set_seed(ppo_cfg.seed + self.rank)  # each rank samples its own responses
 
         shared = {"identifiers_dir": cfg.identifiers_dir, "device": self.trainer.accelerator.device,

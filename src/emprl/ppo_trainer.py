@@ -35,7 +35,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from trl import PPOTrainer
 from trl.models import unwrap_model_for_generation
-from trl.trainer.utils import AdaptiveKLController
+from trl.trainer.utils import AdaptiveKLController, RunningMoments
 
 from emprl.io import atomic_dir, atomic_write_json
 
@@ -49,8 +49,11 @@ STATE_FILE = "trainer_state.json"
 class EmpRLPPOTrainer(PPOTrainer):
     """``trl.PPOTrainer`` plus the first-token fix, rollouts and full checkpoints (see module doc)."""
 
-    def __init__(self, *args, fix_first_token: bool = True, **kwargs):
+    def __init__(self, *args, fix_first_token: bool = True, prompt_builder=None, **kwargs):
         self.fix_first_token = fix_first_token
+        # Exported folders carry the prompt settings, so chat and evaluation prompt the policy
+        # exactly as it was trained (emprl.policy.prompt_builder_for reads them back).
+        self.prompt_builder = prompt_builder
         with warnings.catch_warnings():  # TRL 0.11 announces its own deprecation; nothing to act on
             warnings.filterwarnings("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", message="No dataset is provided")
@@ -61,6 +64,7 @@ class EmpRLPPOTrainer(PPOTrainer):
                 super().__init__(*args, **kwargs)
             finally:
                 trl_module.Accelerator = Accelerator
+        self.running = _RunningMoments(self.accelerator)
 
     # -- 1. the first-token fix ------------------------------------------------------------------
     def batched_forward_pass(self, model, queries, responses, model_inputs, return_logits=False,
@@ -189,7 +193,7 @@ class EmpRLPPOTrainer(PPOTrainer):
                     torch.save(state, os.path.join(tmp, f"rng_state_{rank}.pt"))
                 state = {
                     "kl_controller": _kl_state(self.kl_ctl),
-                    "running_moments": {k: float(getattr(self.running, k)) for k in ("mean", "std", "var", "count")},
+                    "running_moments": self.running.state(),
                     "trl_current_step": int(self.current_step),
                     "world_size": self.accelerator.num_processes,
                     **extra_state,
@@ -219,8 +223,7 @@ class EmpRLPPOTrainer(PPOTrainer):
         if isinstance(self.kl_ctl, AdaptiveKLController):
             self.kl_ctl.target, self.kl_ctl.horizon = kl.get("target", self.kl_ctl.target), kl.get(
                 "horizon", self.kl_ctl.horizon)
-        for key, value in state["running_moments"].items():
-            setattr(self.running, key, value)
+        self.running.load(state["running_moments"])
         self.current_step = state.get("trl_current_step", 0)
         rank = self.accelerator.process_index
         rng_file = os.path.join(path, f"rng_state_{rank}.pt")
@@ -252,6 +255,10 @@ class EmpRLPPOTrainer(PPOTrainer):
             state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
             base.save_pretrained(tmp, state_dict=state, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
+            if self.prompt_builder is not None:
+                from emprl.policy import save_prompt_settings
+
+                save_prompt_settings(tmp, self.prompt_builder)
             for name, text in (extra_files or {}).items():
                 with open(os.path.join(tmp, name), "w", encoding="utf-8") as fh:
                     fh.write(text)
@@ -276,6 +283,27 @@ class EmpRLPPOTrainer(PPOTrainer):
 
 
 # ---------------------------------------------------------------------------------------------------
+
+
+class _RunningMoments(RunningMoments):
+    """TRL 0.11.4 keeps the running score mean/std as Python floats but ``step`` calls ``.to()`` on
+    them, so ``use_score_scaling`` crashes; keep them as float64 tensors (exact, like the floats)."""
+
+    def __post_init__(self):
+        self.load({k: getattr(self, k) for k in ("mean", "std", "var", "count")})
+
+    def update(self, xs: torch.Tensor):
+        out = super().update(xs)
+        self.load({k: getattr(self, k) for k in ("mean", "std", "var", "count")})
+        return out
+
+    def state(self) -> dict[str, float]:
+        return {k: float(getattr(self, k)) for k in ("mean", "std", "var", "count")}
+
+    def load(self, state: dict) -> None:
+        self.mean = torch.tensor(float(state["mean"]), dtype=torch.float64)
+        self.std = torch.tensor(float(state["std"]), dtype=torch.float64)
+        self.var, self.count = float(state["var"]), float(state["count"])
 
 
 class _FrozenAwareAccelerator(Accelerator):
