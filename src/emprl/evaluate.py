@@ -222,8 +222,17 @@ def evaluate_model(cfg: EvaluateConfig, state, device, folder: str, contexts, re
     """(PPL, reference tokens, {seed: responses}) for one generator folder; examples split across ranks."""
     from accelerate.utils import gather_object
 
-    from emprl.policy import GenerationSettings, generate_responses, load_policy, prompt_builder_for
+    from emprl.policy import (
+        PROMPT_FILE,
+        GenerationSettings,
+        generate_responses,
+        load_policy,
+        prompt_builder_for,
+    )
 
+    if state.is_main_process and not os.path.isfile(os.path.join(folder, PROMPT_FILE)):
+        logger.warning("%s has no %s: prompting with the recipe's settings or PromptBuilder's defaults, which "
+                       "may differ from what the model was trained with", folder, PROMPT_FILE)
     model, tokenizer, enc_dec = load_policy(folder, dtype=cfg.dtype, device=device)
     builder = prompt_builder_for(folder, tokenizer, enc_dec, max_source_tokens=cfg.max_source_tokens,
                                  speaker_tag=cfg.speaker_tag, listener_tag=cfg.listener_tag,
