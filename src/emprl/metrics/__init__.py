@@ -20,7 +20,7 @@ METRIC_NAMES = ("distinct", "emp_f1", "bleu", "rouge_l", "embedding_similarity")
 _TOKEN_RE = re.compile(r"\d+(?:[.,]\d+)+|\w+(?:'\w+)*|\.\.\.|[^\w\s]")
 
 
-def word_tokenize(text: str) -> list[str]:
+def split_words(text: str) -> list[str]:
     """Lowercased word tokens; punctuation split off. Curly apostrophes count as straight ones."""
     return _TOKEN_RE.findall(text.lower().replace("\u2019", "'"))
 

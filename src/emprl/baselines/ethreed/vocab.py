@@ -11,7 +11,7 @@ import torch
 
 from emprl.errors import UserError
 from emprl.io import atomic_write_text
-from emprl.metrics import word_tokenize
+from emprl.metrics import split_words
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)
@@ -44,7 +44,7 @@ class Vocab:
     def build(cls, texts: Iterable[str], min_freq: int = 1, max_size: int | None = None) -> Vocab:
         """Most frequent words first (ties broken alphabetically, so builds are reproducible).
         max_size counts the special tokens."""
-        counts = Counter(tok for text in texts for tok in word_tokenize(text))
+        counts = Counter(tok for text in texts for tok in split_words(text))
         words = sorted((w for w, c in counts.items() if c >= min_freq and w not in SPECIALS),
                        key=lambda w: (-counts[w], w))
         if max_size is not None:
@@ -52,7 +52,7 @@ class Vocab:
         return cls(list(SPECIALS) + words)
 
     def encode(self, text: str) -> list[int]:
-        return [self.stoi.get(tok, self.unk_id) for tok in word_tokenize(text)]
+        return [self.stoi.get(tok, self.unk_id) for tok in split_words(text)]
 
     def decode(self, ids: Iterable[int], strip_special: bool = True) -> str:
         toks = []

@@ -3,10 +3,10 @@
 import datasets
 import evaluate
 
-from emprl.metrics import word_tokenize
+from emprl.metrics import split_words
 
 _DESCRIPTION = """Corpus-level distinct n-gram ratio (Li et al., 2016). N-grams are counted inside each
-response (never across two responses) on `emprl.metrics.word_tokenize` tokens; the score is the number
+response (never across two responses) on `emprl.metrics.split_words` tokens; the score is the number
 of different n-grams over the number of n-grams in all predictions, times 100 (0 when there are none)."""
 
 _KWARGS = """
@@ -28,7 +28,7 @@ class Distinct(evaluate.Metric):
         )
 
     def _compute(self, predictions, max_n: int = 2):
-        token_lists = [word_tokenize(p) for p in predictions]
+        token_lists = [split_words(p) for p in predictions]
         scores = {}
         for n in range(1, max_n + 1):
             grams = [tuple(t[i : i + n]) for t in token_lists for i in range(len(t) - n + 1)]
