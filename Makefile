@@ -9,6 +9,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
 RECIPE  ?= recipes/demo
 FORCE   ?=
+JOBS    ?=
 PYTEST_ARGS ?=
 
 # torch: an importable torch (system or venv) is kept. Otherwise a machine with an NVIDIA GPU gets
@@ -29,7 +30,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
         bench-reward bench-ppo
 
 help:
-	@echo "make train-all [RECIPE=recipes/demo] [ACCELERATE_CONFIG=...] [FORCE=1]   whole pipeline"
+	@echo "make train-all [RECIPE=recipes/demo] [ACCELERATE_CONFIG=...] [FORCE=1] [JOBS=2]   whole pipeline"
 	@echo "make test                                   test suite (tiny models, no network)"
 	@echo "make sft | identifiers | label | ppo | ablations | ethreed | evaluate  [RECIPE=recipes/<exp>]"
 	@echo "make bench-reward | bench-ppo               speed figures (CPU)"
@@ -62,7 +63,8 @@ install-demo: $(VENV)/.demo
 # Each stage reads $(RECIPE)/<stage>.yaml and runs under accelerate (CPU, one GPU or several).
 
 train-all: $(VENV)/.demo
-	$(PY) -m emprl.pipeline --recipe $(RECIPE) --accelerate_config $(ACCELERATE_CONFIG) $(if $(FORCE),--force)
+	$(PY) -m emprl.pipeline --recipe $(RECIPE) --accelerate_config $(ACCELERATE_CONFIG) $(if $(FORCE),--force) \
+		$(if $(JOBS),--jobs $(JOBS))
 
 sft identifiers label ppo evaluate: $(VENV)/.demo
 	$(LAUNCH) -m emprl.$@ $(RECIPE)/$@.yaml

@@ -8,7 +8,7 @@ import pytest
 from emprl.config import recipe_file_hash
 from emprl.errors import UserError
 from emprl.io import write_stage_stamp
-from emprl.pipeline import plan
+from emprl.pipeline import Stage, Step, plan, run_steps
 
 REQUIRED = ("sft", "identifiers", "label", "ppo", "evaluate")
 
@@ -36,7 +36,7 @@ def stamp(tmp_path, name, recipe):
 
 
 def names(steps):
-    return [(s.recipe, run) for s, _, _, run in steps]
+    return [(s.stage.recipe, s.run) for s in steps]
 
 
 def test_fresh_experiment_runs_every_stage_in_order(tmp_path):
@@ -53,10 +53,21 @@ def test_finished_stages_are_skipped_until_a_recipe_changes(tmp_path):
         assert recipe_file_hash(str(exp / f"{name}.yaml"))
     assert all(not run for _, run in names(plan(str(exp))))
     assert all(run for _, run in names(plan(str(exp), force=True)))
-    # Changing the identifiers recipe reruns it and everything downstream, not SFT.
+    # Changing the identifiers recipe reruns it and what reads its output, not SFT.
     (exp / "identifiers.yaml").write_text(f"output_dir: {tmp_path}/out/identifiers\nseed: 2\n")
     assert names(plan(str(exp))) == [("sft.yaml", False), ("identifiers.yaml", True), ("label.yaml", True),
                                      ("ppo.yaml", True), ("evaluate.yaml", True)]
+
+
+def test_a_rerun_reaches_only_the_stages_that_read_its_output(tmp_path):
+    exp = make_experiment(tmp_path, extra=("emotion_classifier", "ethreed"))
+    for name in REQUIRED + ("emotion_classifier", "ethreed"):
+        stamp(tmp_path, name, exp / f"{name}.yaml")
+    (exp / "emotion_classifier.yaml").write_text(f"output_dir: {tmp_path}/out/emotion_classifier\nseed: 5\n")
+    steps = plan(str(exp))
+    assert [s.stage.recipe for s in steps if s.run] == ["emotion_classifier.yaml", "ethreed.yaml", "evaluate.yaml"]
+    assert next(s for s in steps if s.stage.recipe == "evaluate.yaml").after == (
+        "sft.yaml", "identifiers.yaml", "label.yaml", "ppo.yaml", "emotion_classifier.yaml", "ethreed.yaml")
 
 
 def test_missing_required_recipe_is_a_user_error(tmp_path):
@@ -72,3 +83,58 @@ def test_dry_run_prints_accelerate_commands(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("launch --config_file recipes/accelerate/cpu.yaml -m emprl.") == 5
+
+
+# --- running stages side by side -------------------------------------------------------------------
+def fake_steps(tmp_path, spec):
+    """spec: (name, after, exit code, seconds). Each fake stage records when it ran and its threads."""
+    steps = [Step(Stage(name, "x", f"{name}.yaml"), "", str(tmp_path / name), True,
+                  tuple(f"{a}.yaml" for a in after)) for name, after, _, _ in spec]
+    behaviour = {name: (code, seconds) for name, _, code, seconds in spec}
+
+    def command_for(step):
+        code, seconds = behaviour[step.stage.name]
+        script = (f"import os, sys, time, json; t0 = time.time(); time.sleep({seconds}); "
+                  f"print('working on {step.stage.name}'); "
+                  f"open({str(tmp_path / step.stage.name)!r} + '.json', 'w').write(json.dumps("
+                  f"[t0, time.time(), os.environ.get('OMP_NUM_THREADS')])); sys.exit({code})")
+        return [sys.executable, "-c", script]
+    return steps, command_for
+
+
+def ran(tmp_path, name):
+    import json
+
+    path = tmp_path / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def test_independent_stages_run_side_by_side_and_dependants_wait(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    steps, command_for = fake_steps(tmp_path, [("a", (), 0, 1.0), ("b", (), 0, 1.0), ("c", ("a", "b"), 0, 0.1)])
+    minutes = run_steps(steps, command_for, jobs=2, log_dir=str(tmp_path / "logs"), cpus=2, poll_s=0.05)
+    a, b, c = (ran(tmp_path, n) for n in "abc")
+    assert b[0] < a[1] and a[0] < b[1]          # a and b overlapped
+    assert c[0] >= max(a[1], b[1])              # c waited for both
+    assert a[2] == b[2] == "1" and c[2] == "2"  # a share of the cores each; c ran alone with all of them
+    assert set(minutes) == {"a", "b", "c"}
+    assert "working on a" in (tmp_path / "logs" / "a.log").read_text()
+
+
+def test_one_job_runs_stages_one_after_the_other(tmp_path):
+    steps, command_for = fake_steps(tmp_path, [("a", (), 0, 0.3), ("b", (), 0, 0.3)])
+    run_steps(steps, command_for, jobs=1, cpus=2, poll_s=0.05)
+    a, b = ran(tmp_path, "a"), ran(tmp_path, "b")
+    assert b[0] >= a[1]
+
+
+def test_a_failed_stage_stops_what_needs_it_and_reports_its_log(tmp_path, capsys):
+    steps, command_for = fake_steps(tmp_path, [("a", (), 3, 0.1), ("b", (), 0, 1.0), ("c", ("a",), 0, 0.1),
+                                               ("d", ("b",), 0, 0.1)])
+    with pytest.raises(SystemExit) as exit_info:
+        run_steps(steps, command_for, jobs=2, log_dir=str(tmp_path / "logs"), cpus=2, poll_s=0.05)
+    assert exit_info.value.code == 3
+    assert ran(tmp_path, "b") is not None                      # the running stage was let finish
+    assert ran(tmp_path, "c") is None and ran(tmp_path, "d") is None  # nothing new started
+    err = capsys.readouterr().err
+    assert "a failed (exit 3)" in err and "working on a" in err and "a.log" in err

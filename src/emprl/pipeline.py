@@ -1,10 +1,19 @@
-"""``make train-all``: every stage of an experiment, in order, each through ``accelerate launch``.
+"""``make train-all``: every stage of an experiment, each through ``accelerate launch``.
 
-    python -m emprl.pipeline --recipe recipes/demo [--accelerate_config recipes/accelerate/cpu.yaml] [--force]
+    python -m emprl.pipeline --recipe recipes/demo [--accelerate_config recipes/accelerate/cpu.yaml]
+                             [--jobs 2] [--force] [--dry_run]
+
+Stages form a small graph (SFT and the identifiers are independent, PPO and its ablations need both,
+the ETHREED baseline needs neither, evaluation needs everything). With ``--jobs N`` up to N stages
+whose inputs are ready run at once, each with its share of the CPU threads and its output in
+``<log_dir>/<stage>.log``; a stage that ends up running alone gets every thread. On a small CPU
+machine two one-thread stages side by side finish sooner than the same stages one after the other
+with two threads each: much of the work (token-by-token generation, recurrent steps) is too small
+to keep two threads busy.
 
 A stage is skipped when its output folder holds a ``stage.json`` stamp for the same recipe values
-and no earlier stage ran in this invocation; ``--force`` reruns everything. Stages whose recipe file
-the experiment does not have are left out (an experiment without ``ethreed.yaml`` has no baseline).
+and none of the stages it reads from runs in this invocation; ``--force`` reruns everything. Stages
+whose recipe file the experiment does not have are left out (no ``ethreed.yaml``: no baseline).
 """
 
 from __future__ import annotations
@@ -21,36 +30,50 @@ from emprl.config import load_recipe_values, recipe_file_hash
 from emprl.errors import UserError, run_cli
 from emprl.io import read_stage_stamp
 
+EVERYTHING = ("*",)
+
 
 @dataclass(frozen=True)
 class Stage:
     name: str
     module: str
     recipe: str  # file name inside the experiment folder
+    after: tuple[str, ...] = ()  # recipe files of the stages whose outputs this one reads
     required: bool = True
 
 
-# The paper's order: SFT, identifiers, gold-level labelling, PPO (and its ablations), the
-# ETHREED baseline, then evaluation of every system side by side.
+# The paper's order: SFT, identifiers, gold-level labelling, PPO (and its ablations), the ETHREED
+# baseline, then evaluation of every system side by side. Listed in an order that respects `after`.
 STAGES = (
     Stage("sft", "emprl.sft", "sft.yaml"),
     Stage("identifiers", "emprl.identifiers", "identifiers.yaml"),
-    Stage("label", "emprl.label", "label.yaml"),
-    Stage("ppo", "emprl.ppo", "ppo.yaml"),
-    Stage("ppo (w/o KL)", "emprl.ppo", "ppo_no_kl.yaml", required=False),
-    Stage("ppo (w/o empathy reward)", "emprl.ppo", "ppo_no_empathy.yaml", required=False),
+    Stage("label", "emprl.label", "label.yaml", after=("identifiers.yaml",)),
+    Stage("ppo", "emprl.ppo", "ppo.yaml", after=("sft.yaml", "label.yaml")),
+    Stage("ppo (w/o KL)", "emprl.ppo", "ppo_no_kl.yaml", after=("sft.yaml", "label.yaml"), required=False),
+    Stage("ppo (w/o empathy reward)", "emprl.ppo", "ppo_no_empathy.yaml", after=("sft.yaml", "label.yaml"),
+          required=False),
     Stage("ethreed emotion labels", "emprl.emotion_classifier", "emotion_classifier.yaml", required=False),
-    Stage("ethreed", "emprl.baselines.ethreed.train", "ethreed.yaml", required=False),
-    Stage("evaluate", "emprl.evaluate", "evaluate.yaml"),
+    Stage("ethreed", "emprl.baselines.ethreed.train", "ethreed.yaml", after=("emotion_classifier.yaml",),
+          required=False),
+    Stage("evaluate", "emprl.evaluate", "evaluate.yaml", after=EVERYTHING),
 )
 
 
-def plan(experiment: str, force: bool = False) -> list[tuple[Stage, str, str, bool]]:
-    """(stage, recipe path, output_dir, run?) for each stage the experiment has."""
+@dataclass
+class Step:
+    stage: Stage
+    recipe_path: str
+    output_dir: str
+    run: bool
+    after: tuple[str, ...]  # recipe files of this experiment's stages that must finish first
+
+
+def plan(experiment: str, force: bool = False, stages: tuple[Stage, ...] = STAGES) -> list[Step]:
+    """One Step per stage the experiment has; ``run`` is false for a finished, unchanged stage."""
     if not os.path.isdir(experiment):
         raise UserError(f"{experiment}: experiment folder does not exist (expected recipes/<experiment>)")
-    steps, upstream_ran = [], force
-    for stage in STAGES:
+    steps: list[Step] = []
+    for stage in stages:
         path = os.path.join(experiment, stage.recipe)
         if not os.path.isfile(path):
             if stage.required:
@@ -59,51 +82,186 @@ def plan(experiment: str, force: bool = False) -> list[tuple[Stage, str, str, bo
         output_dir = load_recipe_values(path).get("output_dir")
         if not output_dir:
             raise UserError(f"{path}: missing required key 'output_dir'")
+        present = {s.stage.recipe: s for s in steps}
+        after = tuple(present) if stage.after == EVERYTHING else tuple(r for r in stage.after if r in present)
         stamp = read_stage_stamp(output_dir)
         done = bool(stamp and stamp.get("complete") and stamp.get("recipe_hash") == recipe_file_hash(path))
-        run = upstream_ran or not done
-        upstream_ran = upstream_ran or run
-        steps.append((stage, path, output_dir, run))
+        run = force or not done or any(present[r].run for r in after)
+        steps.append(Step(stage, path, output_dir, run, after))
     return steps
+
+
+def _depends_on(step: Step, other: Step, by_recipe: dict[str, Step]) -> bool:
+    return any(r == other.stage.recipe or _depends_on(by_recipe[r], other, by_recipe) for r in step.after)
+
+
+def _last_line(path: str, width: int = 110) -> str:
+    """The last progress line of a log (tqdm redraws with carriage returns)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - 4096))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [s.strip() for s in tail.replace("\r", "\n").split("\n") if s.strip()]
+    return lines[-1][:width] if lines else ""
+
+
+def run_steps(steps: list[Step], command_for, jobs: int = 1, log_dir: str | None = None,
+              cpus: int | None = None, heartbeat_s: float = 60.0, poll_s: float = 0.5) -> dict[str, float]:
+    """Run the steps marked ``run``, at most ``jobs`` at once, each as soon as the steps it comes
+    after are done. Returns minutes per stage. On a failure no new stage starts; the running ones
+    finish (their outputs are complete then, and skipped next time) and SystemExit carries the code.
+
+    ``command_for(step)`` gives the argv. With jobs == 1 a stage writes to this terminal; otherwise
+    to ``log_dir/<recipe stem>.log``, and OMP/MKL threads are split between the stages that run."""
+    cpus = cpus or len(os.sched_getaffinity(0))
+    by_recipe = {s.stage.recipe: s for s in steps}
+    done = {s.stage.recipe for s in steps if not s.run}
+    pending = [s for s in steps if s.run]
+    running: dict[str, tuple[subprocess.Popen, float, str | None, object]] = {}
+    minutes: dict[str, float] = {}
+    failed: tuple[str, int] | None = None
+    last_beat = time.time()
+    if jobs > 1 and log_dir:
+        os.makedirs(log_dir, exist_ok=True)
+
+    def start(step: Step) -> None:
+        env = dict(os.environ)
+        # Alone (nothing running, nothing else startable before it ends): every thread. Otherwise a share.
+        alone = not running and all(_depends_on(p, step, by_recipe) for p in pending if p is not step)
+        if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
+            threads = cpus if alone else max(1, cpus // jobs)
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+        command = command_for(step)
+        log_path, log_file = None, None
+        if jobs > 1:
+            log_path = os.path.join(log_dir or ".", os.path.splitext(step.stage.recipe)[0] + ".log")
+            log_file = open(log_path, "w")
+            threads_note = f", {env.get('OMP_NUM_THREADS', 'default')} thread(s), log {log_path}"
+        else:
+            threads_note = ""
+        print(f"\n[train-all] {step.stage.name}: {shlex.join(command)}{threads_note}", flush=True)
+        proc = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT if log_file else None)
+        running[step.stage.recipe] = (proc, time.time(), log_path, log_file)
+
+    try:
+        while pending or running:
+            if failed is None:
+                for step in list(pending):
+                    if len(running) >= jobs:
+                        break
+                    if all(r in done for r in step.after):
+                        pending.remove(step)
+                        start(step)
+            if not running:
+                if pending and failed is None:  # cannot happen with an acyclic stage list
+                    raise UserError(f"stages {[s.stage.name for s in pending]} wait for stages that never run")
+                break
+            time.sleep(poll_s)
+            for recipe, (proc, t0, log_path, log_file) in list(running.items()):
+                code = proc.poll()
+                if code is None:
+                    continue
+                del running[recipe]
+                if log_file:
+                    log_file.close()
+                name = by_recipe[recipe].stage.name
+                minutes[name] = (time.time() - t0) / 60
+                if code == 0:
+                    done.add(recipe)
+                    print(f"[train-all] {name}: done in {minutes[name]:.1f} min", flush=True)
+                    continue
+                print(f"[train-all] {name} failed (exit {code})", file=sys.stderr, flush=True)
+                if log_path:
+                    with open(log_path, errors="replace") as f:
+                        tail = [s for s in f.read().replace("\r", "\n").split("\n") if s.strip()][-15:]
+                    print("\n".join(f"    {s}" for s in tail) + f"\n    (whole log: {log_path})", file=sys.stderr)
+                failed = failed or (name, code)
+                if running:
+                    print(f"[train-all] letting {', '.join(by_recipe[r].stage.name for r in running)} finish; "
+                          "no new stage starts", file=sys.stderr, flush=True)
+            if jobs > 1 and running and time.time() - last_beat >= heartbeat_s:
+                last_beat = time.time()
+                for recipe, (_, t0, log_path, _) in running.items():
+                    print(f"[train-all]   {by_recipe[recipe].stage.name} ({(time.time() - t0) / 60:.1f} min): "
+                          f"{_last_line(log_path)}", flush=True)
+    except KeyboardInterrupt:
+        for proc, *_ in running.values():
+            proc.terminate()
+        for proc, *_ in running.values():
+            proc.wait()
+        print("\n[train-all] interrupted; finished stages are kept and skipped next time", file=sys.stderr)
+        raise SystemExit(130) from None
+    if failed:
+        print(f"[train-all] {failed[0]} failed; fix it and rerun: finished stages are skipped", file=sys.stderr)
+        raise SystemExit(failed[1])
+    return minutes
+
+
+def default_jobs() -> int:
+    """Two stages at once on a CPU machine with at least two cores; one on a GPU (they would share it)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return 1
+    except ImportError:
+        pass
+    return 2 if len(os.sched_getaffinity(0)) >= 2 else 1
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m emprl.pipeline", description=__doc__.split("\n")[0])
     parser.add_argument("--recipe", default="recipes/demo", help="experiment folder recipes/<experiment>")
     parser.add_argument("--accelerate_config", default="recipes/accelerate/cpu.yaml")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="stages run at once (default: 2 on a CPU machine with 2+ cores, 1 with a GPU)")
+    parser.add_argument("--log_dir", default=None, help="stage logs when jobs > 1 (default: <outputs>/logs)")
     parser.add_argument("--force", action="store_true", help="rerun every stage")
     parser.add_argument("--dry_run", action="store_true", help="print the plan and stop")
     args = parser.parse_args(argv)
     if not os.path.isfile(args.accelerate_config):
         raise UserError(f"{args.accelerate_config}: accelerate config does not exist")
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError(f"--jobs: expected a positive integer, got {args.jobs}")
 
     steps = plan(args.recipe, args.force)
     launcher = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch",
                 "--config_file", args.accelerate_config]
-    started = time.time()
-    for stage, path, output_dir, run in steps:
-        if not run:
-            print(f"[train-all] {stage.name}: up to date in {output_dir}, skipped", flush=True)
-            continue
-        command = launcher + ["-m", stage.module, path]
-        print(f"\n[train-all] {stage.name}: {shlex.join(command)}", flush=True)
-        if args.dry_run:
-            continue
-        t0 = time.time()
-        code = subprocess.call(command)
-        if code != 0:
-            print(f"[train-all] {stage.name} failed (exit {code}); fix it and rerun: finished stages are skipped",
-                  file=sys.stderr)
-            sys.exit(code)
-        print(f"[train-all] {stage.name}: done in {(time.time() - t0) / 60:.1f} min", flush=True)
+
+    def command_for(step: Step) -> list[str]:
+        return launcher + ["-m", step.stage.module, step.recipe_path]
+
     if args.dry_run:
+        for step in steps:
+            after = f"  (after {', '.join(step.after)})" if step.after else ""
+            state = "run" if step.run else f"up to date in {step.output_dir}, skipped"
+            print(f"[train-all] {step.stage.name}: {state}{after}\n    {shlex.join(command_for(step))}")
         return
-    print(f"\n[train-all] all stages done in {(time.time() - started) / 60:.1f} min")
+    for step in steps:
+        if not step.run:
+            print(f"[train-all] {step.stage.name}: up to date in {step.output_dir}, skipped", flush=True)
+    jobs = args.jobs or default_jobs()
+    log_dir = args.log_dir or os.path.join(_common_parent([s.output_dir for s in steps]), "logs")
+    started = time.time()
+    minutes = run_steps(steps, command_for, jobs=jobs, log_dir=log_dir)
+    total = (time.time() - started) / 60
+    print(f"\n[train-all] all stages done in {total:.1f} min ({jobs} at a time)")
+    for name, m in minutes.items():
+        print(f"  {name:<28} {m:5.1f} min")
     _print_where(steps)
 
 
-def _print_where(steps: list[tuple[Stage, str, str, bool]]) -> None:
-    dirs = {stage.recipe: output_dir for stage, _, output_dir, _ in steps}
+def _common_parent(paths: list[str]) -> str:
+    try:
+        return os.path.relpath(os.path.commonpath([os.path.abspath(p) for p in paths]))
+    except ValueError:  # different drives
+        return "."
+
+
+def _print_where(steps: list[Step]) -> None:
+    dirs = {s.stage.recipe: s.output_dir for s in steps}
     python = shlex.quote(os.path.relpath(sys.executable))
     print(f"  results table:     {os.path.join(dirs['evaluate.yaml'], 'results.md')}")
     print(f"  side-by-side:      {os.path.join(dirs['evaluate.yaml'], 'examples.md')}")
