@@ -96,6 +96,7 @@ def fake_steps(tmp_path, spec):
         code, seconds = behaviour[step.stage.name]
         script = (f"import os, sys, time, json; t0 = time.time(); time.sleep({seconds}); "
                   f"print('working on {step.stage.name}'); "
+                  f"print('emprl: error: bad key' if {code} else '', file=sys.stderr); print('launcher noise\\n' * 30); "
                   f"open({str(tmp_path / step.stage.name)!r} + '.json', 'w').write(json.dumps("
                   f"[t0, time.time(), os.environ.get('OMP_NUM_THREADS')])); sys.exit({code})")
         return [sys.executable, "-c", script]
@@ -137,4 +138,4 @@ def test_a_failed_stage_stops_what_needs_it_and_reports_its_log(tmp_path, capsys
     assert ran(tmp_path, "b") is not None                      # the running stage was let finish
     assert ran(tmp_path, "c") is None and ran(tmp_path, "d") is None  # nothing new started
     err = capsys.readouterr().err
-    assert "a failed (exit 3)" in err and "working on a" in err and "a.log" in err
+    assert "a failed (exit 3)" in err and "emprl: error: bad key" in err and "a.log" in err

@@ -175,8 +175,11 @@ def run_steps(steps: list[Step], command_for, jobs: int = 1, log_dir: str | None
                 print(f"[train-all] {name} failed (exit {code})", file=sys.stderr, flush=True)
                 if log_path:
                     with open(log_path, errors="replace") as f:
-                        tail = [s for s in f.read().replace("\r", "\n").split("\n") if s.strip()][-15:]
-                    print("\n".join(f"    {s}" for s in tail) + f"\n    (whole log: {log_path})", file=sys.stderr)
+                        lines = [s for s in f.read().replace("\r", "\n").split("\n") if s.strip()]
+                    # Our one-line error first: accelerate's launcher adds its own traceback after it.
+                    ours = [s for s in lines if s.startswith("emprl: error:")]
+                    print("\n".join(f"    {s}" for s in ours + lines[-15:]) + f"\n    (whole log: {log_path})",
+                          file=sys.stderr)
                 failed = failed or (name, code)
                 if running:
                     print(f"[train-all] letting {', '.join(by_recipe[r].stage.name for r in running)} finish; "

@@ -66,6 +66,8 @@ class PPOScriptConfig:
     temperature: float = 0.9
     max_new_tokens: int = 30
     generation_batch_size: int | None = field(default=None, metadata={"help": "default: batch_size"})
+    eval_batch_size: int | None = field(default=None, metadata={
+        "help": "held-out generation batch (default: generation_batch_size); larger is faster on CPU"})
     # prompt settings: default to what the SFT stage saved with the model (emprl_prompt.json)
     max_source_tokens: int | None = None
     speaker_tag: str | None = None
@@ -196,14 +198,14 @@ class PPORun:
         return rows
 
     # -- one PPO step ---------------------------------------------------------------------------------
-    def rollout(self, batch: dict) -> tuple[list, list, list[str], list[str]]:
+    def rollout(self, batch: dict, batch_size: int | None = None) -> tuple[list, list, list[str], list[str]]:
         """Prompts -> sampled responses (token tensors for TRL, cleaned texts for the reward), and the
         contexts as the identifiers read them (serialised exactly as the labelling step did)."""
         from emprl.data import serialize_context
         from emprl.policy import clean_response, prompt_ids
 
         queries = [torch.tensor(prompt_ids(self.builder, turns), dtype=torch.long) for turns in batch["context"]]
-        responses = self.trainer.sample(queries, self.generation_kwargs, self.generation_batch_size,
+        responses = self.trainer.sample(queries, self.generation_kwargs, batch_size or self.generation_batch_size,
                                         self.builder.generation_padding_side, eos_token_ids=self.stop_ids)
         skip = 1 if self.is_encoder_decoder else 0
         texts = [clean_response(self.trainer.tokenizer.decode(r[skip:], skip_special_tokens=True), self.builder)
@@ -286,7 +288,7 @@ class PPORun:
             devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
             with torch.random.fork_rng(devices=devices):  # the training random streams stay untouched
                 torch.manual_seed(self.cfg.eval_seed + self.rank)
-                queries, responses, texts, contexts = self.rollout(batch)
+                queries, responses, texts, contexts = self.rollout(batch, self.cfg.eval_batch_size)
             gold = torch.tensor([[batch[m][i] for m in self.empathy.mechanisms] for i in range(len(rows))])
             local["r_emp"] = self.empathy(contexts, texts, gold).cpu().tolist()
             local["pred"] = self.empathy.levels(contexts, texts).cpu().tolist()
