@@ -122,8 +122,8 @@ def test_t5_ppo_updates_the_policy_and_trl_receives_r_emp(assets, tmp_path, monk
     rollouts, steps = [], []
     real_rollout, real_step = ppo.PPORun.rollout, EmpRLPPOTrainer.step
 
-    def spy_rollout(self, batch):
-        out = real_rollout(self, batch)
+    def spy_rollout(self, batch, batch_size=None):
+        out = real_rollout(self, batch, batch_size)
         rollouts.append((out, [[batch[m][i] for m in MECHANISMS] for i in range(len(batch["context"]))]))
         return out
 
@@ -133,7 +133,7 @@ def test_t5_ppo_updates_the_policy_and_trl_receives_r_emp(assets, tmp_path, monk
 
     monkeypatch.setattr(ppo.PPORun, "rollout", spy_rollout)
     monkeypatch.setattr(EmpRLPPOTrainer, "step", spy_step)
-    recipe = write_recipe(tmp_path, assets, steps=3, eval_steps=3, save_steps=3)
+    recipe = write_recipe(tmp_path, assets, steps=3, eval_steps=3, save_steps=3, eval_repeats=2, eval_batch_size=8)
     run = ppo.main([recipe])
     out = os.path.join(tmp_path, "out")
 
@@ -162,6 +162,7 @@ def test_t5_ppo_updates_the_policy_and_trl_receives_r_emp(assets, tmp_path, monk
         assert all(isinstance(r[key], float) for r in rows), key
     evals = read_jsonl(os.path.join(out, "eval.jsonl"))
     assert [e["step"] for e in evals] == [0, 3]
+    assert all(e["samples"] == 8 for e in evals)  # 4 held-out contexts, 2 responses each
     assert evals[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # step 0 is the SFT policy itself
     assert all(0 <= e["emp_f1"] <= 100 and 0 < e["r_emp"] <= 1 for e in evals)
     metrics = json.load(open(os.path.join(out, "metrics.json")))

@@ -78,6 +78,8 @@ class PPOScriptConfig:
     # evaluation, checkpoints, safety
     eval_steps: int = 100
     eval_samples: int = 200
+    eval_repeats: int = field(default=1, metadata={
+        "help": "responses sampled per held-out context: a steadier mean for the SFT-vs-PPO comparison"})
     eval_split: str = "validation"
     eval_seed: int = 1234
     save_steps: int = 100
@@ -86,6 +88,10 @@ class PPOScriptConfig:
     overwrite_output_dir: bool = field(default=False, metadata={
         "help": "start over even if output_dir holds a finished or interrupted run"})
     nan_patience: int = field(default=3, metadata={"help": "consecutive NaN/inf reward steps before stopping"})
+
+    def __post_init__(self):
+        if self.eval_repeats < 1:
+            raise ValueError(f"key 'eval_repeats': expected a positive integer, got {self.eval_repeats}")
 
 
 def main(argv=None):
@@ -176,7 +182,8 @@ class PPORun:
             max_new_tokens=cfg.max_new_tokens, min_length=0, repetition_penalty=1.0, no_repeat_ngram_size=0,
             pad_token_id=tokenizer.pad_token_id, eos_token_id=self.stop_ids)
         self.generation_batch_size = cfg.generation_batch_size or ppo_cfg.batch_size
-        self.eval_rows = _eval_subset(len(self.eval_data), cfg.eval_samples, cfg.eval_seed)
+        self.eval_rows = [row for row in _eval_subset(len(self.eval_data), cfg.eval_samples, cfg.eval_seed)
+                          for _ in range(cfg.eval_repeats)]
         self.nan_streak, self.skipped_steps = 0, 0
         self.best: dict | None = None
         self.last_checkpoint: str | None = None
