@@ -197,3 +197,23 @@ def test_overwrite_retrains_and_replaces_atomically(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "README.md", "interpretations", "report.json", "report.png", "stage.json"]
     assert "baseline" not in json.loads((tmp_path / "out" / "report.json").read_text())["mechanisms"]["interpretations"]
+
+
+def test_length_grouped_batches_cover_every_example_once_and_cut_padding():
+    from emprl.identifiers import LengthGroupedBatches
+
+    lengths = [(i * 37) % 101 for i in range(100)]
+    sampler = LengthGroupedBatches(lengths, batch_size=8, shuffle=True, seed=3, group=4)
+    first, second = list(sampler), list(sampler)
+    for epoch in (first, second):
+        assert sorted(i for batch in epoch for i in batch) == list(range(100)) and len(epoch) == len(sampler)
+    assert first != second                                     # a new order each epoch
+    assert first == list(LengthGroupedBatches(lengths, 8, True, seed=3, group=4))  # seeded
+
+    def padding(batches):
+        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches)
+
+    plain = [list(range(k, min(k + 8, 100))) for k in range(0, 100, 8)]
+    assert padding(first) < padding(plain) / 2
+    ordered = list(LengthGroupedBatches(lengths, 8, shuffle=False, seed=0))
+    assert [lengths[b[0]] for b in ordered] == sorted((lengths[b[0]] for b in ordered), reverse=True)

@@ -121,6 +121,34 @@ def tfidf_baseline(train, valid, seed: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- training
+class LengthGroupedBatches(torch.utils.data.Sampler):
+    """Batches of similar-length pairs, so little of each batch is padding (EPITOME posts range from
+    a few words to a paragraph). Every example appears once per epoch. Shuffled: a fresh seeded
+    permutation each epoch, cut into spans of ``group`` batches that are sorted by length and split
+    into batches, then the batches are shuffled. Not shuffled: longest first."""
+
+    def __init__(self, lengths, batch_size: int, shuffle: bool, seed: int, group: int = 8):
+        self.lengths, self.batch_size, self.shuffle, self.group = list(lengths), batch_size, shuffle, group
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def _cut(self, order: list[int]) -> list[list[int]]:
+        order = sorted(order, key=lambda i: -self.lengths[i])
+        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+    def __iter__(self):
+        if not self.shuffle:
+            yield from self._cut(list(range(len(self.lengths))))
+            return
+        perm = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        span = self.batch_size * self.group
+        batches = [b for start in range(0, len(perm), span) for b in self._cut(perm[start:start + span])]
+        for j in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[j]
+
+
 def make_loader(split, tokenizer, cfg: IdentifiersConfig, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
     def collate(rows):
         ctx = tokenize_pairs(tokenizer, [r["seeker_post"] for r in rows], cfg.max_context_len, "left")
@@ -129,9 +157,9 @@ def make_loader(split, tokenizer, cfg: IdentifiersConfig, batch_size: int, shuff
                 "response_input_ids": resp["input_ids"], "response_attention_mask": resp["attention_mask"],
                 "labels": torch.tensor([r["level"] for r in rows], dtype=torch.long)}
 
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(split.to_list(), batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
-                      generator=generator)
+    rows = split.to_list()
+    lengths = [len(r["seeker_post"].split()) + len(r["response_post"].split()) for r in rows]
+    return DataLoader(rows, batch_sampler=LengthGroupedBatches(lengths, batch_size, shuffle, seed), collate_fn=collate)
 
 
 def loss_weights(levels, how: str) -> torch.Tensor | None:
