@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import tiny
 import torch
-from transformers import BertConfig, BertModel, BertTokenizerFast, T5Config, T5EncoderModel
+from transformers import BertConfig, BertModel, T5Config, T5EncoderModel
 
 from emprl.errors import UserError
 from reward_models import EmpathyIdentifier, EmpathyIdentifierConfig, masked_pool
@@ -14,23 +15,8 @@ from reward_models.convert_authors import convert_state_dict
 from reward_models.convert_authors import main as convert_main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tiny models: one thread is faster, and far faster when other processes share the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-WORDS = ("i am so sorry to hear that you feel sad happy what happened how are doing it must be hard "
-         "understand why did the job lost my dog today great news ? . !").split()
-
-
 def make_tokenizer(tmp_path):
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab))
+    return tiny.make_bert_tokenizer(tmp_path)
 
 
 def bert_config(vocab_size):

@@ -15,16 +15,6 @@ from emprl.data import MECHANISMS, serialize_context
 from emprl.errors import UserError
 from reward_models import EmpathyIdentifier, EmpathyReward
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tiny models: one thread is faster, and far faster when other processes share the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SEEKERS = ["i feel so sad today , my dog is lost", "i lost my job this week and i am worried",
            "my exam is tomorrow and i am scared", "i am lonely since my friend moved", "work is so hard , i am tired"]
 # Level words per mechanism (0 no, 1 weak, 2 strong), drawn from the tiny tokenizer's vocabulary.

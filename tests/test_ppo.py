@@ -79,13 +79,19 @@ def trainable(run) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in run.trainer.trainable_state().items()}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core machine: thread hand-offs cost more than the maths.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def rollout_capturing_generate(run, rows):
+    """run.rollout(rows), and the keyword arguments the policy's generate() was called with."""
+    captured, model = {}, run.trainer.unwrapped_model
+
+    def spy_generate(**kwargs):
+        captured.update(kwargs)
+        return type(model).generate(model, **kwargs)
+
+    model.generate = spy_generate
+    try:
+        return run.rollout(rows), captured
+    finally:
+        del model.generate
 
 
 @pytest.fixture(scope="module")
@@ -233,18 +239,7 @@ def test_llama_lora_ppo_trains_adapters_only_and_exports_merged(assets, tmp_path
     assert rebuilt.max_source_tokens == run.builder.max_source_tokens
 
     # Decoder-only prompts are padded on the left, so generation starts right after each prompt.
-    captured = {}
-    model = trainer.unwrapped_model
-
-    def spy_generate(**kwargs):
-        captured.update(kwargs)
-        return type(model).generate(model, **kwargs)
-
-    model.generate = spy_generate
-    try:
-        run.rollout(run.train[[0, 1, 2, 4]])
-    finally:
-        del model.generate
+    _, captured = rollout_capturing_generate(run, run.train[[0, 1, 2, 4]])
     mask = captured["attention_mask"]
     assert (mask[:, -1] == 1).all() and (mask == 0).any()
     assert "min_new_tokens" not in captured and captured["min_length"] == 0
@@ -255,18 +250,8 @@ def test_llama_lora_ppo_trains_adapters_only_and_exports_merged(assets, tmp_path
 
 def test_t5_batches_are_padded_on_the_right(t5_run):
     trainer = t5_run.trainer
-    captured = {}
-    model = trainer.unwrapped_model
-
-    def spy_generate(**kwargs):
-        captured.update(kwargs)
-        return type(model).generate(model, **kwargs)
-
-    model.generate = spy_generate
-    try:
-        queries, responses, _, _ = t5_run.rollout(t5_run.train[[0, 1, 2, 4]])  # contexts of different lengths
-    finally:
-        del model.generate
+    # contexts of different lengths
+    (queries, responses, _, _), captured = rollout_capturing_generate(t5_run, t5_run.train[[0, 1, 2, 4]])
     mask = captured["attention_mask"]
     assert (mask[:, 0] == 1).all() and (mask == 0).any()
     assert all((row.cumsum(0) == torch.arange(1, len(row) + 1)).sum() == row.sum() for row in mask)  # 1..1 0..0

@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 
 import pytest
+import tiny
 import torch
-from transformers import BertConfig, BertTokenizerFast
+from transformers import BertConfig
 
 from emprl.errors import UserError
 from reward_models import (
@@ -22,18 +23,6 @@ from reward_models import (
 )
 from reward_models.registry import REWARD_REGISTRY
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tiny models: one thread is faster, and far faster when other processes share the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-WORDS = ("i am so sorry to hear that you feel sad happy what happened how are doing it must be hard "
-         "understand why did the job lost my dog today great news ? . !").split()
 CONTEXTS = ["my dog lost today", "i am happy great news", "my dog lost today", "the job ? it must be hard"]
 RESPONSES = ["i am so sorry to hear that", "great", "", "how are you doing ? " * 30]
 GOLD = torch.tensor([[2, 0, 1], [0, 0, 0], [1, 2, 0], [0, 1, 2]])
@@ -41,9 +30,7 @@ GOLD = torch.tensor([[2, 0, 1], [0, 0, 0], [1, 2, 0], [0, 1, 2]])
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tok")
-    (d / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    return BertTokenizerFast(vocab_file=str(d / "vocab.txt"))
+    return tiny.make_bert_tokenizer(tmp_path_factory.mktemp("tok"))
 
 
 def make_identifiers(tokenizer, seed=0):

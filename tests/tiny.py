@@ -12,6 +12,10 @@ dog cat home school test exam lost won got new old really very so much too can c
 it's i'm you're don't can't sounds like must be understand know think hope love miss help ? . , !
 """.split()
 
+# A small vocabulary for BERT WordPiece tokenizers of the identifier and reward tests.
+BERT_WORDS = ("i am so sorry to hear that you feel sad happy what happened how are doing it must be hard "
+              "understand why did the job lost my dog today great news ? . !").split()
+
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ '<' + m['role'] + '> ' + m['content'] + ' </s> ' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<assistant> ' }}{% endif %}"
@@ -43,6 +47,16 @@ def make_tokenizer(folder: str | None = None, seq2seq: bool = True):
     if folder:
         fast.save_pretrained(folder)
     return fast
+
+
+def make_bert_tokenizer(folder):
+    """A BERT WordPiece tokenizer over BERT_WORDS, its vocab.txt written in ``folder``."""
+    from transformers import BertTokenizerFast
+
+    vocab = os.path.join(str(folder), "vocab.txt")
+    with open(vocab, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *BERT_WORDS]) + "\n")
+    return BertTokenizerFast(vocab_file=vocab)
 
 
 def make_tiny_t5(folder: str, seed: int = 0):
