@@ -95,16 +95,16 @@ def _depends_on(step: Step, other: Step, by_recipe: dict[str, Step]) -> bool:
     return any(r == other.stage.recipe or _depends_on(by_recipe[r], other, by_recipe) for r in step.after)
 
 
-def _last_line(path: str, width: int = 110) -> str:
-    """The last progress line of a log (tqdm redraws with carriage returns)."""
+def _log_lines(path: str, tail_bytes: int | None = None) -> list[str]:
+    """A log's non-blank lines, tqdm's carriage-return redraws split apart; [] if unreadable."""
     try:
         with open(path, "rb") as f:
-            f.seek(max(0, os.path.getsize(path) - 4096))
-            tail = f.read().decode("utf-8", "replace")
+            if tail_bytes:
+                f.seek(max(0, os.path.getsize(path) - tail_bytes))
+            text = f.read().decode("utf-8", "replace")
     except OSError:
-        return ""
-    lines = [s.strip() for s in tail.replace("\r", "\n").split("\n") if s.strip()]
-    return lines[-1][:width] if lines else ""
+        return []
+    return [s.strip() for s in text.replace("\r", "\n").split("\n") if s.strip()]
 
 
 def run_steps(steps: list[Step], command_for, jobs: int = 1, log_dir: str | None = None,
@@ -174,8 +174,7 @@ def run_steps(steps: list[Step], command_for, jobs: int = 1, log_dir: str | None
                     continue
                 print(f"[train-all] {name} failed (exit {code})", file=sys.stderr, flush=True)
                 if log_path:
-                    with open(log_path, errors="replace") as f:
-                        lines = [s for s in f.read().replace("\r", "\n").split("\n") if s.strip()]
+                    lines = _log_lines(log_path)
                     # Our one-line error first: accelerate's launcher adds its own traceback after it.
                     ours = [s for s in lines if s.startswith("emprl: error:")]
                     print("\n".join(f"    {s}" for s in ours + lines[-15:]) + f"\n    (whole log: {log_path})",
@@ -188,7 +187,7 @@ def run_steps(steps: list[Step], command_for, jobs: int = 1, log_dir: str | None
                 last_beat = time.time()
                 for recipe, (_, t0, log_path, _) in running.items():
                     print(f"[train-all]   {by_recipe[recipe].stage.name} ({(time.time() - t0) / 60:.1f} min): "
-                          f"{_last_line(log_path)}", flush=True)
+                          f"{(_log_lines(log_path, 4096) or [''])[-1][:110]}", flush=True)
     except KeyboardInterrupt:
         for proc, *_ in running.values():
             proc.terminate()
