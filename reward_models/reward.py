@@ -153,13 +153,18 @@ class EmpathyReward:
 
     def __call__(self, contexts: Sequence[str], responses: Sequence[str], gold_levels) -> torch.Tensor:
         """R_emp per pair: FloatTensor [B] in (0, 1] on ``self.device``."""
+        return self.reward_and_levels(contexts, responses, gold_levels)[0]
+
+    def reward_and_levels(self, contexts: Sequence[str], responses: Sequence[str], gold_levels):
+        """(R_emp [B], predicted levels [B, M]) from one pass through the identifiers."""
         gold = self._gold_tensor(gold_levels, len(contexts))
-        log_probs = self.logits(contexts, responses).log_softmax(dim=-1)
+        logits = self.logits(contexts, responses)
+        log_probs = logits.log_softmax(dim=-1)
         # -sum_i CE_i = sum_i log p_i(l_i); exp turns it into the product of the gold-class probabilities.
         picked = log_probs.gather(-1, gold.unsqueeze(-1)).squeeze(-1)
         reward = picked.sum(dim=1).exp()
         # Keep the documented open interval even if the product underflows fp32.
-        return reward.clamp(min=torch.finfo(reward.dtype).tiny, max=1.0)
+        return reward.clamp(min=torch.finfo(reward.dtype).tiny, max=1.0), logits.argmax(dim=-1)
 
     def _gold_tensor(self, gold_levels, batch: int) -> torch.Tensor:
         if isinstance(gold_levels, Mapping):

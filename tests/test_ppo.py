@@ -457,3 +457,62 @@ def test_bench_ppo_tiny_reports_the_time_split(capsys):
     assert 0 < parts <= tiny_t5["time/step"] * 1.001
     assert tiny_t5["samples_per_s"] == pytest.approx(8 / tiny_t5["time/step"])
     assert "reward share of the step" in capsys.readouterr().out
+
+
+def test_k_samples_per_context_and_the_leave_one_out_baseline_reach_trl(assets, tmp_path, monkeypatch):
+    """Issue 11: each context is sampled K times in a row, TRL gets R_emp minus the mean of the other
+    K-1 samples of the same context, and the held-out evaluation is paired with step 0."""
+    from emprl import ppo
+    from emprl.ppo_trainer import EmpRLPPOTrainer
+    from reward_models import EmpathyReward
+
+    rollouts, steps = [], []
+    real_rollout, real_step = ppo.PPORun.rollout, EmpRLPPOTrainer.step
+
+    def spy_rollout(self, batch, batch_size=None):
+        out = real_rollout(self, batch, batch_size)
+        rollouts.append((out, batch))
+        return out
+
+    def spy_step(self, queries, responses, scores):
+        steps.append((responses, torch.stack(scores).clone()))
+        return real_step(self, queries, responses, scores)
+
+    monkeypatch.setattr(ppo.PPORun, "rollout", spy_rollout)
+    monkeypatch.setattr(EmpRLPPOTrainer, "step", spy_step)
+    recipe = write_recipe(tmp_path, assets, steps=2, eval_steps=2, save_steps=0, samples_per_context=2,
+                          reward_baseline="leave_one_out", eval_repeats=2, eval_batch_size=8)
+    ppo.main([recipe])
+
+    reference = EmpathyReward.from_pretrained(assets.identifiers)
+    for responses, scores in steps:
+        (queries, _, texts, contexts), batch = next(r for r in rollouts if r[0][1] is responses)
+        assert contexts[0::2] == contexts[1::2] and batch["conv_id"][0::2] == batch["conv_id"][1::2]
+        assert len(set(batch["conv_id"])) == 2  # batch 4 = 2 contexts x K 2
+        gold = torch.tensor([[batch[m][i] for m in MECHANISMS] for i in range(4)])
+        r = reference(contexts, texts, gold)
+        expected = torch.stack([r[0] - r[1], r[1] - r[0], r[2] - r[3], r[3] - r[2]])
+        assert torch.allclose(scores, expected, atol=1e-6)
+    evals = read_jsonl(os.path.join(tmp_path, "out", "eval.jsonl"))
+    assert "delta_r_emp" not in evals[0] and len(evals[0]["per_context_r_emp"]) == 4
+    last = evals[-1]
+    diffs = [a - b for a, b in zip(last["per_context_r_emp"], evals[0]["per_context_r_emp"])]
+    assert last["delta_r_emp"] == pytest.approx(sum(diffs) / len(diffs), abs=1e-9)
+    assert last["delta_r_emp_ci"][0] <= last["delta_r_emp"] <= last["delta_r_emp_ci"][1]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"samples_per_context": 3}, "multiple of samples_per_context"),
+    ({"reward_baseline": "leave_one_out"}, "needs samples_per_context >= 2"),
+    ({"mixed_precision": "fp16"}, "mixed_precision"),
+])
+def test_bad_reward_settings_are_one_line_errors(assets, tmp_path, overrides, message):
+    import subprocess
+    import sys
+
+    recipe = write_recipe(tmp_path, assets, **overrides)
+    proc = subprocess.run([sys.executable, "-m", "emprl.ppo", recipe], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("emprl: error:") and message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not os.path.exists(os.path.join(tmp_path, "out"))

@@ -35,9 +35,13 @@ from emprl.data import MECHANISMS, load_dialogues
 from emprl.errors import UserError, run_cli
 from emprl.io import atomic_write_json, atomic_write_text, write_model_card
 from emprl.ppo_trainer import EmpRLPPOTrainer, list_checkpoints, rotate_checkpoints
+from reward_models.baseline import apply_baseline
 
 logger = logging.getLogger("emprl.ppo")
 STAGE = "ppo"
+# TRL 0.11.4 announces the classic PPO API's deprecation on every PPOConfig; it is the API we pin
+# (docs/rl-effect.md), and the notice would sit before every one-line error.
+warnings.filterwarnings("ignore", message=".*PPOConfig.*deprecated", category=FutureWarning)
 
 
 @dataclass
@@ -57,7 +61,11 @@ class PPOScriptConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_target_modules: list[str] | None = field(default=None, metadata={"help": "default: PEFT's per architecture"})
-    bf16: bool = field(default=False, metadata={"help": "LoRA: load the base in bf16; full: bf16 autocast"})
+    bf16: bool = field(default=False, metadata={"help": "LoRA: load the base weights in bf16 (full fine-tuning keeps fp32 "
+                                                        "weights; see mixed_precision)"})
+    mixed_precision: str = field(default="auto", metadata={
+        "help": "auto | bf16 | no: bf16 autocast where the device computes bf16 natively (CUDA, CPUs with "
+                "AVX512-BF16/AMX), fp32 elsewhere; log-probabilities and the PPO ratio stay fp32"})
     fix_first_token: bool = field(default=True, metadata={
         "help": "give y1 of encoder-decoder responses its PPO terms (false = TRL 0.11 behaviour)"})
     # rollouts (the paper's decoding)
@@ -66,6 +74,12 @@ class PPOScriptConfig:
     temperature: float = 0.9
     max_new_tokens: int = 30
     generation_batch_size: int | None = field(default=None, metadata={"help": "default: batch_size"})
+    # Reward handling beyond TRL's own keys (use_score_norm, use_score_scaling, whiten_rewards).
+    samples_per_context: int = field(default=1, metadata={
+        "help": "K responses sampled per training context in a step (batch_size must be a multiple of K)"})
+    reward_baseline: str = field(default="none", metadata={
+        "help": "none (the paper) | leave_one_out: subtract the mean reward of the other K-1 samples of the "
+                "same context before TRL sees it (an opt-in beyond the paper; needs samples_per_context >= 2)"})
     eval_batch_size: int | None = field(default=None, metadata={
         "help": "held-out generation batch (default: generation_batch_size); larger is faster on CPU"})
     # prompt settings: default to what the SFT stage saved with the model (emprl_prompt.json)
@@ -90,12 +104,27 @@ class PPOScriptConfig:
     nan_patience: int = field(default=3, metadata={"help": "consecutive NaN/inf reward steps before stopping"})
 
     def __post_init__(self):
+        from emprl.precision import CHOICES
+        from reward_models.baseline import BASELINES
+
         if self.eval_repeats < 1:
             raise ValueError(f"key 'eval_repeats': expected a positive integer, got {self.eval_repeats}")
+        if self.samples_per_context < 1:
+            raise ValueError(f"key 'samples_per_context': expected a positive integer, got {self.samples_per_context}")
+        if self.reward_baseline not in BASELINES:
+            raise ValueError(f"key 'reward_baseline': expected one of {', '.join(BASELINES)}, "
+                             f"got {self.reward_baseline!r}")
+        if self.reward_baseline == "leave_one_out" and self.samples_per_context < 2:
+            raise ValueError("key 'reward_baseline': leave_one_out needs samples_per_context >= 2, "
+                             f"got {self.samples_per_context}")
+        if self.mixed_precision not in CHOICES:
+            raise ValueError(f"key 'mixed_precision': expected one of {', '.join(CHOICES)}, "
+                             f"got {self.mixed_precision!r}")
 
 
 def main(argv=None):
     cfg, ppo_cfg = parse_recipe((PPOScriptConfig, PPOConfig), argv)
+    _check_batch_sizes(ppo_cfg, cfg.samples_per_context)  # before the output folder is touched
     _init_distributed()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     start = time.time()
@@ -145,7 +174,7 @@ class PPORun:
         self.cfg, self.ppo_cfg = cfg, ppo_cfg
         state = PartialState()
         self.is_main, self.rank, self.world = state.is_main_process, state.process_index, state.num_processes
-        _check_batch_sizes(ppo_cfg)
+        _check_batch_sizes(ppo_cfg, cfg.samples_per_context)
         set_seed(ppo_cfg.seed)  # the value head and LoRA weights are initialised at random
 
         self.train, self.eval_data = _load_data(cfg)
@@ -162,8 +191,7 @@ class PPORun:
         if ppo_cfg.log_with == "tensorboard":
             ppo_cfg.project_kwargs = {"logging_dir": os.path.join(cfg.output_dir, "runs"),
                                       **(ppo_cfg.project_kwargs or {})}
-        if cfg.bf16 and not cfg.use_lora:
-            ppo_cfg.accelerator_kwargs = {"mixed_precision": "bf16", **(ppo_cfg.accelerator_kwargs or {})}
+        self.precision = _choose_precision(cfg, ppo_cfg)
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=ppo_cfg.learning_rate)
         scheduler = _scheduler(cfg, ppo_cfg, optimizer, self.world)
         self.trainer = EmpRLPPOTrainer(config=ppo_cfg, model=model, ref_model=ref_model, tokenizer=tokenizer,
@@ -193,15 +221,17 @@ class PPORun:
     # -- data order ---------------------------------------------------------------------------------
     def batch_rows(self, step: int) -> list[int]:
         """This rank's rows for ``step`` (1-based): the training set in a seeded order, a fresh
-        permutation per epoch; each step takes batch_size x processes rows, each rank its shard."""
-        size = self.ppo_cfg.batch_size
+        permutation per epoch; each step takes batch_size / K contexts x processes, each rank its
+        shard, and every context appears K times in a row (K = samples_per_context)."""
+        k_per = self.cfg.samples_per_context
+        size = self.ppo_cfg.batch_size // k_per
         first = (step - 1) * size * self.world + self.rank * size
         rows = []
         for k in range(first, first + size):
             epoch, pos = divmod(k, len(self.train))
             if epoch not in self._perms:
                 self._perms = {epoch: np.random.default_rng([self.ppo_cfg.seed, epoch]).permutation(len(self.train))}
-            rows.append(int(self._perms[epoch][pos]))
+            rows.extend([int(self._perms[epoch][pos])] * k_per)
         return rows
 
     # -- one PPO step ---------------------------------------------------------------------------------
@@ -233,8 +263,8 @@ class PPORun:
         if not self._all_finite(total):
             return self._skip(step, row)
         self.nan_streak = 0
-        scores = [s for s in total.detach().float().cpu()]
-        stats = self.trainer.step(queries, responses, scores)
+        adjusted = apply_baseline(total.detach().float().cpu(), self.cfg.reward_baseline, self.cfg.samples_per_context)
+        stats = self.trainer.step(queries, responses, list(adjusted))
         t3 = time.perf_counter()
         row.update({
             "kl": stats["objective/kl"], "kl_coef": stats["objective/kl_coef"],
@@ -286,19 +316,21 @@ class PPORun:
         from accelerate.utils import gather_object
         from sklearn.metrics import f1_score
 
+        from emprl.paired import per_context_means
+
         if not self.eval_rows:  # eval_samples: 0
             return None
         rows = self.eval_rows[self.rank::self.world]
         batch = self.eval_data[rows] if rows else {c: [] for c in self.eval_data.column_names}
-        local = {"r_emp": [], "gold": [], "pred": [], "kl": [], "words": [], "examples": []}
+        local = {"row": list(rows), "r_emp": [], "gold": [], "pred": [], "kl": [], "words": [], "examples": []}
         if rows:
             devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
             with torch.random.fork_rng(devices=devices):  # the training random streams stay untouched
                 torch.manual_seed(self.cfg.eval_seed + self.rank)
                 queries, responses, texts, contexts = self.rollout(batch, self.cfg.eval_batch_size)
             gold = torch.tensor([[batch[m][i] for m in self.empathy.mechanisms] for i in range(len(rows))])
-            local["r_emp"] = self.empathy(contexts, texts, gold).cpu().tolist()
-            local["pred"] = self.empathy.levels(contexts, texts).cpu().tolist()
+            r_emp, pred = self.empathy.reward_and_levels(contexts, texts, gold)
+            local["r_emp"], local["pred"] = r_emp.cpu().tolist(), pred.cpu().tolist()
             local["gold"] = gold.tolist()
             local["kl"] = self.trainer.sequence_kl(queries, responses).tolist()
             local["words"] = [len(t.split()) for t in texts]
@@ -309,17 +341,35 @@ class PPORun:
               for i, m in enumerate(self.empathy.mechanisms)}
         result = {"step": step, "r_emp": float(np.mean(merged["r_emp"])), "emp_f1": float(np.mean(list(f1.values()))),
                   **{f"emp_f1/{m}": v for m, v in f1.items()}, "kl": float(np.mean(merged["kl"])),
-                  "response_words": float(np.mean(merged["words"])), "samples": len(merged["r_emp"]),
-                  "examples": merged["examples"][:3]}
+                  "response_words": float(np.mean(merged["words"])),
+                  "empty_responses": float(np.mean([w == 0 for w in merged["words"]])),
+                  "samples": len(merged["r_emp"]), "examples": merged["examples"][:3],
+                  PER_CONTEXT: per_context_means(merged["r_emp"], merged["row"])[1].tolist()}
+        result.update(self._paired_with_sft(result))
         self.eval_history.append(result)
         self._log(result, "eval.jsonl")
         if self.is_main:
-            logger.info("eval step %d: R_emp %.4f  Emp-F1 %.2f  KL %.3f", step, result["r_emp"],
-                        result["emp_f1"], result["kl"])
+            paired = (f"  Delta R_emp vs SFT {result['delta_r_emp']:+.4f} "
+                      f"[{result['delta_r_emp_ci'][0]:+.4f}, {result['delta_r_emp_ci'][1]:+.4f}]"
+                      if "delta_r_emp" in result else "")
+            logger.info("eval step %d: R_emp %.4f  Emp-F1 %.2f  KL %.3f%s", step, result["r_emp"],
+                        result["emp_f1"], result["kl"], paired)
         if self.best is None or result["r_emp"] > self.best["r_emp"]:
-            self.best = {k: v for k, v in result.items() if k != "examples"}
+            self.best = _summary(result)
             self._save_best()
         return result
+
+    def _paired_with_sft(self, result: dict) -> dict:
+        """The paired difference to the step-0 evaluation (the SFT policy): same contexts, same
+        sampling seed, per-context means over eval_repeats samples, 95% bootstrap CI over contexts."""
+        from emprl.paired import paired_difference
+
+        base = next((r for r in self.eval_history if r["step"] == 0), None)
+        if base is None or PER_CONTEXT not in base or len(base[PER_CONTEXT]) != len(result[PER_CONTEXT]):
+            return {}
+        d = paired_difference(result[PER_CONTEXT], base[PER_CONTEXT], seed=self.cfg.eval_seed)
+        return {"delta_r_emp": d["delta"], "delta_r_emp_ci": [d["ci_low"], d["ci_high"]],
+                "delta_r_emp_p": d["p_value"], "contexts": d["n"]}
 
     def evaluated_at(self, step: int) -> bool:
         return any(r["step"] == step for r in self.eval_history)
@@ -403,10 +453,9 @@ class PPORun:
             return
         log_rows = _read_jsonl(os.path.join(out, "log.jsonl"))
         trained = [r for r in log_rows if not r.get("skipped")]
-        final = {k: v for k, v in self.eval_history[-1].items() if k != "examples"} if self.eval_history else {}
+        final = _summary(self.eval_history[-1]) if self.eval_history else {}
         metrics = {
-            "sft": next(({k: v for k, v in r.items() if k != "examples"} for r in self.eval_history
-                         if r["step"] == 0), None),
+            "sft": next((_summary(r) for r in self.eval_history if r["step"] == 0), None),
             "final": final, "best": self.best, "steps": step, "skipped_steps": self.skipped_steps,
             "train_kl_last": trained[-1]["kl"] if trained else None,
             "minutes": minutes, "world_size": self.world, "rank_weight_checksums": checksums,
@@ -415,14 +464,18 @@ class PPORun:
         plot_training_curves(log_rows, self.eval_history, os.path.join(out, "training_curves.png"))
         sft_r_emp = (metrics["sft"] or {}).get("r_emp", math.nan)
         card_metrics = {"held-out R_emp (SFT, step 0)": sft_r_emp, "held-out R_emp (final)": final.get("r_emp"),
+                        "held-out Delta R_emp vs SFT (final, paired)": final.get("delta_r_emp"),
                         "held-out Emp-F1 (final)": final.get("emp_f1"),
                         "held-out KL to reference (final)": final.get("kl"),
                         "held-out R_emp (best)": (self.best or {}).get("r_emp"), "PPO steps": step}
         write_model_card(out, "EmpRL PPO policy", _CARD_SUMMARY, config_to_dict(self.cfg, self.ppo_cfg),
                          {k: v for k, v in card_metrics.items() if v is not None}, extra=_CARD_USAGE)
         atomic_write_json(os.path.join(out, "stage.json"), {"stage": STAGE, "recipe_hash": run_hash, "complete": True})
+        ci = final.get("delta_r_emp_ci")
+        paired = (f" (paired Delta {final['delta_r_emp']:+.4f}, 95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}])"
+                  if ci else "")
         print(f"emprl.ppo: done in {minutes:.1f} min; held-out R_emp {sft_r_emp:.4f} (SFT) -> "
-              f"{final.get('r_emp', math.nan):.4f} (PPO), KL to reference {final.get('kl', math.nan):.3f}; "
+              f"{final.get('r_emp', math.nan):.4f} (PPO){paired}, KL to reference {final.get('kl', math.nan):.3f}; "
               f"outputs in {out}")
 
 
@@ -441,6 +494,14 @@ Files: `log.jsonl` (per PPO step), `eval.jsonl` (held-out evaluations), `trainin
 
 
 # -----------------------------------------------------------------------------------------------------
+
+
+PER_CONTEXT = "per_context_r_emp"
+
+
+def _summary(result: dict) -> dict:
+    """An evaluation row without its bulky parts (examples, per-context values)."""
+    return {k: v for k, v in result.items() if k not in ("examples", PER_CONTEXT)}
 
 
 def load_value_head_policy(cfg: PPOScriptConfig):
@@ -504,7 +565,15 @@ def plot_training_curves(log_rows: list[dict], eval_rows: list[dict], path: str)
     fig, (ax_r, ax_l) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax_r.plot(steps, [r.get("r_emp", r["reward"]) for r in rows], label="train R_emp (batch mean)")
     if eval_rows:
-        ax_r.plot([r["step"] for r in eval_rows], [r["r_emp"] for r in eval_rows], "o--", label="held-out R_emp")
+        eval_steps = [r["step"] for r in eval_rows]
+        ax_r.plot(eval_steps, [r["r_emp"] for r in eval_rows], "o--", label="held-out R_emp")
+        base = next((r["r_emp"] for r in eval_rows if r["step"] == 0), None)
+        paired = [r for r in eval_rows if "delta_r_emp_ci" in r]
+        if base is not None and paired:  # SFT's level + the paired 95% CI of the change
+            lo = [base] + [base + r["delta_r_emp_ci"][0] for r in paired]
+            hi = [base] + [base + r["delta_r_emp_ci"][1] for r in paired]
+            ax_r.fill_between([0] + [r["step"] for r in paired], lo, hi, alpha=0.25, color="tab:orange",
+                              label="SFT + paired 95% CI of Delta")
     ax_r.set(xlabel="PPO step", ylabel="reward", title="Reward")
     ax_r.legend()
     ax_l.plot(steps, [r.get("total_loss", float("nan")) for r in rows], color="tab:red")
@@ -516,6 +585,22 @@ def plot_training_curves(log_rows: list[dict], eval_rows: list[dict], path: str)
     os.replace(tmp, path)
 
 
+def _choose_precision(cfg: PPOScriptConfig, ppo_cfg: PPOConfig) -> str:
+    """bf16 autocast where the device computes it natively (``mixed_precision: auto``), logged. A
+    LoRA base loaded in bf16 (``bf16: true``) needs no autocast on top."""
+    from emprl.precision import choose_mixed_precision
+
+    if cfg.bf16 and cfg.use_lora:
+        logger.info("precision: LoRA base weights in bf16 (bf16: true), no autocast")
+        return "bf16-weights"
+    device = "cuda" if torch.cuda.is_available() and not ppo_cfg.accelerator_kwargs.get("cpu") else "cpu"
+    chosen, why = choose_mixed_precision(cfg.mixed_precision, device)
+    logger.info("precision: %s", why)
+    if chosen == "bf16":
+        ppo_cfg.accelerator_kwargs = {"mixed_precision": "bf16", **(ppo_cfg.accelerator_kwargs or {})}
+    return chosen
+
+
 def _init_distributed() -> None:
     # `accelerate launch`/torchrun on CPU: without this, each process would train alone (DESIGN.md §5).
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
@@ -524,9 +609,12 @@ def _init_distributed() -> None:
         PartialState(cpu=True)
 
 
-def _check_batch_sizes(ppo_cfg: PPOConfig) -> None:
+def _check_batch_sizes(ppo_cfg: PPOConfig, samples_per_context: int = 1) -> None:
     if ppo_cfg.steps <= 0:
         raise UserError(f"steps: expected a positive number of PPO steps, got {ppo_cfg.steps}")
+    if ppo_cfg.batch_size % samples_per_context:
+        raise UserError(f"batch_size ({ppo_cfg.batch_size}) must be a multiple of samples_per_context "
+                        f"({samples_per_context})")
     if ppo_cfg.mini_batch_size > ppo_cfg.batch_size:
         raise UserError(f"mini_batch_size ({ppo_cfg.mini_batch_size}) must not exceed batch_size ({ppo_cfg.batch_size})")
 

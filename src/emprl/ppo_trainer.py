@@ -120,7 +120,8 @@ class EmpRLPPOTrainer(PPOTrainer):
                     chunk = [q.tolist() for q in queries[i:i + batch_size]]
                     padded = self.tokenizer.pad({"input_ids": chunk}, padding=True, return_tensors="pt")
                     padded = {k: v.to(self.current_device) for k, v in padded.items()}
-                    out = model.generate(**padded, **generation_kwargs).cpu()
+                    with self.accelerator.autocast():  # bf16 matmuls when the run chose them (emprl.precision)
+                        out = model.generate(**padded, **generation_kwargs).cpu()
                     # Decoder-only: the prompt (left-padded to a common length) precedes the new tokens.
                     new = out if self.is_encoder_decoder else out[:, padded["input_ids"].shape[1]:]
                     skip = 1 if self.is_encoder_decoder else 0  # the decoder start token

@@ -1,0 +1,67 @@
+"""Issue 11 options of the PPO stage: the leave-one-out baseline, K samples per context, and the
+choice of bf16 autocast with its fallback to fp32."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emprl.precision import choose_mixed_precision, cpu_flags, cpu_supports_bf16
+from reward_models.baseline import apply_baseline, leave_one_out
+
+
+def test_leave_one_out_subtracts_the_mean_of_the_other_samples_of_the_same_context():
+    rewards = torch.tensor([0.2, 0.4, 0.6, 0.9, 0.9, 0.9])  # two contexts, K = 3
+    adjusted = leave_one_out(rewards, 3)
+    # context 1: 0.2 - (0.4+0.6)/2 = -0.3, 0.4 - 0.4 = 0.0, 0.6 - 0.3 = 0.3; context 2: all equal -> 0
+    assert torch.allclose(adjusted, torch.tensor([-0.3, 0.0, 0.3, 0.0, 0.0, 0.0]), atol=1e-6)
+    assert torch.allclose(adjusted.reshape(2, 3).sum(dim=1), torch.zeros(2), atol=1e-6)
+
+
+def test_leave_one_out_removes_any_per_context_offset():
+    torch.manual_seed(0)
+    rewards = torch.rand(8)
+    offsets = torch.tensor([5.0, -3.0]).repeat_interleave(4)
+    assert torch.allclose(leave_one_out(rewards + offsets, 4), leave_one_out(rewards, 4), atol=1e-5)
+
+
+@pytest.mark.parametrize("k, n", [(1, 4), (3, 4)])
+def test_leave_one_out_rejects_bad_group_sizes(k, n):
+    with pytest.raises(ValueError):
+        leave_one_out(torch.zeros(n), k)
+
+
+def test_no_baseline_leaves_rewards_alone_and_unknown_names_fail():
+    r = torch.tensor([0.1, 0.2])
+    assert apply_baseline(r, "none", 1) is r
+    with pytest.raises(ValueError, match="unknown reward baseline"):
+        apply_baseline(r, "mean", 2)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (frozenset({"avx512f", "avx512_bf16"}), "bf16"),
+    (frozenset({"amx_bf16", "amx_tile"}), "bf16"),
+    (frozenset({"avx2", "avx512f"}), "no"),   # AVX512 without BF16: emulated bf16 is slower, stay fp32
+    (frozenset(), "no"),                      # no /proc/cpuinfo (macOS, Windows)
+])
+def test_auto_picks_bf16_only_on_cpus_that_compute_it(flags, expected):
+    chosen, why = choose_mixed_precision("auto", "cpu", flags=flags)
+    assert chosen == expected
+    assert ("bf16" in why) if expected == "bf16" else why.startswith("fp32")
+
+
+def test_explicit_choices_win_and_cuda_follows_the_gpu():
+    assert choose_mixed_precision("no", "cpu", flags=frozenset({"avx512_bf16"}))[0] == "no"
+    assert choose_mixed_precision("bf16", "cpu", flags=frozenset())[0] == "bf16"
+    assert choose_mixed_precision("auto", "cuda", cuda_bf16=True)[0] == "bf16"
+    assert choose_mixed_precision("auto", "cuda", cuda_bf16=False)[0] == "no"
+    with pytest.raises(ValueError, match="mixed_precision"):
+        choose_mixed_precision("fp16", "cpu")
+
+
+def test_cpu_flags_are_read_from_a_cpuinfo_file(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512_bf16 amx_tile\n\n")
+    flags = cpu_flags.__wrapped__(str(info))
+    assert cpu_supports_bf16(flags) and "fpu" in flags
+    assert cpu_flags.__wrapped__(str(tmp_path / "missing")) == frozenset()
