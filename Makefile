@@ -27,12 +27,13 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_TELEMETRY := 1
 
 .PHONY: help install install-demo test lint clean train-all sft identifiers label ppo ablations ethreed evaluate \
-        bench-reward bench-ppo
+        bench-reward bench-ppo rl-study
 
 help:
 	@echo "make train-all [RECIPE=recipes/demo] [ACCELERATE_CONFIG=...] [FORCE=1] [JOBS=2]   whole pipeline"
 	@echo "make test                                   test suite (tiny models, no network)"
 	@echo "make sft | identifiers | label | ppo | ablations | ethreed | evaluate  [RECIPE=recipes/<exp>]"
+	@echo "make rl-study                               T5 lane PPO x 3 seeds + control, paired against SFT"
 	@echo "make bench-reward | bench-ppo               speed figures (CPU)"
 	@echo "make install | install-demo | lint | clean"
 
@@ -76,6 +77,12 @@ ablations: $(VENV)/.demo
 ethreed: $(VENV)/.demo
 	$(LAUNCH) -m emprl.emotion_classifier $(RECIPE)/emotion_classifier.yaml
 	$(LAUNCH) -m emprl.baselines.ethreed.train $(RECIPE)/ethreed.yaml
+
+# Does PPO raise R_emp beyond seed noise? The T5 lane's PPO with 3 seeds + its control, paired with SFT.
+rl-study: $(VENV)/.demo
+	$(PY) -m emprl.pipeline --recipe $(RECIPE) --accelerate_config $(ACCELERATE_CONFIG) \
+		--targets t5_sft.yaml t5_label.yaml $(if $(JOBS),--jobs $(JOBS))
+	$(PY) -m emprl.study $(RECIPE)/rl_study.yaml
 
 bench-reward: $(VENV)/.demo
 	$(PY) -m emprl.benchmarks.bench_reward

@@ -139,3 +139,15 @@ def test_a_failed_stage_stops_what_needs_it_and_reports_its_log(tmp_path, capsys
     assert ran(tmp_path, "c") is None and ran(tmp_path, "d") is None  # nothing new started
     err = capsys.readouterr().err
     assert "a failed (exit 3)" in err and "emprl: error: bad key" in err and "a.log" in err
+
+
+def test_targets_keep_only_the_stages_they_read_from(tmp_path):
+    from emprl.errors import UserError
+    from emprl.pipeline import STAGES, Step, only_targets
+
+    steps = [Step(s, f"{tmp_path}/{s.recipe}", f"{tmp_path}/out/{s.recipe}", True,
+                  tuple(r for r in s.after if r != "*")) for s in STAGES]
+    kept = [s.stage.recipe for s in only_targets(steps, ["t5_ppo.yaml"])]
+    assert kept == ["identifiers.yaml", "t5_init.yaml", "t5_sft.yaml", "t5_label.yaml", "t5_ppo.yaml"]
+    with pytest.raises(UserError, match="no stage reads nope.yaml"):
+        only_targets(steps, ["nope.yaml"])

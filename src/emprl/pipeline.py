@@ -44,10 +44,17 @@ class Stage:
 
 # The paper's order: SFT, identifiers, gold-level labelling, PPO (and its ablations), the ETHREED
 # baseline, then evaluation of every system side by side. Listed in an order that respects `after`.
+# The demo has a second lane, a from-scratch T5 (t5_*.yaml), that shares the identifiers.
 STAGES = (
     Stage("sft", "emprl.sft", "sft.yaml"),
     Stage("identifiers", "emprl.identifiers", "identifiers.yaml"),
+    Stage("t5 init", "emprl.init_model", "t5_init.yaml", required=False),
+    Stage("t5 sft", "emprl.sft", "t5_sft.yaml", after=("t5_init.yaml",), required=False),
     Stage("label", "emprl.label", "label.yaml", after=("identifiers.yaml",)),
+    Stage("t5 label", "emprl.label", "t5_label.yaml", after=("identifiers.yaml",), required=False),
+    Stage("t5 ppo", "emprl.ppo", "t5_ppo.yaml", after=("t5_sft.yaml", "t5_label.yaml"), required=False),
+    Stage("t5 ppo (w/o empathy reward)", "emprl.ppo", "t5_ppo_no_empathy.yaml", after=("t5_sft.yaml", "t5_label.yaml"),
+          required=False),
     Stage("ppo", "emprl.ppo", "ppo.yaml", after=("sft.yaml", "label.yaml")),
     Stage("ppo (w/o KL)", "emprl.ppo", "ppo_no_kl.yaml", after=("sft.yaml", "label.yaml"), required=False),
     Stage("ppo (w/o empathy reward)", "emprl.ppo", "ppo_no_empathy.yaml", after=("sft.yaml", "label.yaml"),
@@ -89,6 +96,22 @@ def plan(experiment: str, force: bool = False, stages: tuple[Stage, ...] = STAGE
         run = force or not done or any(present[r].run for r in after)
         steps.append(Step(stage, path, output_dir, run, after))
     return steps
+
+
+def only_targets(steps: list[Step], targets: list[str]) -> list[Step]:
+    """The steps that produce ``targets`` (recipe file names), in plan order."""
+    by_recipe = {s.stage.recipe: s for s in steps}
+    unknown = [t for t in targets if t not in by_recipe]
+    if unknown:
+        raise UserError(f"--targets: no stage reads {', '.join(unknown)} in this experiment "
+                        f"(has {', '.join(by_recipe)})")
+    wanted, todo = set(), list(targets)
+    while todo:
+        recipe = todo.pop()
+        if recipe not in wanted:
+            wanted.add(recipe)
+            todo.extend(by_recipe[recipe].after)
+    return [s for s in steps if s.stage.recipe in wanted]
 
 
 def _depends_on(step: Step, other: Step, by_recipe: dict[str, Step]) -> bool:
@@ -222,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log_dir", default=None, help="stage logs when jobs > 1 (default: <outputs>/logs)")
     parser.add_argument("--force", action="store_true", help="rerun every stage")
     parser.add_argument("--dry_run", action="store_true", help="print the plan and stop")
+    parser.add_argument("--targets", nargs="+", default=None, metavar="RECIPE_FILE",
+                        help="only these stages (recipe file names, e.g. t5_sft.yaml) and the stages they read from")
     args = parser.parse_args(argv)
     if not os.path.isfile(args.accelerate_config):
         raise UserError(f"{args.accelerate_config}: accelerate config does not exist")
@@ -229,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"--jobs: expected a positive integer, got {args.jobs}")
 
     steps = plan(args.recipe, args.force)
+    if args.targets:
+        steps = only_targets(steps, args.targets)
     launcher = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch",
                 "--config_file", args.accelerate_config]
 
@@ -252,7 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n[train-all] all stages done in {total:.1f} min ({jobs} at a time)")
     for name, m in minutes.items():
         print(f"  {name:<28} {m:5.1f} min")
-    _print_where(steps)
+    if not args.targets:
+        _print_where(steps)
 
 
 def _common_parent(paths: list[str]) -> str:
@@ -268,6 +296,8 @@ def _print_where(steps: list[Step]) -> None:
     print(f"  results table:     {os.path.join(dirs['evaluate.yaml'], 'results.md')}")
     print(f"  side-by-side:      {os.path.join(dirs['evaluate.yaml'], 'examples.md')}")
     print(f"  PPO curves:        {os.path.join(dirs['ppo.yaml'], 'training_curves.png')}")
+    if "t5_ppo.yaml" in dirs:
+        print(f"  T5 lane curves:    {os.path.join(dirs['t5_ppo.yaml'], 'training_curves.png')}")
     print(f"  identifier report: {os.path.join(dirs['identifiers.yaml'], 'report.png')}")
     print(f"  chat with it:      {python} -m emprl.chat --model {dirs['ppo.yaml']}")
 

@@ -1,7 +1,7 @@
 """Seconds per PPO step and where they go: generation, reward, optimisation (``PPOTrainer.step``).
 
-    python -m emprl.benchmarks.bench_ppo                              # demo recipe (if built) + tiny T5
-    python -m emprl.benchmarks.bench_ppo --recipe recipes/demo/ppo.yaml --steps 3
+    python -m emprl.benchmarks.bench_ppo                              # both demo lanes (if built) + tiny T5
+    python -m emprl.benchmarks.bench_ppo --recipe recipes/demo/t5_ppo.yaml --steps 3 --set mixed_precision=no
     python -m emprl.benchmarks.bench_ppo --tiny                       # tiny T5 only
 
 Runs the stage's own step (:meth:`emprl.ppo.PPORun.train_step`) in a temporary output folder, with
@@ -47,6 +47,7 @@ def bench_recipe(recipe: str, steps: int, extra: list[str] | None = None) -> dic
     result["samples_per_s"] = result["samples_per_step"] / result["time/step"]
     result["response_tokens"] = statistics.mean(r["response_tokens"] for r in timed)
     result["steps_timed"] = len(timed)
+    result["precision"] = run.precision
     return result
 
 
@@ -54,7 +55,7 @@ def report(name: str, result: dict) -> None:
     step = result["time/step"]
     print(f"\n{name}: {step:.2f} s per PPO step ({result['steps_timed']} timed), "
           f"{result['samples_per_step']} samples per step, {result['samples_per_s']:.2f} samples/s, "
-          f"{result['response_tokens']:.1f} tokens per response")
+          f"{result['response_tokens']:.1f} tokens per response, precision {result.get('precision', '?')}")
     for phase in PHASES:
         seconds = result[f"time/{phase}"]
         print(f"  {phase:<13} {seconds:7.3f} s  {100 * seconds / step:5.1f}%")
@@ -120,19 +121,29 @@ def _word_tokenizer(texts: list[str]):
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m emprl.benchmarks.bench_ppo", description=__doc__.split("\n")[0])
-    parser.add_argument("--recipe", default="recipes/demo/ppo.yaml", help="PPO recipe to time (default: the demo)")
+    parser.add_argument("--recipe", nargs="+", default=["recipes/demo/ppo.yaml", "recipes/demo/t5_ppo.yaml"],
+                        help="PPO recipes to time (default: both demo lanes, SmolLM2-LoRA and T5, where built)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="recipe overrides for every timed recipe, e.g. --set mixed_precision=no")
     parser.add_argument("--steps", type=int, default=3, help="PPO steps per setting (the first is a warm-up)")
     parser.add_argument("--tiny", action="store_true", help="only the tiny T5 setting")
     args = parser.parse_args(argv)
     if args.steps < 1:
         raise UserError(f"--steps: expected a positive integer, got {args.steps}")
+    extra = []
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set: expected KEY=VALUE, got {item!r}")
+        extra += [f"--{key}", value]
     results = {}
-    if not args.tiny:
+    for recipe in [] if args.tiny else args.recipe:
         try:
-            results["recipe"] = bench_recipe(args.recipe, args.steps)
-            report(f"{args.recipe} (CPU, {torch.get_num_threads()} threads)", results["recipe"])
+            results[recipe] = bench_recipe(recipe, args.steps, extra)
+            report(f"{recipe} (CPU, {torch.get_num_threads()} threads{', ' + ' '.join(args.set) if args.set else ''})",
+                   results[recipe])
         except UserError as err:
-            print(f"skipping {args.recipe}: {err}")
+            print(f"skipping {recipe}: {err}")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model's kernels are too small to share between threads
     try:
