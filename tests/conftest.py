@@ -10,6 +10,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # oversubscribe the cores (measured: 5x slower suites on a 2-core machine).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+# fp32 everywhere: values compared with hand computations must not depend on whether this CPU has
+# native bf16 (tests of the automatic choice clear this variable themselves).
+os.environ["EMPRL_MIXED_PRECISION"] = "no"
 sys.path.insert(0, os.path.dirname(__file__))  # so tests can `import tiny`
 
 import torch  # noqa: E402

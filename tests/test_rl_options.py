@@ -44,13 +44,15 @@ def test_no_baseline_leaves_rewards_alone_and_unknown_names_fail():
     (frozenset({"avx2", "avx512f"}), "no"),   # AVX512 without BF16: emulated bf16 is slower, stay fp32
     (frozenset(), "no"),                      # no /proc/cpuinfo (macOS, Windows)
 ])
-def test_auto_picks_bf16_only_on_cpus_that_compute_it(flags, expected):
+def test_auto_picks_bf16_only_on_cpus_that_compute_it(flags, expected, monkeypatch):
+    monkeypatch.delenv("EMPRL_MIXED_PRECISION", raising=False)
     chosen, why = choose_mixed_precision("auto", "cpu", flags=flags)
     assert chosen == expected
     assert ("bf16" in why) if expected == "bf16" else why.startswith("fp32")
 
 
-def test_explicit_choices_win_and_cuda_follows_the_gpu():
+def test_explicit_choices_win_and_cuda_follows_the_gpu(monkeypatch):
+    monkeypatch.delenv("EMPRL_MIXED_PRECISION", raising=False)
     assert choose_mixed_precision("no", "cpu", flags=frozenset({"avx512_bf16"}))[0] == "no"
     assert choose_mixed_precision("bf16", "cpu", flags=frozenset())[0] == "bf16"
     assert choose_mixed_precision("auto", "cuda", cuda_bf16=True)[0] == "bf16"
@@ -65,3 +67,34 @@ def test_cpu_flags_are_read_from_a_cpuinfo_file(tmp_path):
     flags = cpu_flags.__wrapped__(str(info))
     assert cpu_supports_bf16(flags) and "fpu" in flags
     assert cpu_flags.__wrapped__(str(tmp_path / "missing")) == frozenset()
+
+
+def test_the_environment_variable_overrides_auto_only(monkeypatch):
+    monkeypatch.setenv("EMPRL_MIXED_PRECISION", "no")
+    assert choose_mixed_precision("auto", "cpu", flags=frozenset({"avx512_bf16"}))[0] == "no"
+    assert choose_mixed_precision("bf16", "cpu", flags=frozenset())[0] == "bf16"
+    monkeypatch.setenv("EMPRL_MIXED_PRECISION", "fp8")
+    with pytest.raises(ValueError, match="EMPRL_MIXED_PRECISION"):
+        choose_mixed_precision("auto", "cpu")
+
+
+def test_reward_pairs_keep_their_order_across_length_sorted_chunks():
+    """EmpathyReward sorts long inputs by length before chunking; the logits must come back in the
+    caller's order, equal to scoring each pair alone."""
+    import os
+    import tempfile
+
+    import tiny
+    from reward_models import EmpathyIdentifier, EmpathyReward
+
+    with tempfile.TemporaryDirectory() as root:
+        tiny.make_tiny_bert(os.path.join(root, "bert"))
+        torch.manual_seed(0)
+        ident = {m: EmpathyIdentifier.from_encoders(os.path.join(root, "bert"))
+                 for m in ("emotional_reactions", "interpretations", "explorations")}
+        reward = EmpathyReward(ident, batch_size=2)
+        contexts = ["i lost my job today and i feel bad", "hi", "my dog is sick", "i won the exam !"]
+        responses = ["oh no", "that sounds really hard for you", "how nice", "i understand"]
+        together = reward.logits(contexts, responses)
+        alone = torch.cat([reward.logits([c], [r]) for c, r in zip(contexts, responses)])
+        assert torch.allclose(together, alone, atol=1e-5)

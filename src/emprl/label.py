@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from emprl.config import config_to_dict, parse_recipe, recipe_hash
 from emprl.data import LEVEL_NAMES, load_dialogues, serialize_context
-from emprl.errors import run_cli
+from emprl.errors import UserError, run_cli
 from emprl.identifiers import stage_finished
 from emprl.io import atomic_dir, atomic_write_json, inputs_fingerprint, write_model_card, write_stage_stamp
 from reward_models import EmpathyReward
@@ -40,6 +40,10 @@ class LabelConfig:
     speaker_tag: str = "Speaker:"
     listener_tag: str = "Listener:"
     on_bad_rows: Literal["error", "skip"] = "error"
+    max_rows: dict[str, int] = field(default_factory=dict, metadata={
+        "help": "label at most N rows of a split, a seeded random subset kept in corpus order, e.g. {train: 1200}: "
+                "PPO reads only the contexts its steps reach"})
+    seed: int = 42
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:1 ..."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "relabel even if output_dir is complete"})
 
@@ -47,6 +51,9 @@ class LabelConfig:
         for key in ("batch_size", "max_context_len", "max_response_len"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"key '{key}': expected a positive integer, got {getattr(self, key)}")
+        bad = {k: v for k, v in self.max_rows.items() if not isinstance(v, int) or isinstance(v, bool) or v <= 0}
+        if bad:
+            raise ValueError(f"key 'max_rows': expected a positive number of rows per split, got {bad}")
 
 
 def serialize_all(contexts, tokenizer, cfg: LabelConfig) -> list[str]:
@@ -67,6 +74,15 @@ def label_split(split, reward: EmpathyReward, cfg: LabelConfig, name: str):
     for i, mech in enumerate(reward.mechanisms):
         split = split.add_column(mech, levels[:, i].tolist())
     return split
+
+
+def subset(split, n: int | None, seed: int):
+    """At most ``n`` rows: a seeded random choice, kept in corpus order."""
+    if n is None or n >= len(split):
+        return split
+    import numpy as np
+
+    return split.select(sorted(np.random.default_rng(seed).permutation(len(split))[:n].tolist()))
 
 
 def label_stats(dataset, mechanisms) -> dict:
@@ -97,8 +113,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     reward = EmpathyReward.from_pretrained(cfg.identifiers_dir, device=device, max_context_len=cfg.max_context_len,
                                            max_response_len=cfg.max_response_len, batch_size=cfg.batch_size)
     dataset = load_dialogues(cfg.data, on_bad_rows=cfg.on_bad_rows)
+    unknown = sorted(set(cfg.max_rows) - set(dataset))
+    if unknown:
+        raise UserError(f"max_rows: no split {', '.join(unknown)} in {cfg.data} (has {', '.join(dataset)})")
     for name in list(dataset):
-        dataset[name] = label_split(dataset[name], reward, cfg, name)
+        dataset[name] = label_split(subset(dataset[name], cfg.max_rows.get(name), cfg.seed), reward, cfg, name)
     stats = label_stats(dataset, reward.mechanisms)
     with atomic_dir(cfg.output_dir) as tmp:
         dataset.save_to_disk(tmp)

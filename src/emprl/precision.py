@@ -10,8 +10,10 @@ to fp32). See docs/rl-effect.md.
 from __future__ import annotations
 
 import functools
+import os
 
 CHOICES = ("auto", "bf16", "no")
+ENV_VAR = "EMPRL_MIXED_PRECISION"
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -35,11 +37,19 @@ def cpu_supports_bf16(flags: frozenset[str] | None = None) -> bool:
 
 def choose_mixed_precision(requested: str, device_type: str, flags: frozenset[str] | None = None,
                            cuda_bf16: bool | None = None) -> tuple[str, str]:
-    """(``"bf16"`` or ``"no"``, the reason in words). ``requested``: auto | bf16 | no."""
+    """(``"bf16"`` or ``"no"``, the reason in words). ``requested``: auto | bf16 | no.
+
+    ``auto`` follows the environment variable EMPRL_MIXED_PRECISION (bf16 | no) where it is set: one
+    switch for every stage, e.g. fp32 everywhere for bit-comparable runs across machines (the tests)."""
     if requested not in CHOICES:
         raise ValueError(f"mixed_precision: expected one of {', '.join(CHOICES)}, got {requested!r}")
+    forced = os.environ.get(ENV_VAR, "").strip()
+    if requested == "auto" and forced:
+        if forced not in ("bf16", "no"):
+            raise ValueError(f"{ENV_VAR}: expected bf16 or no, got {forced!r}")
+        requested = forced
     if requested == "no":
-        return "no", "fp32 (mixed_precision: no)"
+        return "no", "fp32 (mixed_precision: no" + (f", {ENV_VAR})" if forced else ")")
     if device_type == "cuda":
         if cuda_bf16 is None:
             import torch
