@@ -254,3 +254,70 @@ def test_readers_load_the_demo_data():
 
 def test_demo_data_dir_points_into_the_package():
     assert Path(DEMO_DATA_DIR).name == "demo_data" and (DEMO_DATA_DIR / "DATA_CARD.md").is_file()
+
+
+# -- EmpatheticDialogues, large (the T5 lane's corpus) ------------------------------------------------------
+
+LARGE_DIR = DEMO_DATA_DIR / "empathetic_dialogues_large"
+
+
+def _large_conversations(split: str) -> dict[str, list[list[str]]]:
+    lines = (LARGE_DIR / f"{split}.csv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "conv_id,utterance_idx,context,prompt,speaker_idx,utterance,selfeval,tags"
+    convs: dict[str, list[list[str]]] = {}
+    for line in lines[1:]:
+        row = line.split(",")
+        assert len(row) == 8, line
+        convs.setdefault(row[0], []).append(row)
+    return convs
+
+
+def test_large_corpus_sizes_and_format():
+    total_bytes = sum((LARGE_DIR / f"{s}.csv").stat().st_size for s in ED_SPLITS)
+    assert total_bytes < 3_000_000
+    listener = {}
+    for split in ED_SPLITS:
+        convs = _large_conversations(split)
+        for turns in convs.values():
+            assert [int(t[1]) for t in turns] == list(range(1, len(turns) + 1)) and len(turns) in (2, 4)
+            assert turns[0][2] in ED_EMOTIONS and len({t[3] for t in turns}) == 1
+            for t in turns[1::2]:
+                assert 1 <= len(t[5].replace("_comma_", ",").split()) <= compose_demo.LARGE_MAX_REPLY_WORDS, t[5]
+        listener[split] = sum(len(t) // 2 for t in convs.values())
+    assert 4000 <= listener["train"] <= 6000
+    assert listener["valid"] >= 300 and listener["test"] >= 300
+
+
+def test_large_held_out_first_turns_are_not_training_ones():
+    first = {s: {c[0][5].lower() for c in _large_conversations(s).values()} for s in ED_SPLITS}
+    assert not first["valid"] & first["train"] and not first["test"] & first["train"]
+    assert not first["valid"] & first["test"]
+    assert len(first["valid"]) >= 300  # distinct contexts, not one context repeated
+
+
+def test_large_levels_vary_and_depend_partly_on_the_cues():
+    _, summary = compose_demo.compose_empathetic_dialogues_large()
+    for mech, counts in summary["levels"].items():
+        assert min(counts) / sum(counts) > 0.2, (mech, counts)
+    assert 0.55 < summary["followed_cue"] < 0.75
+    # The exploration cue is visible in the files: a speaker who hints at more gets a question far
+    # more often than one who asks for advice, but not always (the mapping is noisy on purpose).
+    more = set(s for v in compose_demo.CUE_SENTENCES["ex"]["more"].values() for s in v)
+    advice = set(s for v in compose_demo.CUE_SENTENCES["ex"]["advice"].values() for s in v)
+    asked = {"more": [], "advice": []}
+    for turns in _large_conversations("train").values():
+        speaker = turns[0][5].replace("_comma_", ",")
+        kind = ("more" if any(s.lower() in speaker.lower() for s in more) else
+                "advice" if any(s.lower() in speaker.lower() for s in advice) else None)
+        if kind:
+            asked[kind].append("?" in turns[1][5])
+    share = {k: sum(v) / len(v) for k, v in asked.items()}
+    assert share["more"] > share["advice"] + 0.4 and 0.05 < share["advice"] < 0.5, share
+
+
+def test_large_corpus_loads_with_the_reader():
+    from emprl.data import load_dialogues
+
+    ds = load_dialogues(f"empathetic_dialogues:{LARGE_DIR}")
+    assert len(ds["validation"]) == sum(len(t) // 2 for t in _large_conversations("valid").values())
+    assert all(c[-1] for c in ds["test"]["context"]) and "_comma_" not in "".join(ds["train"]["response"][:200])

@@ -1542,6 +1542,96 @@ ED_SCRIPTS = [
 ]
 
 # ==================================================================================================
+# Large EmpatheticDialogues-format corpus (empathetic_dialogues_large/): enough conversations to train
+# a small model from scratch. Speaker turns reuse the EPITOME situations; cue sentences below make the
+# empathy level of the listener's reply depend partly on the speaker's turn, one cue per mechanism:
+#   ER (warmth) follows the intensity:        high -> strong, none -> weak, low -> no
+#   IP (understanding) follows how the speaker names the feeling: named -> strong, vague -> weak, none -> no
+#   EX (questions) follows the invitation:    "there's more" -> strong, none -> weak, asks for advice -> no
+# ==================================================================================================
+
+LARGE_CUE_LEVEL = {"er": {"high": 2, "none": 1, "low": 0}, "ip": {"named": 2, "vague": 1, "none": 0},
+                   "ex": {"more": 2, "none": 1, "advice": 0}}
+# Share of replies whose level follows the cue; the rest draw a level uniformly (which may match too).
+LARGE_FOLLOW_CUE = 0.65
+LARGE_CUE_WEIGHTS = {"er": {"high": 35, "none": 35, "low": 30}, "ip": {"named": 40, "vague": 25, "none": 35},
+                     "ex": {"more": 30, "none": 35, "advice": 35}}
+
+CUE_SENTENCES = {
+    "er": {
+        "high": {"neg": ["I can't stop crying.", "Honestly I feel like I'm falling apart.",
+                         "This is the worst I've felt in years.", "I've barely slept since.",
+                         "My hands are still shaking.", "I really don't know how much more of this I can take.",
+                         "I spent the whole evening in tears.", "It feels like the floor dropped out from under me."],
+                 "pos": ["I'm literally jumping up and down!", "I can't stop grinning!", "I'm so happy I could cry!",
+                         "This is the best day I've had in ages!", "I keep doing a little dance in the kitchen!"]},
+        "low": {"neg": ["It's not a huge deal, I guess.", "I'm mostly okay, just a bit thrown.",
+                        "It's not the end of the world.", "It's a small thing really.",
+                        "I'll live, it's just annoying.", "I'm handling it fine, mostly."],
+                "pos": ["Nothing huge, but it's something.", "Small thing, but still.", "It's a quiet kind of good.",
+                        "Not a big deal to anyone else, but okay."]},
+    },
+    "ip": {
+        "named": {"neg": ["I feel so {feel} and I don't think anyone around me gets it.", "Mostly I just feel {feel}.",
+                          "I keep feeling {feel} and I can't explain why.",
+                          "Part of me feels {feel} and part of me thinks I'm overreacting.",
+                          "I've felt {feel} all week.", "Everyone says I'll be fine but I feel {feel}."],
+                  "pos": ["I feel so {feel} right now.", "Mostly I just feel {feel}.",
+                          "I didn't expect to feel this {feel}."]},
+        "vague": {"neg": ["It's a lot.", "It's been weird.", "I don't know, it's complicated.", "It's hard to describe.",
+                          "My head is all over the place."],
+                  "pos": ["It's a weird feeling.", "I don't know how to describe it.", "It's a lot to take in."]},
+    },
+    "ex": {
+        "more": {"neg": ["There's a lot more to it, honestly.", "I haven't told anyone the whole story.",
+                         "I don't even know where to start.", "There's more going on than I can fit in a message.",
+                         "It goes back further than this."],
+                 "pos": ["There's a whole story behind it.", "It took a lot to get here, honestly.",
+                         "I haven't told anyone the whole story yet."]},
+        "advice": {"neg": ["What should I do?", "Any practical tips?", "What would you do in my place?",
+                           "How do I fix this?", "Where do I even begin fixing this?"],
+                   "pos": ["Any tips to keep it going?", "How do I keep this up?", "What should I do next?"]},
+    },
+}
+# Openings of a first speaker turn, and of the follow-up turn after the listener's reply.
+SPEAKER_OPENERS = {"neg": ["", "", "", "Hey. ", "Can I vent for a second? ", "So, ", "Ugh. ",
+                           "I need to tell someone this. ", "Okay, so. "],
+                   "pos": ["", "", "Guess what! ", "Okay, good news. ", "So, ", "Hey! "]}
+FOLLOWUP_OPENERS = {"neg": ["Thanks.", "Yeah.", "Thanks for listening.", "I appreciate that.", "Yeah, maybe.",
+                            "It helps to say it out loud.", "Thank you, really."],
+                    "pos": ["Thanks!", "Thank you!", "Haha, thanks.", "I know, right?", "Thanks, really."]}
+# A topical line for the follow-up; {mine} is the situation's event in the first person.
+FOLLOWUP_TOPICAL = {"neg": ["I keep going over {mine} in my head.", "{Mine} is all I can think about.",
+                            "Nobody at home really knows about {mine}.", "I thought I was past {mine} by now.",
+                            "Every time I try to relax I end up thinking about {mine}."],
+                    "pos": ["I keep thinking about {mine}.", "{Mine} still feels unreal.",
+                            "I told my cat about {mine} before I told anyone else."]}
+# ED emotion of a conversation, from the seeker's feeling word (other negative feelings: sad).
+FEEL_EMOTION = {
+    **dict.fromkeys(["abandoned", "alone", "excluded", "forgotten", "invisible", "isolated", "left behind",
+                     "left out", "lonely", "shut out", "unwanted", "unimportant", "misunderstood", "rejected",
+                     "homesick"], "lonely"),
+    **dict.fromkeys(["anxious", "nervous", "on edge", "pressured", "stressed", "tense", "unsettled", "worried",
+                     "frantic", "panicked", "overwhelmed", "frozen", "desperate", "trapped"], "anxious"),
+    **dict.fromkeys(["scared", "shaken"], "afraid"), "terrified": "terrified",
+    **dict.fromkeys(["dreadful", "conflicted", "confused", "unsure", "torn"], "apprehensive"),
+    **dict.fromkeys(["devastated", "gutted", "heartbroken", "shattered", "crushed", "hopeless", "helpless"],
+                    "devastated"),
+    **dict.fromkeys(["betrayed", "bitter", "resentful"], "angry"), "furious": "furious",
+    **dict.fromkeys(["frustrated", "dismissed"], "annoyed"),
+    **dict.fromkeys(["ashamed", "worthless", "useless", "inadequate", "stupid", "foolish", "small"], "ashamed"),
+    **dict.fromkeys(["embarrassed", "humiliated", "awkward", "self-conscious"], "embarrassed"),
+    "guilty": "guilty", "blindsided": "surprised",
+    **dict.fromkeys(["disappointed", "discouraged", "defeated", "overlooked", "undervalued"], "disappointed"),
+    "proud": "proud", "hopeful": "hopeful", "relieved": "grateful", "lighter": "content", "strong": "confident",
+    "excited": "excited",
+}
+LARGE_SPLIT_CONVS = {"train": 3500, "valid": 320, "test": 320}  # ~4,600/420/420 replies, < 3 MB in all
+LARGE_FOUR_TURN_SHARE = 0.3   # the rest are one speaker turn and one reply
+LARGE_MAX_REPLY_WORDS = 45    # keeps target sequences short for the small policy's PPO
+LARGE_SEED_OFFSET = "ed-large"
+
+# ==================================================================================================
 # DailyDialog-format samples: everyday dialogues, turns separated by " | ".
 # ==================================================================================================
 
@@ -1755,12 +1845,17 @@ def _seeker_instance(rng: random.Random, sit: dict) -> dict:
     return {"sit": sit, "post": post, "event": event, "feel": rng.choice(sit["feels"])}
 
 
-def _compose_response(rng: random.Random, inst: dict, levels: dict[str, int]) -> tuple[str, dict[str, str]]:
+def _compose_response(rng: random.Random, inst: dict, levels: dict[str, int],
+                      n_advice: int | None = None) -> tuple[str, dict[str, str]]:
+    """A response with one fragment per mechanism at its level; ``n_advice`` neutral sentences
+    (drawn when None: 1-2 for an all-zero response, else 0 or 1)."""
     sit, valence = inst["sit"], inst["sit"]["valence"]
     shared = sit["mine"] or (SHARED_POS if valence == "pos" else SHARED[sit["topic"]])
     banks = {"er": ER_BANK, "ip": IP_BANK, "ex": EX_BANK}
     templates = {m: rng.choice(banks[m][valence][lvl]) for m, lvl in levels.items() if lvl}
-    if not any(levels.values()):
+    if n_advice is not None:
+        pass
+    elif not any(levels.values()):
         n_advice = rng.choice((1, 1, 2))
     else:
         n_advice = 1 if rng.random() < 0.45 else 0
@@ -1928,6 +2023,159 @@ def ed_files(rows: dict[str, list[list[str]]]) -> dict[str, bytes]:
             .encode("utf-8") for split, name in ED_SPLIT_FILES.items()}
 
 
+# -- EmpatheticDialogues, large ------------------------------------------------------------------------
+
+
+def _first_person(event: str) -> str:
+    """'your friend not recognizing you' -> 'my friend not recognizing me' (events are written to the seeker)."""
+    event = re.sub(r"\byou're\b", "I'm", event)
+    event = re.sub(r"\byour\b", "my", event)
+    return re.sub(r"\byou\b", "me", event)
+
+
+def _fill_options(slots: dict) -> list[tuple[int, ...]]:
+    """Every slot fill of a situation, as indices into its sorted slots' value lists."""
+    names = sorted(slots)
+    combos: list[tuple[int, ...]] = [()]
+    for name in names:
+        combos = [c + (i,) for c in combos for i in range(len(slots[name]))]
+    return combos
+
+
+def _fill_values(slots: dict, combo: tuple[int, ...]) -> dict:
+    values = {}
+    for name, i in zip(sorted(slots), combo):
+        choice = slots[name][i]
+        values.update(choice if isinstance(choice, dict) else {name: choice})
+    return values
+
+
+def _draw_cues(rng: random.Random) -> tuple[str, str, str]:
+    return tuple(rng.choices(list(LARGE_CUE_WEIGHTS[m]), weights=list(LARGE_CUE_WEIGHTS[m].values()))[0]
+                 for m in MECHS)
+
+
+def _cue_text(rng: random.Random, cues: tuple[str, str, str], valence: str, feel: str) -> list[str]:
+    sentences = [rng.choice(CUE_SENTENCES[m][cue][valence]).format(feel=feel)
+                 for m, cue in zip(MECHS, cues) if cue in CUE_SENTENCES[m]]
+    # The advice request reads best last; the other cue sentences come in any order.
+    asks = [t for t in sentences if t.endswith("?")]
+    rest = [t for t in sentences if not t.endswith("?")]
+    rng.shuffle(rest)
+    return rest + asks
+
+
+def _levels_for(rng: random.Random, cues: tuple[str, str, str]) -> tuple[dict[str, int], int]:
+    """Levels per mechanism: the cue's level with probability LARGE_FOLLOW_CUE, else uniform."""
+    levels, followed = {}, 0
+    for m, cue in zip(MECHS, cues):
+        if rng.random() < LARGE_FOLLOW_CUE:
+            levels[m] = LARGE_CUE_LEVEL[m][cue]
+            followed += 1
+        else:
+            levels[m] = rng.randrange(3)
+    return levels, followed
+
+
+def _large_reply(rng: random.Random, inst: dict, levels: dict[str, int], asked: bool) -> str:
+    """A listener reply at the given levels with situation-specific advice for on-topic content;
+    advice always when the speaker asked for it, dropped first when the reply runs long."""
+    if asked or not any(levels.values()):
+        n_advice = rng.choice((1, 1, 2))
+    else:
+        n_advice = 1 if rng.random() < 0.6 else 0
+    for attempt in range(30):  # other fragments first, then less advice, then none
+        text, _ = _compose_response(rng, inst, levels, n_advice=(n_advice, min(n_advice, 1), 0)[attempt // 10])
+        if len(text.split()) <= LARGE_MAX_REPLY_WORDS:
+            return text
+    raise ValueError(f"no reply of at most {LARGE_MAX_REPLY_WORDS} words for {inst['event']!r} at {levels}")
+
+
+def _speaker_turn(rng: random.Random, opener: str, body: list[str], lower_p: float) -> str:
+    text = opener + " ".join(t for t in body if t)
+    return text.lower() if rng.random() < lower_p else text
+
+
+def compose_empathetic_dialogues_large(seed: int = SEED) -> tuple[dict[str, list[list[str]]], dict]:
+    """Conversations built on the EPITOME situations; each listener reply's levels depend partly on
+    cues in the speaker's turn. Held-out splits use (situation, slot fill, cues) keys that the
+    training split never uses, so no validation or test context is a training context."""
+    rng = random.Random(f"{seed}-{LARGE_SEED_OFFSET}")
+    n_held = {s: n for s, n in LARGE_SPLIT_CONVS.items() if s != "train"}
+    per_sit = -(-sum(n_held.values()) // len(SITUATIONS))  # held-out keys reserved per situation
+    reserved: dict[str, list[tuple]] = {s: [] for s in n_held}
+    train_keys: list[list[tuple]] = []
+    all_cues = [(a, b, c) for a in LARGE_CUE_LEVEL["er"] for b in LARGE_CUE_LEVEL["ip"] for c in LARGE_CUE_LEVEL["ex"]]
+    for k, sit in enumerate(SITUATIONS):
+        keys = [(k, combo, cues) for combo in _fill_options(sit["slots"]) for cues in all_cues]
+        rng.shuffle(keys)
+        held = keys[:per_sit]
+        train_keys.append(keys[per_sit:])
+        for i, key in enumerate(held):
+            reserved["valid" if i % 2 == 0 else "test"].append(key)
+    plan: dict[str, list[tuple]] = {}
+    for split, keys in reserved.items():
+        rng.shuffle(keys)
+        plan[split] = keys[:n_held[split]]
+    order = list(range(len(SITUATIONS)))
+    rng.shuffle(order)
+    plan["train"] = []
+    for i in range(LARGE_SPLIT_CONVS["train"]):  # cycle the situations; cues drawn by their weights
+        k = order[i % len(order)]
+        cues = _draw_cues(rng)
+        options = [key for key in train_keys[k] if key[2] == cues] or train_keys[k]
+        plan["train"].append(rng.choice(options))
+    rows: dict[str, list[list[str]]] = {s: [] for s in ED_SPLIT_FILES}
+    level_counts = {m: [0, 0, 0] for m in MECHS}
+    followed = total = 0
+    hit = 0
+    for split in ED_SPLIT_FILES:
+        for k, combo, cues in plan[split]:
+            sit = SITUATIONS[k]
+            valence, values = sit["valence"], _fill_values(sit["slots"], combo)
+            feel = rng.choice(sit["feels"])
+            inst = {"sit": sit, "event": sit["event"].format(**values), "feel": feel}
+            post = _fill(sit["post"], values)
+            prompt = re.split(r"(?<=[.!?])\s", post)[0]
+            emotion = FEEL_EMOTION.get(feel, "sad" if valence == "neg" else "proud")
+            turns = [_speaker_turn(rng, rng.choice(SPEAKER_OPENERS[valence]),
+                                   [post] + _cue_text(rng, cues, valence, feel), 0.1)]
+            levels, n_followed = _levels_for(rng, cues)
+            turns.append(_large_reply(rng, inst, levels, asked=cues[2] == "advice"))
+            all_levels = [levels]
+            followed, total = followed + n_followed, total + 3
+            if rng.random() < LARGE_FOUR_TURN_SHARE:
+                cues2 = _draw_cues(rng)
+                mine = _first_person(inst["event"])
+                topical = rng.choice(FOLLOWUP_TOPICAL[valence]).format(mine=mine, Mine=_cap(mine)) \
+                    if rng.random() < 0.6 else ""
+                turns.append(_speaker_turn(rng, rng.choice(FOLLOWUP_OPENERS[valence]) + " ",
+                                           [topical] + _cue_text(rng, cues2, valence, feel), 0.1).strip())
+                levels2, n_followed = _levels_for(rng, cues2)
+                turns.append(_large_reply(rng, inst, levels2, asked=cues2[2] == "advice"))
+                all_levels.append(levels2)
+                followed, total = followed + n_followed, total + 3
+            for lv in all_levels:
+                for m in MECHS:
+                    level_counts[m][lv[m]] += 1
+            conv_id = f"hit:{hit}_conv:{2 * hit + rng.randint(0, 1)}"
+            hit += 1
+            speaker_ids = rng.sample(range(1, 900), 2)
+            for idx, text in enumerate(turns, start=1):
+                rows[split].append([conv_id, str(idx), emotion, _ed_field(prompt), str(speaker_ids[(idx - 1) % 2]),
+                                    _ed_field(text), "", ""])
+    summary = {s: {"conversations": len({r[0] for r in rs}), "utterances": len(rs),
+                   "listener_turns": sum(int(r[1]) % 2 == 0 for r in rs),
+                   "emotions": len({r[2] for r in rs})} for s, rs in rows.items()}
+    summary["levels"] = level_counts
+    summary["followed_cue"] = round(followed / total, 3)
+    return rows, summary
+
+
+def ed_large_files(rows: dict[str, list[list[str]]]) -> dict[str, bytes]:
+    return {k.replace("empathetic_dialogues/", "empathetic_dialogues_large/", 1): v for k, v in ed_files(rows).items()}
+
+
 # -- DailyDialog and PEC ---------------------------------------------------------------------------------
 
 
@@ -1985,6 +2233,7 @@ folder and compares them byte for byte with the committed ones.
 |---|---|---|
 | `epitome/` | EPITOME (Sharma et al. 2020) CSVs: `sp_id,rp_id,seeker_post,response_post,level,rationales` | {ep_pairs} (seeker post, response) pairs, the same pairs in all three files, each file with its mechanism's level (0 no, 1 weak, 2 strong); rationales are the pipe-separated response spans behind the label, empty for level 0 |
 | `empathetic_dialogues/` | EmpatheticDialogues CSVs (`conv_id,utterance_idx,context,prompt,speaker_idx,utterance,selfeval,tags`, commas written `_comma_`, no quoting) | {ed_convs} conversations of 2 to 6 utterances; odd `utterance_idx` = speaker, even = listener |
+| `empathetic_dialogues_large/` | the same EmpatheticDialogues CSV format | {edl_convs} conversations of 2 or 4 utterances, composed from the EPITOME situations, for training a small policy from scratch (see below) |
 | `dailydialog/` | DailyDialog `{{split}}/dialogues_{{split}}.txt`, one dialogue per line, each turn followed by ` __eou__` | {dd_counts} dialogues (train/validation/test) |
 | `pec/` | PEC `{{happy,offmychest}}/{{train,valid,test}}.txt` (`speaker---+---utterance`, conversations closed by a line of twenty `*`) and `persona.txt` | {pec_counts} conversations; each `train.txt` holds one three-speaker thread, which the dialogue reader skips |
 
@@ -2030,6 +2279,40 @@ between splits), about 80/10/10.
 
 Listener styles over all splits: {ed_styles}.
 
+**EmpatheticDialogues, large.** Built for the T5 lane of the demo experiment, where a ~10M
+parameter model is trained from scratch and then tuned with PPO against the empathy identifiers.
+Each conversation starts from one of the {n_sit} EPITOME situations with a slot fill; the speaker's
+first turn is the situation post (with an optional opening) plus up to three cue sentences, one per
+mechanism. A reply is composed from the same fragment banks as the EPITOME pairs (so the
+identifiers trained on `epitome/` recognise its levels) plus advice written for the situation, which
+keeps plain on-topic content in the reply (advice is always present when the speaker asks for it or
+all levels are 0). {four_pct}% of the conversations continue with a speaker follow-up (thanks, a
+first-person line about the event, fresh cues) and a second reply. Replies are at most
+{max_words} words.
+
+The level of each mechanism depends partly on the speaker's turn: with probability
+{follow_pct}% it is the level the cue asks for, otherwise it is drawn uniformly from no/weak/strong
+(so it matches the cue {match_pct}% of the time in expectation; measured share of draws that
+followed the cue: {followed}). The cues:
+
+| Mechanism | cue -> level |
+|---|---|
+| emotional reactions | intense feeling ("I can't stop crying.") -> strong; no cue -> weak; played down ("It's not the end of the world.") -> no |
+| interpretations | feeling named ("Mostly I just feel numb.") -> strong; vague ("It's a lot.") -> weak; no cue -> no |
+| explorations | more to tell ("I haven't told anyone the whole story.") -> strong; no cue -> weak; asks for advice ("What should I do?") -> no |
+
+Validation and test conversations use (situation, slot fill, cue combination) keys reserved before
+the training split is drawn, so no held-out first turn is a training first turn (surface openings,
+cue wordings and replies vary on top). The training split draws keys with replacement, cycling the
+situations.
+
+| Split | conversations | utterances | listener turns | emotions |
+|---|---|---|---|---|
+{edl_table}
+
+Composed levels of the listener replies over all splits (no/weak/strong): {edl_levels}. These are
+the levels the composer chose; the gold levels used in training come from the identifiers (`emprl.label`).
+
 **DailyDialog and PEC.** Short hand-written samples, enough for the readers' tests and examples.
 
 ## License
@@ -2053,11 +2336,14 @@ results use the real EmpatheticDialogues and EPITOME releases under their own li
   crowd-sourced data, and conversations of the same script share much of their wording.
 - Identifiers and metadata are placeholders: EPITOME `sp_id`/`rp_id` are random base-36 strings,
   EmpatheticDialogues `speaker_idx` and `selfeval` are drawn at random.
+- In `empathetic_dialogues_large/` the cue sentences are drawn independently, so a few speaker turns
+  mix an intense and a played-down sentence; the 64 situations repeat many times with different
+  fills, cues and replies, and the mapping from cues to levels is a design choice, not an observation.
 - All text is in English and reflects one writer's idea of everyday and mental-health situations.
 """
 
 
-def data_card(ep_summary: dict, ed_summary: dict) -> bytes:
+def data_card(ep_summary: dict, ed_summary: dict, edl_summary: dict) -> bytes:
     names = {"er": "emotional reactions", "ip": "interpretations", "ex": "explorations"}
     ep_table = "\n".join(f"| {names[m]} | {c[0]} | {c[1]} | {c[2]} |" for m, c in ep_summary["levels"].items())
     ed_rows = []
@@ -2070,7 +2356,15 @@ def data_card(ep_summary: dict, ed_summary: dict) -> bytes:
     dd_counts = "/".join(str(len(DAILYDIALOG[s])) for s in ("train", "validation", "test"))
     pec_counts = ", ".join(f"{d} " + "/".join(str(len(PEC[d][s])) for s in ("train", "valid", "test"))
                            for d in PEC)
+    edl_table = "\n".join(
+        f"| {split} | {edl_summary[split]['conversations']} | {edl_summary[split]['utterances']} | "
+        f"{edl_summary[split]['listener_turns']} | {edl_summary[split]['emotions']} |" for split in ED_SPLIT_FILES)
+    edl_levels = "; ".join(f"{names[m]} {'/'.join(map(str, c))}" for m, c in edl_summary["levels"].items())
     text = DATA_CARD.format(
+        edl_convs=sum(edl_summary[s]["conversations"] for s in ED_SPLIT_FILES), edl_table=edl_table,
+        edl_levels=edl_levels, four_pct=round(100 * LARGE_FOUR_TURN_SHARE), max_words=LARGE_MAX_REPLY_WORDS,
+        follow_pct=round(100 * LARGE_FOLLOW_CUE), match_pct=round(100 * (LARGE_FOLLOW_CUE + (1 - LARGE_FOLLOW_CUE) / 3)),
+        followed=edl_summary["followed_cue"],
         seed=SEED, ep_pairs=ep_summary["pairs"], ep_hand=ep_summary["hand"], ep_composed=ep_summary["composed"],
         ep_seekers=ep_summary["seeker_posts"], n_sit=len(SITUATIONS), ep_table=ep_table,
         ed_convs=sum(ed_summary[s]["conversations"] for s in ED_SPLIT_FILES), n_scripts=len(ED_SCRIPTS),
@@ -2084,13 +2378,16 @@ def build_all(seed: int = SEED) -> tuple[dict[str, bytes], dict]:
     """Every demo file as relative path -> bytes, and the counts printed by ``main``."""
     ep_rows, ep_summary = compose_epitome(seed)
     ed_rows, ed_summary = compose_empathetic_dialogues(seed)
+    edl_rows, edl_summary = compose_empathetic_dialogues_large(seed)
     files = {}
     files.update(epitome_files(ep_rows))
     files.update(ed_files(ed_rows))
+    files.update(ed_large_files(edl_rows))
     files.update(dailydialog_files())
     files.update(pec_files())
-    files["DATA_CARD.md"] = data_card(ep_summary, ed_summary)
-    return files, {"epitome": ep_summary, "empathetic_dialogues": ed_summary}
+    files["DATA_CARD.md"] = data_card(ep_summary, ed_summary, edl_summary)
+    return files, {"epitome": ep_summary, "empathetic_dialogues": ed_summary,
+                   "empathetic_dialogues_large": edl_summary}
 
 
 def write_files(files: dict[str, bytes], out: Path) -> None:
@@ -2124,6 +2421,15 @@ def _print_summary(summary: dict, n_files: int, out: Path) -> None:
         print(f"  {split:<6} {s['conversations']:>4} conversations {s['utterances']:>5} utterances "
               f"{s['listener_turns']:>4} listener turns {s['emotions']:>3} emotions")
     print(f"  listener styles: {ed['styles']}")
+    edl = summary["empathetic_dialogues_large"]
+    print("EmpatheticDialogues (large):")
+    for split in ED_SPLIT_FILES:
+        s = edl[split]
+        print(f"  {split:<6} {s['conversations']:>4} conversations {s['utterances']:>5} utterances "
+              f"{s['listener_turns']:>4} listener turns {s['emotions']:>3} emotions")
+    for m, counts in edl["levels"].items():
+        print(f"  {MECH_NAMES[m]:<20} no {counts[0]:>4}  weak {counts[1]:>4}  strong {counts[2]:>4}")
+    print(f"  levels that followed the cue: {edl['followed_cue']}")
     print(f"DailyDialog: {', '.join(f'{s} {len(d)}' for s, d in DAILYDIALOG.items())} dialogues")
     print("PEC: " + ", ".join(f"{d}/{s} {len(c)}" for d, sp in PEC.items() for s, c in sp.items()))
 
