@@ -60,3 +60,38 @@ def perplexity(total_nll: float, total_tokens: int) -> float:
     if total_tokens <= 0:
         raise ValueError(f"perplexity needs a positive token count, got {total_tokens}")
     return math.exp(total_nll / total_tokens)
+
+
+def level_confusion(predictions, references, num_levels: int = 3):
+    """Counts [mechanism, gold level, predicted level] of per-example level triples (as emp_f1 takes them).
+
+    Confusion counts add up over examples, so a bootstrap of Emp-F1 over contexts can sum per-context
+    counts instead of rerunning scikit-learn on every resample (see emp_f1_from_confusion)."""
+    import numpy as np
+
+    pred, gold = np.asarray(predictions, dtype=int), np.asarray(references, dtype=int)
+    if pred.shape != gold.shape or pred.ndim != 2:
+        raise ValueError(f"expected predictions and references of the same shape [examples, mechanisms], "
+                         f"got {pred.shape} and {gold.shape}")
+    if pred.size and (min(pred.min(), gold.min()) < 0 or max(pred.max(), gold.max()) >= num_levels):
+        raise ValueError(f"empathy levels must lie in 0..{num_levels - 1}")
+    counts = np.zeros((pred.shape[1], num_levels, num_levels), dtype=np.int64)
+    for m in range(pred.shape[1]):
+        np.add.at(counts[m], (gold[:, m], pred[:, m]), 1)
+    return counts
+
+
+def emp_f1_from_confusion(counts) -> float:
+    """Emp-F1 (x100) from level_confusion counts: the mean over mechanisms of the support-weighted F1 of
+    levels 0/1/2, with F1 = 0 where a level is neither gold nor predicted; equals the emp_f1 module
+    (scikit-learn's f1_score, average="weighted", zero_division=0), which a test checks."""
+    import numpy as np
+
+    counts = np.asarray(counts, dtype=float)
+    tp = np.diagonal(counts, axis1=1, axis2=2)
+    support, predicted = counts.sum(axis=2), counts.sum(axis=1)
+    denom = support + predicted  # 2 tp + fp + fn
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    total = support.sum(axis=1)
+    weighted = np.divide((f1 * support).sum(axis=1), total, out=np.zeros_like(total), where=total > 0)
+    return float(100.0 * weighted.mean())
