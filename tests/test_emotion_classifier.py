@@ -172,7 +172,8 @@ def similarity(bert):
 def test_embedding_similarity_identical_and_order_invariant(similarity):
     same = ["i feel so sad today", "oh no , that sounds hard"]
     scores = similarity.compute(predictions=same, references=same)
-    assert scores == {"precision": pytest.approx(100.0), "recall": pytest.approx(100.0), "f1": pytest.approx(100.0)}
+    assert scores == {"precision": pytest.approx(100.0), "recall": pytest.approx(100.0), "f1": pytest.approx(100.0),
+                      "f1_per_example": [pytest.approx(100.0)] * 2}
 
     preds = ["i am sorry to hear that", "that sounds great", "oh", "what happened to your dog ?"]
     refs = ["i am so sorry about your dog", "you must be very proud", "oh no", "did you find the dog ?"]
@@ -182,7 +183,9 @@ def test_embedding_similarity_identical_and_order_invariant(similarity):
     order = [2, 0, 3, 1]
     shuffled = similarity.compute(predictions=[preds[i] for i in order], references=[refs[i] for i in order],
                                   batch_size=3)
-    assert shuffled == {k: pytest.approx(v, abs=1e-4) for k, v in base.items()}
+    assert shuffled == {k: pytest.approx(v, abs=1e-4) for k, v in base.items() if k != "f1_per_example"} | {
+        "f1_per_example": pytest.approx([base["f1_per_example"][i] for i in order], abs=1e-4)}
+    assert base["f1"] == pytest.approx(sum(base["f1_per_example"]) / 4)
     # swapping the sides swaps precision and recall
     swapped = similarity.compute(predictions=refs, references=preds)
     assert swapped["precision"] == pytest.approx(base["recall"], abs=1e-4)
@@ -219,5 +222,9 @@ def test_embedding_similarity_greedy_matching_by_hand(tmp_path):
     two = metric.compute(predictions=["", "i feel sad"], references=["i feel sad", "i feel sad"],
                          model=str(tmp_path / "b"), layer=0)
     assert two["f1"] == pytest.approx(50.0, abs=1e-3)
+    assert two["f1_per_example"] == [0.0, pytest.approx(100.0, abs=1e-3)]
+    one = metric.compute(predictions=["i feel sad"], references=["i feel sad today"], model=str(tmp_path / "b"),
+                         layer=0)
+    assert one["f1_per_example"] == [pytest.approx(100 * 2 * recall / (1 + recall), abs=1e-3)]
     with pytest.raises(ValueError, match="encoder"):
         metric.compute(predictions=["a"], references=["b"])

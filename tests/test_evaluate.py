@@ -72,7 +72,8 @@ def recipe(tmp_path, setup, systems, out, **extra) -> list[str]:
 
     values = {"systems": systems, "data": setup["data"], "identifiers_dir": setup["identifiers"],
               "output_dir": str(out), "seeds": [0, 1], "batch_size": 3, "max_new_tokens": 8,
-              "identifier_max_context_len": 64, "num_examples_shown": 2}
+              "identifier_max_context_len": 64, "num_examples_shown": 2,
+              "relevance_encoder": str(setup["root"] / "bert")}
     values.update(extra)
     path = tmp_path / f"evaluate-{out.name}.yaml"
     path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
@@ -105,7 +106,8 @@ def test_two_systems_two_seeds_write_every_output(tmp_path, setup):
     assert (out / "generations" / "llama" / "seed1.jsonl").is_file()
     # The table: one row per system, paper reference block since the data is EmpatheticDialogues.
     md = (out / "results.md").read_text()
-    assert "| System | PPL | Dist-1 | Dist-2 | Emp-F1 | R_emp | Length |" in md
+    assert "| System | PPL | Dist-1 | Dist-2 | Emp-F1 | R_emp | F_BERT | Length |" in md
+    assert "| System | ER | IP | EX | Empty (%) | Length |" in md and "Paired differences" not in md
     assert "| T5 (SFT) | " in md and "| Llama | " in md and " ± " in md
     assert "65.70" in md and "69.43" in md and "not comparable" in md
     assert "BLEU-1" not in md
@@ -197,11 +199,62 @@ def test_one_identifier_pass_gives_the_rewards_levels_and_r_emp(setup):
     from emprl.evaluate import EvaluateConfig, Scorer
 
     cfg = EvaluateConfig(systems={"x": setup["t5"]}, identifiers_dir=setup["identifiers"],
-                         identifier_max_context_len=64)
+                         identifier_max_context_len=64, relevance_encoder=None)
     contexts = [turns for _, _, turns in DIALOGUES][:3]
     scorer = Scorer(cfg, "cpu", [c[:1] for c in contexts])
     responses = ["i am so sorry to hear that", "", "why do you feel that way ?"]
     gold = [[2, 0, 1], [0, 0, 0], [1, 2, 2]]
     levels, r_emp = scorer.levels_and_reward(responses, gold)
     assert levels == scorer.reward.levels(scorer.contexts, responses).tolist()
-    assert r_emp == pytest.approx(float(scorer.reward(scorer.contexts, responses, gold).mean()), rel=1e-5)
+    assert r_emp == pytest.approx(scorer.reward(scorer.contexts, responses, gold).tolist(), rel=1e-5)
+
+
+def test_k_samples_per_context_and_paired_differences(tmp_path, setup):
+    out = tmp_path / "paired"
+    systems = {"T5 (SFT)": setup["t5"], "Llama (RL)": setup["llama"]}
+    paired = {"Llama (RL)": "T5 (SFT)", "T5 (SFT)": "T5 (SFT)"}  # the second: a system against itself
+    main(recipe(tmp_path, setup, systems, out, samples_per_context=2, paired=paired, max_examples=5,
+                paired_resamples=200))
+    results = json.loads((out / "results.json").read_text())
+    assert results["samples_per_context"] == 2
+
+    # K samples of each context, in the same context order for every system and seed.
+    orders = set()
+    for slug in ("t5-sft", "llama-rl"):
+        for seed in (0, 1):
+            rows = [json.loads(line) for line in (out / "generations" / slug / f"seed{seed}.jsonl").read_text()
+                    .splitlines()]
+            assert len(rows) == 5 * 2 and [r["sample"] for r in rows] == [0, 1] * 5
+            orders.add(tuple(r["conv_id"] + "|" + r["reference"] for r in rows))
+    assert len(orders) == 1 and len(set(next(iter(orders)))) == 5
+
+    pairs = {(p["system"], p["baseline"]): p for p in results["paired"]}
+    same = pairs[("T5 (SFT)", "T5 (SFT)")]
+    assert same["r_emp"]["delta"] == 0.0 and same["r_emp"]["p_value"] == 1.0
+    assert same["r_emp"]["ci_low"] == same["r_emp"]["ci_high"] == 0.0
+    assert same["emp_f1"]["delta"] == 0.0 and same["f_bert"]["delta"] == 0.0
+    rl = pairs[("Llama (RL)", "T5 (SFT)")]
+    assert rl["n_contexts"] == 5 and rl["samples_per_context"] == [2, 2] and rl["seeds"] == [2, 2]
+    for key in ("r_emp", "emp_f1", "f_bert"):
+        d = rl[key]
+        assert d["ci_low"] <= d["delta"] <= d["ci_high"] and 0 <= d["p_value"] <= 1
+        assert d["delta"] == pytest.approx(d["mean_a"] - d["mean_b"])
+    # Every seed has the same number of responses, so the per-context means pool to the seed mean.
+    for name, (a, b) in {"Llama (RL)": ("mean_a", "r_emp"), "T5 (SFT)": ("mean_b", "r_emp")}.items():
+        assert rl[b][a] == pytest.approx(results["systems"][name]["summary"]["r_emp"]["mean"])
+        assert len(results["systems"][name]["per_context"]["r_emp"]) == 5
+    assert rl["f_bert"]["mean_a"] == pytest.approx(results["systems"]["Llama (RL)"]["summary"]["f_bert"]["mean"])
+
+    md = (out / "results.md").read_text()
+    assert "## Paired differences against the SFT policy" in md
+    assert "| Llama (RL) | T5 (SFT) | 5 | 2 × 2 | " in md and "Wilcoxon" in md
+    assert "| T5 (SFT) | T5 (SFT) | 5 | 2 × 2 | +0.000 [+0.000, +0.000] | 1.000 |" in md
+
+
+def test_paired_names_must_be_systems(tmp_path, setup, capsys):
+    argv = recipe(tmp_path, setup, {"T5": setup["t5"]}, tmp_path / "y", paired={"T5": "SFT"})
+    with pytest.raises(SystemExit) as exc:
+        run_cli(main, argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "paired" in err and "'SFT'" in err

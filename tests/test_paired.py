@@ -121,6 +121,8 @@ def test_statistic_detects_a_constructed_improvement_and_is_reproducible():
     out = paired_bootstrap_statistic(emp_f1, a, b, n_boot=1000, seed=0)
     assert out["delta"] > 0 and out["ci_low"] > 0 and out["p_value"] < 0.01
     assert out == paired_bootstrap_statistic(emp_f1, a, b, n_boot=1000, seed=0)
+    # arrays (contexts on the first axis) take the fast path and give the same answer
+    assert out == paired_bootstrap_statistic(emp_f1, np.stack(a), np.stack(b), n_boot=1000, seed=0)
 
 
 def test_statistic_of_identical_systems_is_exactly_null():

