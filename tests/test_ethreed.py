@@ -572,3 +572,24 @@ def test_failed_stage_leaves_no_folder_and_no_stamp(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == []  # no temporary folder left behind either
     with pytest.raises(ValueError, match="seeds"):
         EthreedTrainConfig(data="x:y", seeds=[1, 1])
+
+
+def test_paper_recipes_use_the_paper_forms_and_the_ablation_differs_only_in_l2():
+    from dataclasses import fields
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    folder = root / "ethreed_empathetic-dialogues"
+    full = yaml.safe_load((folder / "ethreed.yaml").read_text())
+    no_gps = yaml.safe_load((folder / "ethreed_no_gps.yaml").read_text())
+    known = {f.name for f in fields(EthreedTrainConfig)}
+    demo = yaml.safe_load((root / "demo" / "ethreed.yaml").read_text())
+    for recipe in (full, no_gps, demo):
+        assert set(recipe) <= known, set(recipe) - known
+        assert (recipe["gps_divergence"], recipe["decoder_input_context"], recipe["copy_from"],
+                recipe["policy_inference"], recipe["glove"]) == ("kl_q_p", False, "speaker", "sample", None)
+    assert full["use_gps_loss"] is True and no_gps["use_gps_loss"] is False
+    assert {k for k in full if full[k] != no_gps.get(k)} == {"use_gps_loss", "output_dir"}
+    assert set(full) == set(no_gps) and full["output_dir"] != no_gps["output_dir"]
