@@ -593,3 +593,22 @@ def test_paper_recipes_use_the_paper_forms_and_the_ablation_differs_only_in_l2()
     assert full["use_gps_loss"] is True and no_gps["use_gps_loss"] is False
     assert {k for k in full if full[k] != no_gps.get(k)} == {"use_gps_loss", "output_dir"}
     assert set(full) == set(no_gps) and full["output_dir"] != no_gps["output_dir"]
+
+
+def test_stage_initialises_embeddings_from_a_local_glove_file(tmp_path, monkeypatch):
+    import emprl.baselines.ethreed.train as train_mod
+
+    monkeypatch.setattr(train_mod, "fit", lambda *a, **k: [])  # no training: the saved weights are the initial ones
+    rows = _examples(8)
+    glove = tmp_path / "glove.txt"
+    glove.write_text("dog " + " ".join(["0.5"] * 8) + "\nnotaword " + " ".join(["9"] * 8) + "\n", encoding="utf-8")
+    cfg = EthreedTrainConfig(data="emprl_json:unused", output_dir=str(tmp_path / "out"), embedding_dim=8,
+                             hidden_size=8, epochs=1, max_decode_len=3, seeds=[0], glove=str(glove))
+    run(cfg, splits={"train": rows[:4], "validation": rows[4:6], "test": rows[6:]}, progress=False)
+    model = ETHREED.from_pretrained(str(tmp_path / "out"))
+    vocab = Vocab.load(str(tmp_path / "out" / "vocab.json"))
+    assert model.embedding.weight[vocab.stoi["dog"]].tolist() == [0.5] * 8
+    assert model.embedding.weight[vocab.stoi["my"]].tolist() != [0.5] * 8
+    with pytest.raises(UserError, match="glove.txt:1"):  # vectors shorter than embedding_dim: refused by line
+        run(EthreedTrainConfig(**{**cfg.__dict__, "embedding_dim": 10, "output_dir": str(tmp_path / "o2")}),
+            splits={"train": rows[:4], "validation": rows[4:6], "test": rows[6:]}, progress=False)
