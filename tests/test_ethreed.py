@@ -23,6 +23,7 @@ from emprl.baselines.ethreed.model import (
     ETHREEDConfig,
     PointerGeneratorDecoder,
     UtteranceEncoder,
+    emotion_loss,
     gps_loss,
 )
 from emprl.baselines.ethreed.train import (
@@ -202,6 +203,20 @@ def test_classifier_and_policy_shapes():
     assert pol.logvar.weight.grad.abs().sum() > 0
 
 
+def test_gps_loss_is_kl_of_policy_from_target_paper_eq12():
+    # q: the policy's predicted listener-emotion distribution, p: the target's; logits = log-probabilities
+    q, p = [0.9, 0.05, 0.05], [0.3, 0.3, 0.4]
+    kl_qp = sum(a * math.log(a / b) for a, b in zip(q, p))
+    kl_pq = sum(b * math.log(b / a) for a, b in zip(q, p))
+    assert abs(kl_qp - kl_pq) > 0.1  # the constructed pair tells the two directions apart
+    pred, true = torch.tensor([q]).log(), torch.tensor([p]).log()
+    assert gps_loss(pred, true).item() == pytest.approx(kl_qp, rel=1e-5)
+    assert gps_loss(pred, true).item() != pytest.approx(kl_pq, rel=1e-2)
+    assert gps_loss(pred, true, "kl_p_q").item() == pytest.approx(kl_pq, rel=1e-5)  # the optional direction
+    with pytest.raises(ValueError, match="divergence"):
+        gps_loss(pred, true, "js")
+
+
 def test_gps_loss_zero_iff_distributions_match():
     logits = torch.randn(4, 32)
     assert gps_loss(logits, logits.clone()).item() == 0.0
@@ -251,15 +266,105 @@ def test_teacher_forced_probability_matches_step_distribution(vocab):
         feats, stepwise = [], []
         for i in range(b["tgt_in"].shape[1]):
             probs, state, f = model.decoder.step(b["tgt_in"][:, i], state, words, keys, b["src_ids"],
-                                                 b["src_mask"], enc["emo"])
+                                                 b["src_mask"], enc["emo"], model.copy_mask(b))
             feats.append(f)
             stepwise.append(probs.gather(1, b["tgt_out"][:, i : i + 1]).squeeze(1))
-        batched = model.decoder.target_probability(feats, b["src_ids"], b["tgt_out"])
+        batched = model.decoder.target_probability(feats, b["src_ids"], b["tgt_out"], model.copy_mask(b))
         nll, _, n = model._teacher_forced(b, enc)
     assert torch.allclose(batched, torch.stack(stepwise, 1), atol=1e-6)
     expected = -(torch.stack(stepwise, 1).log() * b["tgt_mask"]).sum()
     assert torch.allclose(nll.sum(), expected, rtol=1e-5)
     assert n == b["tgt_mask"].sum()
+
+
+def test_attention_of_step_i_is_scored_against_the_previous_state():
+    # D14: alpha_i comes from s_{i-1} and the coverage; changing the new state s_i alone leaves it unchanged
+    torch.manual_seed(0)
+    V, S = 30, 6
+    dec = PointerGeneratorDecoder(torch.nn.Embedding(V, H), H, 2 * H, H).eval()
+    enc_states, emo = torch.randn(2, S, 2 * H), torch.randn(2, H)
+    mask = torch.ones(2, S, dtype=torch.bool)
+    state, keys = dec.start(torch.randn(2, H), enc_states)
+    state, _ = dec.recur(torch.tensor([2, 2]), state, enc_states, keys, mask, emo)  # step 1: coverage > 0
+    y = torch.tensor([5, 7])
+    with torch.no_grad():
+        _, f = dec.recur(y, state, enc_states, keys, mask, emo)
+        hook = dec.cell.register_forward_hook(lambda mod, args, out: out + 3.0)  # another s_i, same s_{i-1}
+        _, g = dec.recur(y, state, enc_states, keys, mask, emo)
+        hook.remove()
+        assert not torch.allclose(f["s"], g["s"])
+        assert torch.equal(f["alpha"], g["alpha"]) and torch.equal(f["ctx"], g["ctx"])
+        # ... while s_{i-1} and the coverage both move it
+        moved = dec.recur(y, type(state)(s=state.s + 1.0, ctx=state.ctx, coverage=state.coverage), enc_states,
+                          keys, mask, emo)[1]
+        assert not torch.allclose(moved["alpha"], f["alpha"])
+        covered = dec.recur(y, type(state)(s=state.s, ctx=state.ctx, coverage=state.coverage * 0), enc_states,
+                            keys, mask, emo)[1]
+        assert not torch.allclose(covered["alpha"], f["alpha"])
+
+
+def test_decoder_input_follows_eq15_unless_the_option_feeds_the_context():
+    emb = torch.nn.Embedding(30, H)
+    assert PointerGeneratorDecoder(emb, H, 2 * H, H).cell.input_size == H  # previous word only
+    assert PointerGeneratorDecoder(emb, H, 2 * H, H, input_context=True).cell.input_size == 3 * H
+
+
+def test_copy_distribution_puts_no_mass_on_listener_only_tokens(vocab):
+    model = _tiny(vocab).eval()
+    row = {"context": ["my dog was sad", "oh , why the garden ?", "my dog made me feel sad today"],
+           "response": "tell me more", "emotion": "sad"}
+    b = _batch(vocab, [row])
+    garden, dog = vocab.stoi["garden"], vocab.stoi["dog"]
+    with torch.no_grad():
+        model.decoder.p_gen.bias.fill_(-1e4)  # copy only
+        enc = model.encode(b)
+        state, keys = model.decoder.start(enc["content"], enc["word_states"])
+        probs, _, extra = model.decoder.step(b["tgt_in"][:, 0], state, enc["word_states"], keys, b["src_ids"],
+                                             b["src_mask"], enc["emo"], model.copy_mask(b))
+        assert extra["alpha"][0, b["src_ids"][0] == garden].sum() > 0  # attention still sees the listener turn
+        assert probs[0, garden] < 1e-6  # ... but "garden" (listener turn only) is never copied
+        assert probs[0, dog] > 1e-3 and probs.sum().item() == pytest.approx(1.0, abs=1e-5)
+        tf = model.decoder.target_probability([extra], b["src_ids"], torch.tensor([[garden]]), model.copy_mask(b))
+        assert tf.item() < 1e-6
+        model.config.copy_from = "all"  # the option: copy from every turn
+        assert model.copy_mask(b) is None
+        probs_all, _, _ = model.decoder.step(b["tgt_in"][:, 0], state, enc["word_states"], keys, b["src_ids"],
+                                             b["src_mask"], enc["emo"], model.copy_mask(b))
+        assert probs_all[0, garden] > 1e-3
+
+
+def test_emotion_loss_averages_speaker_and_listener_turns_separately():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 4, 32)
+    roles = torch.tensor([[SPEAKER, LISTENER, SPEAKER, SPEAKER]])
+    labels = torch.tensor([[3, 7, 3, IGNORE]])
+    ce = torch.nn.functional.cross_entropy(logits[0], torch.tensor([3, 7, 3, 0]), reduction="none")
+    expected = (ce[0] + ce[2]) / 2 + ce[1]  # L1: mean over speaker turns + mean over listener turns
+    assert emotion_loss(logits, labels, roles).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert emotion_loss(logits, labels, roles).item() != pytest.approx(ce[:3].mean().item(), rel=1e-3)
+    no_listener = labels.masked_fill(roles == LISTENER, IGNORE)
+    assert emotion_loss(logits, no_listener, roles).item() == pytest.approx(((ce[0] + ce[2]) / 2).item(), rel=1e-5)
+
+
+def test_l1_ignores_the_response_emotion(vocab):
+    # the reference response's emotion is the GPS target, not a term of L1
+    model = _tiny(vocab).eval()
+    row = {**_examples(1)[0], "context": ["i feel down", "why ?", "my dog"], "listener_emotions": ["caring", "sad"]}
+    with torch.no_grad():
+        a = model(_batch(vocab, [row]))["emotion_loss"]
+        c = model(_batch(vocab, [{**row, "listener_emotions": ["caring", "joyful"]}]))["emotion_loss"]
+    assert torch.equal(a, c) and a > 0
+
+
+def test_policy_is_sampled_at_inference_unless_the_recipe_asks_for_the_mean(vocab):
+    model = _tiny(vocab).eval()
+    b = _batch(vocab, _examples(4))
+    seen = []
+    real = model.policy.forward
+    model.policy.forward = lambda e, sample=True, generator=None: seen.append(sample) or real(e, sample, generator)
+    model.generate(b, max_len=3, seed=1)
+    model.generate(b, max_len=3, seed=1, sample_policy=False)
+    assert seen == [True, False]
 
 
 # ----- full model --------------------------------------------------------------------------------
@@ -279,13 +384,16 @@ def test_forward_losses_and_generate(vocab):
     assert out["emotion_logits"].shape == (4, 32)
     out["loss"].backward()
     for name in ("policy.mu.weight", "tracker.party_gru.weight_ih", "tracker.emotion_gru.weight_hh",
-                 "decoder.emotion_gate.weight", "classifier.net.0.weight", "embedding.weight"):
+                 "decoder.emotion_gate.weight", "decoder.emotion_gate.bias", "decoder.con_ffn.weight",
+                 "decoder.emo_ffn.weight", "decoder.coverage_proj.weight", "classifier.net.0.weight",
+                 "embedding.weight"):
         assert dict(model.named_parameters())[name].grad.abs().sum() > 0, name
     model.eval()
-    greedy = model.generate(b, max_len=6)
+    greedy = model.generate(b, max_len=6, sample_policy=False)
     assert len(greedy) == 4 and all(len(r) <= 6 for r in greedy)
     assert all(t not in (vocab.pad_id, vocab.bos_id, vocab.unk_id, vocab.eos_id) for r in greedy for t in r)
-    assert greedy == model.generate(b, max_len=6)
+    assert greedy == model.generate(b, max_len=6, sample_policy=False)
+    assert model.generate(b, max_len=6, seed=5) == model.generate(b, max_len=6, seed=5)  # seeded policy draw
     s1 = model.generate(b, max_len=6, do_sample=True, top_k=5, temperature=1.2, seed=3)
     assert s1 == model.generate(b, max_len=6, do_sample=True, top_k=5, temperature=1.2, seed=3)
 
@@ -329,7 +437,7 @@ def test_save_load_roundtrip(vocab, tmp_path):
     with torch.no_grad():
         a, c = model(b), loaded(b)
     assert torch.equal(a["loss"], c["loss"])
-    assert model.generate(b, max_len=5) == loaded.generate(b, max_len=5)
+    assert model.generate(b, max_len=5, seed=0) == loaded.generate(b, max_len=5, seed=0)
     assert not any(p.name.startswith(".tmp") for p in tmp_path.iterdir())
 
 
@@ -354,8 +462,8 @@ def test_ablation_switches(vocab, switch):
 
 
 def test_paper_size_parameter_count():
-    # embedding 300, hidden 300, tied output projection: an 18,485-word vocabulary gives the paper's 11.98M
-    n = ETHREED(ETHREEDConfig(vocab_size=18485)).num_parameters()
+    # embedding 300, hidden 300, tied output projection: a 19,380-word vocabulary gives the paper's 11.98M
+    n = ETHREED(ETHREEDConfig(vocab_size=19380)).num_parameters()
     assert abs(n - 11.98e6) / 11.98e6 < 0.005, n
 
 
@@ -413,6 +521,7 @@ def test_stage_writes_one_sampled_run_per_seed_and_the_stamp_last(tmp_path):
     cfg = EthreedTrainConfig(data="emprl_json:unused", output_dir=str(out), embedding_dim=H, hidden_size=H,
                              epochs=1, max_decode_len=8, batch_size=4, eval_batch_size=3)
     assert (cfg.seeds, cfg.do_sample, cfg.top_k, cfg.temperature) == ([0, 1, 2], True, 20, 0.9)
+    assert cfg.policy_inference == "sample"  # the paper's stochastic policy
     metrics = run(cfg, splits=splits, progress=False)
 
     runs = {}
@@ -428,10 +537,10 @@ def test_stage_writes_one_sampled_run_per_seed_and_the_stamp_last(tmp_path):
     model, vocab = ETHREED.from_pretrained(str(out)), Vocab.load(str(out / "vocab.json"))
     items = [encode_example(r, vocab) for r in splits["test"]]
     again = generate_responses(model, items, vocab, batch_size=3, max_len=8, do_sample=True, top_k=20,
-                               temperature=0.9, seed=1, progress=False)
+                               temperature=0.9, seed=1, sample_policy=True, progress=False)
     assert again == [r["response"] for r in runs[1]]
-    greedy = generate_runs(model, items, splits["test"], vocab,
-                           EthreedTrainConfig(data="x:y", max_decode_len=8, do_sample=False), progress=False)
+    greedy = generate_runs(model, items, splits["test"], vocab, EthreedTrainConfig(
+        data="x:y", max_decode_len=8, do_sample=False, policy_inference="mean"), progress=False)
     assert greedy[0] == greedy[1] == greedy[2]
 
     # the evaluation stage reads the folder as an external system; PPL sits beside the runs
@@ -463,3 +572,43 @@ def test_failed_stage_leaves_no_folder_and_no_stamp(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == []  # no temporary folder left behind either
     with pytest.raises(ValueError, match="seeds"):
         EthreedTrainConfig(data="x:y", seeds=[1, 1])
+
+
+def test_paper_recipes_use_the_paper_forms_and_the_ablation_differs_only_in_l2():
+    from dataclasses import fields
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    folder = root / "ethreed_empathetic-dialogues"
+    full = yaml.safe_load((folder / "ethreed.yaml").read_text())
+    no_gps = yaml.safe_load((folder / "ethreed_no_gps.yaml").read_text())
+    known = {f.name for f in fields(EthreedTrainConfig)}
+    demo = yaml.safe_load((root / "demo" / "ethreed.yaml").read_text())
+    for recipe in (full, no_gps, demo):
+        assert set(recipe) <= known, set(recipe) - known
+        assert (recipe["gps_divergence"], recipe["decoder_input_context"], recipe["copy_from"],
+                recipe["policy_inference"], recipe["glove"]) == ("kl_q_p", False, "speaker", "sample", None)
+    assert full["use_gps_loss"] is True and no_gps["use_gps_loss"] is False
+    assert {k for k in full if full[k] != no_gps.get(k)} == {"use_gps_loss", "output_dir"}
+    assert set(full) == set(no_gps) and full["output_dir"] != no_gps["output_dir"]
+
+
+def test_stage_initialises_embeddings_from_a_local_glove_file(tmp_path, monkeypatch):
+    import emprl.baselines.ethreed.train as train_mod
+
+    monkeypatch.setattr(train_mod, "fit", lambda *a, **k: [])  # no training: the saved weights are the initial ones
+    rows = _examples(8)
+    glove = tmp_path / "glove.txt"
+    glove.write_text("dog " + " ".join(["0.5"] * 8) + "\nnotaword " + " ".join(["9"] * 8) + "\n", encoding="utf-8")
+    cfg = EthreedTrainConfig(data="emprl_json:unused", output_dir=str(tmp_path / "out"), embedding_dim=8,
+                             hidden_size=8, epochs=1, max_decode_len=3, seeds=[0], glove=str(glove))
+    run(cfg, splits={"train": rows[:4], "validation": rows[4:6], "test": rows[6:]}, progress=False)
+    model = ETHREED.from_pretrained(str(tmp_path / "out"))
+    vocab = Vocab.load(str(tmp_path / "out" / "vocab.json"))
+    assert model.embedding.weight[vocab.stoi["dog"]].tolist() == [0.5] * 8
+    assert model.embedding.weight[vocab.stoi["my"]].tolist() != [0.5] * 8
+    with pytest.raises(UserError, match="glove.txt:1"):  # vectors shorter than embedding_dim: refused by line
+        run(EthreedTrainConfig(**{**cfg.__dict__, "embedding_dim": 10, "output_dir": str(tmp_path / "o2")}),
+            splits={"train": rows[:4], "validation": rows[4:6], "test": rows[6:]}, progress=False)

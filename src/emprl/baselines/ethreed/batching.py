@@ -93,7 +93,8 @@ def collate(items: Sequence[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
 
     turn_ids [B,T,L], turn_lens [B,T] (0 = padding turn), turn_roles [B,T], turn_emotions [B,T],
     num_turns [B], src_ids [B,T*L] (all context tokens, turn-major, for attention and copying),
-    src_mask [B,T*L], resp_ids [B,Lr], resp_lens [B], tgt_in/tgt_out/tgt_mask [B,Ly],
+    src_mask [B,T*L], src_roles [B,T*L] (the role of each token's turn: which positions may be copied),
+    resp_ids [B,Lr], resp_lens [B], tgt_in/tgt_out/tgt_mask [B,Ly],
     emotion [B], response_emotion [B]."""
     B = len(items)
     T = max(len(it["turns"]) for it in items)
@@ -119,6 +120,7 @@ def collate(items: Sequence[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
         "num_turns": (turn_lens > 0).sum(1),
         "src_ids": turn_ids.view(B, T * L),
         "src_mask": token_mask.view(B, T * L),
+        "src_roles": roles[:, :, None].expand(B, T, L).reshape(B, T * L),
         "resp_ids": _pad2d([it["response_turn"] for it in items], pad_id),
         "resp_lens": torch.tensor([len(it["response_turn"]) for it in items], dtype=torch.long),
         "tgt_in": _pad2d([it["tgt_in"] for it in items], pad_id),

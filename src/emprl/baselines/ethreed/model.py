@@ -6,7 +6,9 @@ Data flow for one batch:
   u_1..u_T --DialogueTracker--> global g_t, party p_t, emotion e_t (per party), content c_t
   last speaker emotion state --EmpatheticPolicy--> predicted listener emotion R^_e (the "emo" vector)
   c_T, word states, emo --PointerGeneratorDecoder--> p(y_i | y_<i, context)
-Losses: L1 emotion NLL, L2 guided-policy-search KL, L3 token NLL, L4 coverage.
+Losses: L1 emotion NLL, L2 guided-policy-search KL(q || p), L3 token NLL, L4 coverage.
+docs/ethreed.md maps every equation of the paper to the code below (labels D1..D15) and lists each option
+that departs from the paper, with its default.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from emprl.baselines.ethreed.batching import IGNORE, LISTENER, SPEAKER
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+GPS_DIVERGENCES = ("kl_q_p", "kl_p_q")
+COPY_SOURCES = ("speaker", "all")
 
 
 @dataclass
@@ -41,12 +45,22 @@ class ETHREEDConfig:
     tie_embeddings: bool = True  # output projection shares the word embedding matrix
     coverage_weight: float = 1.0
     detach_gps_target: bool = True  # the true listener distribution guides the policy, not vice versa
+    # departures from the paper, kept as options (docs/ethreed.md, "Options"); the defaults follow the paper
+    gps_divergence: str = "kl_q_p"  # D12 (paper Eq. 12): KL(q || p); "kl_p_q" is the reversed direction
+    decoder_input_context: bool = False  # D13 (paper Eq. 15): y_{i-1} only; true also feeds c_{i-1}
+    copy_from: str = "speaker"  # D16: copy from speaker turns only; "all" copies from every context turn
     # ablations (paper Table 3)
     use_party_gru: bool = True
     use_emotion_gru: bool = True
     use_emotion_tracking: bool = True
     use_policy: bool = True
     use_gps_loss: bool = True
+
+    def __post_init__(self):
+        if self.gps_divergence not in GPS_DIVERGENCES:
+            raise ValueError(f"gps_divergence: expected one of {GPS_DIVERGENCES}, got {self.gps_divergence!r}")
+        if self.copy_from not in COPY_SOURCES:
+            raise ValueError(f"copy_from: expected one of {COPY_SOURCES}, got {self.copy_from!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> ETHREEDConfig:
@@ -64,7 +78,7 @@ def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class UtteranceEncoder(nn.Module):
-    """Word embeddings + Bi-GRU; u = [last forward state; first backward state]."""
+    """D1: word embeddings + Bi-GRU; u = [last forward state; first backward state]."""
 
     def __init__(self, embedding: nn.Embedding, hidden_size: int, dropout: float = 0.0):
         super().__init__()
@@ -103,13 +117,13 @@ class TrackerState:
 
 
 class DialogueTracker(nn.Module):
-    """The four turn-level GRUs.
+    """The four turn-level GRUs (docs/ethreed.md D2-D6).
 
-    g_t = GRU_g(g_{t-1}, u_t)
-    a_t = sum_j softmax_j(u_t^T W g_j) g_j over previous global states j < t
-    p_t^X = GRU_p(p_last^{other party}, [u_t; a_t])     X = the party speaking at turn t
-    e_t^X = GRU_e(e_last^X, p_t^X)                        one emotion chain per party
-    c_t = GRU_c(c_{t-1}, g_t)
+    D2 g_t = GRU_g(g_{t-1}, u_t)
+    D3 a_t = sum_j softmax_j(u_t^T W g_j) g_j over previous global states j < t
+    D4 p_t^X = GRU_p(p_last^{other party}, [u_t; a_t])     X = the party speaking at turn t
+    D5 e_t^X = GRU_e(e_last^X, p_t^X)                        one emotion chain per party
+    D6 c_t = GRU_c(c_{t-1}, g_t)
     """
 
     def __init__(self, u_dim: int, hidden_size: int, *, use_party_gru: bool = True,
@@ -183,7 +197,7 @@ class DialogueTracker(nn.Module):
 
 
 class EmotionClassifier(nn.Module):
-    """Feed-forward + softmax over the 32 emotions; shared by speaker, listener and predicted states."""
+    """D7: feed-forward + softmax over the 32 emotions; shared by speaker, listener and predicted states."""
 
     def __init__(self, hidden_size: int, num_emotions: int = 32, dropout: float = 0.0):
         super().__init__()
@@ -196,7 +210,7 @@ class EmotionClassifier(nn.Module):
 
 
 class EmpatheticPolicy(nn.Module):
-    """Stochastic policy R^_e ~ N(mu, sigma^2); mu and log sigma^2 from tanh(FFN(speaker emotion))."""
+    """D9-D10: stochastic policy R^_e ~ N(mu, sigma^2); mu and log sigma^2 from tanh(FFN(speaker emotion))."""
 
     def __init__(self, hidden_size: int):
         super().__init__()
@@ -217,27 +231,34 @@ class EmpatheticPolicy(nn.Module):
 
 @dataclass
 class DecoderState:
-    s: torch.Tensor  # [B,H] GRU state
-    ctx: torch.Tensor  # [B,D] previous attention context (input feeding)
-    coverage: torch.Tensor  # [B,S] sum of previous attention distributions
+    s: torch.Tensor  # [B,H] GRU state s_{i-1} before step i
+    ctx: torch.Tensor  # [B,D] previous context vector c_{i-1} (used only with decoder_input_context)
+    coverage: torch.Tensor  # [B,S] cover_i: sum of the attention distributions of steps before i
 
 
 class PointerGeneratorDecoder(nn.Module):
-    """Single-layer GRU decoder with bilinear attention + coverage, an emotion attention gate and a
-    pointer-generator output. Copying uses the source word ids (in-vocabulary; OOV words are <unk>)."""
+    """Single-layer GRU decoder with coverage attention scored against the previous state, an emotion
+    attention gate and a pointer-generator output (docs/ethreed.md D13-D16). Copying uses the source word
+    ids (in-vocabulary; OOV words are <unk>) of the positions in copy_mask."""
 
     def __init__(self, embedding: nn.Embedding, hidden_size: int, enc_dim: int, emo_dim: int,
-                 dropout: float = 0.0, tie_embeddings: bool = True):
+                 dropout: float = 0.0, tie_embeddings: bool = True, input_context: bool = False):
         super().__init__()
         E, V = embedding.embedding_dim, embedding.num_embeddings
         self.embedding = embedding
         self.emo_dim = emo_dim
+        self.input_context = input_context
         self.init_state = nn.Linear(hidden_size, hidden_size)
-        self.cell = nn.GRUCell(E + enc_dim, hidden_size)
-        self.attention = nn.Linear(enc_dim, hidden_size, bias=False)  # bilinear W_a: s^T W_a h_j
-        self.coverage_dir = nn.Parameter(torch.zeros(hidden_size))  # coverage enters the score as cov_j * s.w
+        # D13 (paper Eq. 15): s_i = GRU(s_{i-1}, emb(y_{i-1})); the option also feeds c_{i-1}
+        self.cell = nn.GRUCell(E + (enc_dim if input_context else 0), hidden_size)
+        # D14: score_ij = s_{i-1}^T tanh(W_a h_j + W_r cover_ij + b)
+        self.attention = nn.Linear(enc_dim, hidden_size)  # W_a h_j + b
+        self.coverage_proj = nn.Linear(1, hidden_size, bias=False)  # W_r cover_ij
         if emo_dim:
-            self.emotion_gate = nn.Linear(emo_dim, hidden_size, bias=False)  # gate = sigma(s^T W emo)
+            # D15: con_i = FFN(c_i), emo = FFN(R^_e) bring both to one magnitude; beta_i = sigma(con_i^T W_g emo + b_g)
+            self.con_ffn = nn.Linear(enc_dim, emo_dim)
+            self.emo_ffn = nn.Linear(emo_dim, emo_dim)
+            self.emotion_gate = nn.Bilinear(emo_dim, emo_dim, 1)
         self.pre_output = nn.Linear(hidden_size + enc_dim + emo_dim, E)
         self.output = nn.Linear(E, V)
         if tie_embeddings:
@@ -246,25 +267,31 @@ class PointerGeneratorDecoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def start(self, content: torch.Tensor, enc_states: torch.Tensor) -> tuple[DecoderState, torch.Tensor]:
-        """Initial state from the content representation; returns (state, attention keys)."""
+        """Initial state s_0 from the content representation; returns (state, W_a h_j + b per position)."""
         B, S, D = enc_states.shape
         s0 = torch.tanh(self.init_state(content))
         keys = self.attention(enc_states)  # [B,S,H], computed once per source
         return DecoderState(s=s0, ctx=enc_states.new_zeros(B, D), coverage=enc_states.new_zeros(B, S)), keys
 
+    def attend(self, s_prev: torch.Tensor, coverage: torch.Tensor, keys: torch.Tensor,
+               src_mask: torch.Tensor) -> torch.Tensor:
+        """D14: attention of step i from s_{i-1} and cover_i -> alpha_i [B,S]."""
+        feats = torch.tanh(keys + self.coverage_proj(coverage[..., None]))
+        return _masked_softmax(torch.einsum("bsh,bh->bs", feats, s_prev), src_mask)
+
     def recur(self, y_prev: torch.Tensor, state: DecoderState, enc_states: torch.Tensor, keys: torch.Tensor,
               src_mask: torch.Tensor, emo: torch.Tensor | None) -> tuple[DecoderState, dict]:
-        """GRU update, attention with coverage and the emotion gate for one step. The recurrence does not
-        depend on the output distribution, so teacher forcing can defer the vocabulary projection."""
-        x = self.dropout(self.embedding(y_prev))
-        s = self.cell(torch.cat([x, state.ctx], dim=-1), state.s)
-        scores = torch.einsum("bsh,bh->bs", keys, s) + state.coverage * (s @ self.coverage_dir)[:, None]
-        alpha = _masked_softmax(scores, src_mask)
+        """Attention with coverage, the GRU update and the emotion gate for one step. The recurrence does
+        not depend on the output distribution, so teacher forcing can defer the vocabulary projection."""
+        alpha = self.attend(state.s, state.coverage, keys, src_mask)  # from s_{i-1}, before the update
         ctx = torch.einsum("bs,bsd->bd", alpha, enc_states)
-        coverage_loss = torch.minimum(alpha, state.coverage).sum(dim=-1)
+        coverage_loss = torch.minimum(alpha, state.coverage).sum(dim=-1)  # D17: L4 term of step i
+        x = self.dropout(self.embedding(y_prev))
+        s = self.cell(torch.cat([x, state.ctx], dim=-1) if self.input_context else x, state.s)
         if self.emo_dim:
-            gate = torch.sigmoid((s * self.emotion_gate(emo)).sum(dim=-1, keepdim=True))
-            e = gate * emo
+            con = torch.tanh(self.con_ffn(ctx))
+            emo_t = torch.tanh(self.emo_ffn(emo))
+            e = torch.sigmoid(self.emotion_gate(con, emo_t)) * emo_t
         else:
             e = s.new_zeros(s.shape[0], 0)
         new = DecoderState(s=s, ctx=ctx, coverage=state.coverage + alpha)
@@ -278,32 +305,60 @@ class PointerGeneratorDecoder(nn.Module):
         """p_gen: probability of generating from the vocabulary rather than copying a source word."""
         return torch.sigmoid(self.p_gen(torch.cat([f["s"], f["ctx"], f["x"], f["e"]], dim=-1)))
 
+    @staticmethod
+    def copy_distribution(alpha: torch.Tensor, copy_mask: torch.Tensor | None) -> torch.Tensor:
+        """D16: the attention restricted to the copyable positions and renormalised (any leading dims)."""
+        if copy_mask is None:
+            return alpha
+        kept = alpha * copy_mask.to(alpha.dtype).view(copy_mask.shape[0], *([1] * (alpha.dim() - 2)), -1)
+        return kept / kept.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+
     def step(self, y_prev: torch.Tensor, state: DecoderState, enc_states: torch.Tensor, keys: torch.Tensor,
-             src_ids: torch.Tensor, src_mask: torch.Tensor, emo: torch.Tensor | None
-             ) -> tuple[torch.Tensor, DecoderState, dict]:
+             src_ids: torch.Tensor, src_mask: torch.Tensor, emo: torch.Tensor | None,
+             copy_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, DecoderState, dict]:
         """One decoding step -> (probabilities over the vocabulary [B,V] summing to 1, new state, extras)."""
         state, f = self.recur(y_prev, state, enc_states, keys, src_mask, emo)
         p_gen = self.gen_probability(f)
-        probs = (p_gen * torch.softmax(self.vocab_logits(f), dim=-1)).scatter_add(1, src_ids, (1.0 - p_gen) * f["alpha"])
-        return probs, state, {**f, "p_gen": p_gen}
+        copy = self.copy_distribution(f["alpha"], copy_mask)
+        probs = (p_gen * torch.softmax(self.vocab_logits(f), dim=-1)).scatter_add(1, src_ids, (1.0 - p_gen) * copy)
+        return probs, state, {**f, "p_gen": p_gen, "copy": copy}
 
-    def target_probability(self, feats: list[dict], src_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def target_probability(self, feats: list[dict], src_ids: torch.Tensor, targets: torch.Tensor,
+                           copy_mask: torch.Tensor | None = None) -> torch.Tensor:
         """p(y_i) [B,Ly] of the given targets from the features of all steps, with one vocabulary
         projection for the whole sequence (same value as step(): p_gen P_vocab(y) + (1 - p_gen) sum of
-        the attention on source positions holding y)."""
+        the copy distribution on source positions holding y)."""
         f = {k: torch.stack([x[k] for x in feats], dim=1) for k in ("s", "ctx", "x", "e", "alpha")}
         p_vocab = torch.log_softmax(self.vocab_logits(f), dim=-1).gather(2, targets[..., None]).squeeze(-1).exp()
         p_gen = self.gen_probability(f).squeeze(-1)
-        copy = (f["alpha"] * (src_ids[:, None, :] == targets[:, :, None])).sum(dim=-1)
+        copy_dist = self.copy_distribution(f["alpha"], copy_mask)
+        copy = (copy_dist * (src_ids[:, None, :] == targets[:, :, None])).sum(dim=-1)
         return p_gen * p_vocab + (1.0 - p_gen) * copy
 
 
-def gps_loss(pred_logits: torch.Tensor, true_logits: torch.Tensor) -> torch.Tensor:
-    """Guided policy search constraint: mean over the batch of KL(p_true || p_pred) between the emotion
-    distributions of the true and the predicted listener representations. Exactly 0 when they match."""
-    log_true = torch.log_softmax(true_logits, dim=-1)
-    log_pred = torch.log_softmax(pred_logits, dim=-1)
-    return (log_true.exp() * (log_true - log_pred)).sum(dim=-1).mean()
+def gps_loss(pred_logits: torch.Tensor, true_logits: torch.Tensor, divergence: str = "kl_q_p") -> torch.Tensor:
+    """D12 (paper Eq. 12), the guided-policy-search constraint: mean over the batch of KL(q || p), q the
+    emotion distribution of the policy's predicted listener state R^_e, p that of the true listener state
+    (the reference response). divergence="kl_p_q" gives KL(p || q) instead. 0 exactly when q = p."""
+    log_q = torch.log_softmax(pred_logits, dim=-1)
+    log_p = torch.log_softmax(true_logits, dim=-1)
+    if divergence == "kl_p_q":
+        log_q, log_p = log_p, log_q
+    elif divergence != "kl_q_p":
+        raise ValueError(f"divergence: expected one of {GPS_DIVERGENCES}, got {divergence!r}")
+    return (log_q.exp() * (log_q - log_p)).sum(dim=-1).mean()
+
+
+def emotion_loss(turn_logits: torch.Tensor, labels: torch.Tensor, roles: torch.Tensor) -> torch.Tensor:
+    """D8, L1: the mean cross-entropy over the labelled speaker turns plus the mean over the labelled
+    listener turns of the context (two separate averages, so the many speaker labels do not drown the
+    listener ones). A party without labelled turns adds 0."""
+    total = turn_logits.new_zeros(())
+    for party in (SPEAKER, LISTENER):
+        y = labels.masked_fill(roles != party, IGNORE).flatten()
+        if (y != IGNORE).any():
+            total = total + F.cross_entropy(turn_logits.flatten(0, 1), y, ignore_index=IGNORE)
+    return total
 
 
 class ETHREED(nn.Module):
@@ -320,7 +375,13 @@ class ETHREED(nn.Module):
         self.classifier = EmotionClassifier(H, cfg.num_emotions, cfg.dropout) if track else None
         self.policy = EmpatheticPolicy(H) if track and cfg.use_policy else None
         self.decoder = PointerGeneratorDecoder(self.embedding, H, self.encoder.out_dim, H if track else 0,
-                                               cfg.dropout, cfg.tie_embeddings)
+                                               cfg.dropout, cfg.tie_embeddings, cfg.decoder_input_context)
+
+    def copy_mask(self, batch: dict) -> torch.Tensor | None:
+        """D16: source positions the pointer may copy: the speaker's turns (paper), or every turn."""
+        if self.config.copy_from == "all":
+            return None
+        return batch["src_mask"] & (batch["src_roles"] == SPEAKER)
 
     # ----- encoding -----------------------------------------------------------------------------
     def encode(self, batch: dict, sample_policy: bool = False, generator: torch.Generator | None = None) -> dict:
@@ -353,7 +414,7 @@ class ETHREED(nn.Module):
         l1 = l2 = zero
         emotion_logits = None
         if cfg.use_emotion_tracking:
-            # the reference response as one more listener turn gives the true listener emotion state
+            # D11: the reference response as one more listener turn gives the true listener emotion state
             B = batch["resp_ids"].shape[0]
             u_r, _ = self.encoder(batch["resp_ids"], batch["resp_lens"])
             listener = torch.full((B,), LISTENER, dtype=torch.long, device=u_r.device)
@@ -362,16 +423,13 @@ class ETHREED(nn.Module):
             true_logits = self.classifier(e_true)
             turn_logits = self.classifier(enc["emotions"])  # [B,T,C]
             emotion_logits = self.classifier(enc["speaker_emotion"])
-            logits = torch.cat([turn_logits.flatten(0, 1), true_logits])
-            labels = torch.cat([batch["turn_emotions"].flatten(), batch["response_emotion"]])
-            if (labels != IGNORE).any():
-                l1 = F.cross_entropy(logits, labels, ignore_index=IGNORE)
+            l1 = emotion_loss(turn_logits, batch["turn_emotions"], batch["turn_roles"])
             if self.policy is not None and cfg.use_gps_loss:
                 target = true_logits.detach() if cfg.detach_gps_target else true_logits
-                l2 = gps_loss(self.classifier(enc["emo"]), target)
+                l2 = gps_loss(self.classifier(enc["emo"]), target, cfg.gps_divergence)
 
         nll, cov, n_tokens = self._teacher_forced(batch, enc)
-        l3 = nll.sum() / n_tokens
+        l3 = nll.sum() / n_tokens  # D17
         l4 = cfg.coverage_weight * cov.sum() / n_tokens
         return {"loss": l1 + l2 + l3 + l4, "emotion_loss": l1, "gps_loss": l2, "nll_loss": l3,
                 "coverage_loss": l4, "nll_sum": nll.sum().detach(), "n_tokens": n_tokens.detach(),
@@ -386,7 +444,7 @@ class ETHREED(nn.Module):
         for i in range(tgt_in.shape[1]):
             state, f = self.decoder.recur(tgt_in[:, i], state, words, keys, src_mask, enc["emo"])
             feats.append(f)
-        p = self.decoder.target_probability(feats, src_ids, tgt_out)
+        p = self.decoder.target_probability(feats, src_ids, tgt_out, self.copy_mask(batch))
         nll = -torch.log(p.clamp_min(1e-12))
         cov = torch.stack([f["coverage_loss"] for f in feats], dim=1)
         m = mask.to(words.dtype)
@@ -395,10 +453,12 @@ class ETHREED(nn.Module):
     # ----- generation ---------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, batch: dict, max_len: int = 40, do_sample: bool = False, top_k: int = 0,
-                 temperature: float = 1.0, seed: int | None = None, sample_policy: bool = False
+                 temperature: float = 1.0, seed: int | None = None, sample_policy: bool = True
                  ) -> list[list[int]]:
         """Token ids of one response per example (without <eos>). Greedy by default; sampling draws
         from the (top-k, temperature-scaled) pointer-generator distribution with a seeded generator.
+        sample_policy (D10): R^_e is drawn from the policy's Gaussian (paper: the stochastic policy keeps
+        exploring at inference), from the same seeded generator; False decodes with its mean.
         <pad>, <bos> and <unk> are never produced."""
         cfg = self.config
         device = batch["turn_ids"].device
@@ -408,13 +468,14 @@ class ETHREED(nn.Module):
             gen.manual_seed(seed)
         enc = self.encode(batch, sample_policy=sample_policy, generator=gen)
         words, src_ids, src_mask = enc["word_states"], batch["src_ids"], batch["src_mask"]
+        copy_mask = self.copy_mask(batch)
         B = words.shape[0]
         state, keys = self.decoder.start(enc["content"], words)
         y = torch.full((B,), cfg.bos_id, dtype=torch.long, device=device)
         done = torch.zeros(B, dtype=torch.bool, device=device)
         steps = []
         for _ in range(max_len):
-            probs, state, _ = self.decoder.step(y, state, words, keys, src_ids, src_mask, enc["emo"])
+            probs, state, _ = self.decoder.step(y, state, words, keys, src_ids, src_mask, enc["emo"], copy_mask)
             probs[:, [cfg.pad_id, cfg.bos_id, cfg.unk_id]] = 0.0
             if do_sample:
                 logp = torch.log(probs.clamp_min(1e-20)) / max(temperature, 1e-6)

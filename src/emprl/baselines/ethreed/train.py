@@ -5,12 +5,14 @@
 Reads like the paper's section 3, top to bottom:
   data       dialogues with the speaker's emotion (ED) and, from `python -m emprl.emotion_classifier`,
              one emotion per listener turn (the labels of L1 and of the GPS target);
-  model      word vocabulary (GloVe when given) -> ETHREED (model.py);
+  model      word vocabulary (GloVe when given) -> ETHREED (model.py; docs/ethreed.md maps the paper's
+             equations to the code and lists the options that depart from it);
   training   L = L1 + L2 + L3 + L4 with teacher forcing; Adam, batch 8, lr 5e-4 x0.3 every 3 epochs;
              the epoch with the lowest validation PPL is kept;
   evaluation test PPL (per token over the whole split) and speaker-emotion accuracy;
   decoding   one run per seed over the test split (top-k 20, temperature 0.9 like the other systems of
-             the shared evaluation; greedy with do_sample: false), at most 40 tokens.
+             the shared evaluation; greedy with do_sample: false), at most 40 tokens; the policy's
+             R^_e is a seeded draw from its Gaussian (policy_inference: mean decodes with the mean).
 Output folder (written whole, stage.json last): model.safetensors, config.json, vocab.json,
 train_config.json, metrics.json, generations/seed<k>.jsonl (+ generations/metrics.json), README.md.
 """
@@ -21,6 +23,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch.utils.data import DataLoader
@@ -48,7 +51,9 @@ class EthreedTrainConfig:
         "help": "optional JSONL of listener-emotion labels: {\"conv_id\": ..., \"emotions\": [label per "
                 "utterance of the conversation, \"\" where unknown]}", "existing_path": True})
     glove: str | None = field(default=None, metadata={
-        "help": "optional GloVe-format text file to initialise the word embeddings", "existing_path": True})
+        "help": "optional local GloVe-format text file (\"word v1 ... v<embedding_dim>\" per line) to "
+                "initialise the word embeddings (paper: 300-d GloVe; not downloadable offline)",
+        "existing_path": True})
     output_dir: str = "outputs/ethreed"
     seed: int = 42
     # vocabulary and lengths
@@ -70,6 +75,15 @@ class EthreedTrainConfig:
     use_emotion_tracking: bool = True
     use_policy: bool = True
     use_gps_loss: bool = True
+    # departures from the paper, as options (docs/ethreed.md "Options"); the defaults are the paper's
+    gps_divergence: Literal["kl_q_p", "kl_p_q"] = field(default="kl_q_p", metadata={
+        "help": "L2 direction: kl_q_p = KL(policy's listener emotion || true listener emotion), paper Eq. 12; "
+                "kl_p_q = the reverse (this project's earlier form)"})
+    decoder_input_context: bool = field(default=False, metadata={
+        "help": "false: the decoder GRU reads the previous word only (paper Eq. 15); true: also the previous "
+                "context vector (input feeding, this project's earlier form)"})
+    copy_from: Literal["speaker", "all"] = field(default="speaker", metadata={
+        "help": "positions the pointer copies from: speaker = the speaker's turns (paper), all = every turn"})
     # optimisation (paper: Adam, batch 8, lr 5e-4, x0.3 every 3 epochs)
     epochs: int = 10
     batch_size: int = 8
@@ -85,9 +99,13 @@ class EthreedTrainConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={
         "help": "one generation run of the test split per seed: generations/seed<k>.jsonl"})
     max_decode_len: int = 40
-    do_sample: bool = field(default=True, metadata={"help": "false: greedy decoding (every seed gives the same run)"})
+    do_sample: bool = field(default=True, metadata={
+        "help": "false: greedy decoding (every seed gives the same run only with policy_inference: mean)"})
     top_k: int = field(default=20, metadata={"help": "0 = no top-k filter"})
     temperature: float = 0.9
+    policy_inference: Literal["sample", "mean"] = field(default="sample", metadata={
+        "help": "R^_e at decoding: sample = a seeded draw from the policy's Gaussian (paper: the stochastic "
+                "policy keeps exploring), mean = its mean (deterministic; PPL always uses the mean)"})
 
     def __post_init__(self):
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -156,7 +174,8 @@ def model_config(cfg: EthreedTrainConfig, vocab_size: int) -> ETHREEDConfig:
         vocab_size=vocab_size, embedding_dim=cfg.embedding_dim, hidden_size=cfg.hidden_size,
         dropout=cfg.dropout, tie_embeddings=cfg.tie_embeddings, coverage_weight=cfg.coverage_weight,
         use_party_gru=cfg.use_party_gru, use_emotion_gru=cfg.use_emotion_gru,
-        use_emotion_tracking=cfg.use_emotion_tracking, use_policy=cfg.use_policy, use_gps_loss=cfg.use_gps_loss)
+        use_emotion_tracking=cfg.use_emotion_tracking, use_policy=cfg.use_policy, use_gps_loss=cfg.use_gps_loss,
+        gps_divergence=cfg.gps_divergence, decoder_input_context=cfg.decoder_input_context, copy_from=cfg.copy_from)
 
 
 # ----- training: L1 + L2 + L3 + L4 with teacher forcing ------------------------------------------
@@ -269,7 +288,7 @@ def evaluate_loss(model: torch.nn.Module, loader: Iterable[dict], *, accelerator
 @torch.no_grad()
 def generate_responses(model: ETHREED, items: Sequence[dict], vocab: Vocab, *, batch_size: int = 32,
                        max_len: int = 40, do_sample: bool = False, top_k: int = 0, temperature: float = 1.0,
-                       seed: int | None = None, progress: bool = True) -> list[str]:
+                       seed: int | None = None, sample_policy: bool = True, progress: bool = True) -> list[str]:
     """Decoded response text per encoded example, in order. With a seed, every batch draws from its own
     generator, seeded from one stream per run seed (so runs with neighbouring seeds share no batch)."""
     model.eval()
@@ -280,7 +299,7 @@ def generate_responses(model: ETHREED, items: Sequence[dict], vocab: Vocab, *, b
     for batch in tqdm(loader, desc="generate", disable=not progress, leave=False):
         batch_seed = None if streams is None else int(torch.randint(0, 2**62, (1,), generator=streams))
         ids = model.generate(_to(batch, device), max_len=max_len, do_sample=do_sample, top_k=top_k,
-                             temperature=temperature, seed=batch_seed)
+                             temperature=temperature, seed=batch_seed, sample_policy=sample_policy)
         texts.extend(vocab.decode(row) for row in ids)
     return texts
 
@@ -292,7 +311,8 @@ def generate_runs(model: ETHREED, items: Sequence[dict], examples: Sequence[dict
     for seed in cfg.seeds:
         responses = generate_responses(model, items, vocab, batch_size=cfg.eval_batch_size,
                                        max_len=cfg.max_decode_len, do_sample=cfg.do_sample, top_k=cfg.top_k,
-                                       temperature=cfg.temperature, seed=seed, progress=progress)
+                                       temperature=cfg.temperature, seed=seed,
+                                       sample_policy=cfg.policy_inference == "sample", progress=progress)
         runs[seed] = [{"conv_id": ex.get("conv_id", ""), "context": list(ex["context"]),
                        "reference": ex["response"], "response": resp}
                       for ex, resp in zip(examples, responses)]
@@ -356,7 +376,7 @@ def run(cfg: EthreedTrainConfig, splits: dict[str, list[dict]] | None = None, pr
                "best_epoch": best.get("epoch"), "validation_ppl": best.get("val_ppl"), "epochs": log,
                "seeds": list(cfg.seeds),
                "decoding": {"do_sample": cfg.do_sample, "top_k": cfg.top_k, "temperature": cfg.temperature,
-                            "max_len": cfg.max_decode_len},
+                            "max_len": cfg.max_decode_len, "policy_inference": cfg.policy_inference},
                "generations": {str(s): f"{GENERATIONS_DIR}/seed{s}.jsonl" for s in cfg.seeds},
                "recipe_hash": recipe_hash(cfg)}
 
@@ -385,6 +405,7 @@ def run(cfg: EthreedTrainConfig, splits: dict[str, list[dict]] | None = None, pr
 
 def _card_extra(cfg: EthreedTrainConfig) -> str:
     decoding = (f"sampling, top-k {cfg.top_k}, temperature {cfg.temperature}" if cfg.do_sample else "greedy")
+    decoding += f"; policy R^_e: {'a seeded Gaussian draw' if cfg.policy_inference == 'sample' else 'its mean'}"
     return (
         "## Files\n\n"
         "- `model.safetensors`, `config.json`, `vocab.json`: `ETHREED.from_pretrained(folder)` and "
@@ -397,7 +418,7 @@ def _card_extra(cfg: EthreedTrainConfig) -> str:
         "response}}` with the full context. The shared evaluation reads them as an external system "
         f"(`jsonl:{cfg.output_dir}/{GENERATIONS_DIR}/seed{{seed}}.jsonl`); `{GENERATIONS_DIR}/metrics.json` "
         "repeats the PPL beside them. (The single greedy `generations_test.jsonl` of earlier versions is "
-        "gone: set `do_sample: false` for greedy runs.)\n\n"
+        "gone: set `do_sample: false` and `policy_inference: mean` for one deterministic run.)\n\n"
         "Responses are lowercased word tokens joined by spaces (the model's vocabulary); out-of-vocabulary "
         "words are never generated.")
 
