@@ -98,3 +98,16 @@ def test_reward_pairs_keep_their_order_across_length_sorted_chunks():
         together = reward.logits(contexts, responses)
         alone = torch.cat([reward.logits([c], [r]) for c, r in zip(contexts, responses)])
         assert torch.allclose(together, alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("env, expected", [("no", False), ("bf16", True)])
+def test_sft_mixed_precision_auto_sets_bf16_from_the_choice(env, expected, monkeypatch, tmp_path):
+    from emprl.sft import SFTTrainingArguments
+
+    monkeypatch.setenv("EMPRL_MIXED_PRECISION", env)
+    args = SFTTrainingArguments(output_dir=str(tmp_path), mixed_precision="auto", report_to=[])
+    assert args.bf16 is expected
+    if expected and not torch.cuda.is_available():
+        assert args.use_cpu  # transformers refuses bf16 without a GPU otherwise
+    with pytest.raises(ValueError, match="mixed_precision"):
+        SFTTrainingArguments(output_dir=str(tmp_path), mixed_precision="fp8", report_to=[])

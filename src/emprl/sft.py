@@ -72,6 +72,25 @@ class SFTTrainingArguments(Seq2SeqTrainingArguments):
     learning_rate: float = 1e-4
     per_device_train_batch_size: int = 8
     per_device_eval_batch_size: int = 8
+    mixed_precision: str = field(default="no", metadata={
+        "help": "auto: bf16 autocast where the device computes bf16 natively (CUDA, CPUs with AVX512-BF16/AMX), "
+                "fp32 elsewhere; no: as bf16/fp16 say"})
+
+    def __post_init__(self):
+        import torch
+
+        from emprl.precision import CHOICES, choose_mixed_precision
+
+        if self.mixed_precision not in CHOICES:
+            raise ValueError(f"key 'mixed_precision': expected one of {', '.join(CHOICES)}, got {self.mixed_precision!r}")
+        if self.mixed_precision != "no" and not (self.bf16 or self.fp16):
+            device = "cuda" if torch.cuda.is_available() and not self.use_cpu else "cpu"
+            chosen, why = choose_mixed_precision(self.mixed_precision, device)
+            logging.getLogger("emprl.sft").info("precision: %s", why)
+            self.bf16 = chosen == "bf16"
+        if self.bf16 and not torch.cuda.is_available():
+            self.use_cpu = True  # transformers accepts bf16 without a GPU only when told it runs on the CPU
+        super().__post_init__()
 
 
 def main(argv: list[str] | None = None) -> dict | None:

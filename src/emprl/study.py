@@ -123,7 +123,7 @@ def build_report(cfg: RLStudyConfig, runs: list[Run], eval_dir: str, minutes: di
                  total_minutes: float) -> dict:
     with open(os.path.join(eval_dir, "results.json"), encoding="utf-8") as fh:
         results = json.load(fh)
-    paired = results.get("paired", {})
+    paired = {entry["system"]: entry for entry in results.get("paired") or []}
     rows = []
     for run in runs:
         metrics = _read_json(os.path.join(run.step.output_dir, "metrics.json"))
@@ -138,7 +138,9 @@ def build_report(cfg: RLStudyConfig, runs: list[Run], eval_dir: str, minutes: di
     verdict = _verdict(rows)
     return {"ppo_recipe": cfg.ppo_recipe, "control_recipe": cfg.control_recipe,
             "evaluate_recipe": cfg.evaluate_recipe, "seeds": cfg.seeds, "ppo_overrides": cfg.ppo_overrides,
-            "design": results.get("paired_design", {}), "rows": rows, "verdict": verdict,
+            "design": {"contexts": results.get("num_examples"), "seeds": results.get("seeds"),
+                       "samples_per_context": (results.get("recipe") or {}).get("samples_per_context")},
+            "rows": rows, "verdict": verdict,
             "minutes_total": total_minutes}
 
 
