@@ -65,6 +65,8 @@ class PPOScriptConfig:
     top_p: float = 1.0
     temperature: float = 0.9
     max_new_tokens: int = 30
+    min_new_tokens: int = field(default=0, metadata={
+        "help": "rollouts end no earlier than this (the authors: 5); see docs/minimum-length.md"})
     generation_batch_size: int | None = field(default=None, metadata={"help": "default: batch_size"})
     eval_batch_size: int | None = field(default=None, metadata={
         "help": "held-out generation batch (default: generation_batch_size); larger is faster on CPU"})
@@ -92,6 +94,9 @@ class PPOScriptConfig:
     def __post_init__(self):
         if self.eval_repeats < 1:
             raise ValueError(f"key 'eval_repeats': expected a positive integer, got {self.eval_repeats}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(f"key 'min_new_tokens': expected 0 to max_new_tokens ({self.max_new_tokens}), "
+                             f"got {self.min_new_tokens}")
 
 
 def main(argv=None):
@@ -153,7 +158,7 @@ class PPORun:
         self.builder = prompt_builder_for(path, tokenizer, self.is_encoder_decoder,
                                           max_source_tokens=cfg.max_source_tokens, speaker_tag=cfg.speaker_tag,
                                           listener_tag=cfg.listener_tag, system_prompt=cfg.system_prompt)
-        tokenizer.padding_side = self.builder.generation_padding_side  # T5: right (DESIGN.md §5)
+        tokenizer.padding_side = self.builder.generation_padding_side  # T5: right (docs/padding-sides.md)
         self.stop_ids = _stop_ids(model.pretrained_model, tokenizer, self.builder)
 
         chosen = getattr(ppo_cfg, "_emprl_recipe", {}).get("values", {})
@@ -175,11 +180,12 @@ class PPORun:
                   "speaker_tag": self.builder.speaker_tag, "listener_tag": self.builder.listener_tag}
         self.reward = build_reward(cfg.reward, **shared)
         self.empathy = _find_empathy_reward(self.reward, cfg, self.trainer.accelerator.device)
-        # The paper's decoding, and nothing from the model's saved generation config (no min length:
-        # it pushes the KL estimate negative, DESIGN.md §5).
+        # The paper's decoding, and nothing from the model's saved generation config. No minimum length
+        # unless the recipe asks for one: it can push the KL estimate negative (docs/minimum-length.md).
         self.generation_kwargs = dict(
             do_sample=True, top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature,
-            max_new_tokens=cfg.max_new_tokens, min_length=0, repetition_penalty=1.0, no_repeat_ngram_size=0,
+            max_new_tokens=cfg.max_new_tokens, min_length=0, min_new_tokens=cfg.min_new_tokens,
+            repetition_penalty=1.0, no_repeat_ngram_size=0,
             pad_token_id=tokenizer.pad_token_id, eos_token_id=self.stop_ids)
         self.generation_batch_size = cfg.generation_batch_size or ppo_cfg.batch_size
         self.eval_rows = [row for row in _eval_subset(len(self.eval_data), cfg.eval_samples, cfg.eval_seed)
@@ -446,7 +452,7 @@ Files: `log.jsonl` (per PPO step), `eval.jsonl` (held-out evaluations), `trainin
 def load_value_head_policy(cfg: PPOScriptConfig):
     """The SFT policy with a fresh value head, and its reference: LoRA -> adapters off (``None``);
     full fine-tuning -> a frozen copy. An SFT folder holding a LoRA adapter is merged first, so the
-    reference is the SFT policy and not the pre-SFT base (DESIGN.md §5)."""
+    reference is the SFT policy and not the pre-SFT base (docs/lora-reference.md)."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
     from trl import (
         AutoModelForCausalLMWithValueHead,
@@ -517,7 +523,7 @@ def plot_training_curves(log_rows: list[dict], eval_rows: list[dict], path: str)
 
 
 def _init_distributed() -> None:
-    # `accelerate launch`/torchrun on CPU: without this, each process would train alone (DESIGN.md §5).
+    # `accelerate launch`/torchrun on CPU: without this, each process would train alone (docs/cpu-ranks.md).
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         from accelerate import PartialState
 
