@@ -305,7 +305,12 @@ def smoke_command(experiment: str, launcher: list[str], jobs: int, root: str | N
     minutes = run_steps(steps, lambda step: launcher + ["-m", step.stage.module, step.recipe_path], jobs=jobs,
                         log_dir=os.path.join(root, "logs"))
     total = (time.time() - started) / 60
-    print(f"[smoke] {experiment}: all {len(steps)} stages passed in {total:.1f} min ({jobs} at a time): "
+    # CPU seconds of the stage processes: what the run costs on a machine that other work also loads.
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"[smoke] {experiment}: all {len(steps)} stages passed in {total:.1f} min ({jobs} at a time; "
+          f"stage processes used {usage.ru_utime + usage.ru_stime:.0f} CPU s): "
           + ", ".join(f"{name} {m * 60:.0f} s" for name, m in minutes.items()), flush=True)
     if made_root:
         shutil.rmtree(root, ignore_errors=True)
