@@ -184,8 +184,9 @@ class PPORun:
         # unless the recipe asks for one: it can push the KL estimate negative (docs/minimum-length.md).
         self.generation_kwargs = dict(
             do_sample=True, top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature,
-            max_new_tokens=cfg.max_new_tokens, min_length=0, min_new_tokens=cfg.min_new_tokens,
-            repetition_penalty=1.0, no_repeat_ngram_size=0,
+            max_new_tokens=cfg.max_new_tokens, repetition_penalty=1.0, no_repeat_ngram_size=0,
+            # min_new_tokens overrides a saved min_length; setting both makes transformers warn each call
+            **({"min_new_tokens": cfg.min_new_tokens} if cfg.min_new_tokens else {"min_length": 0}),
             pad_token_id=tokenizer.pad_token_id, eos_token_id=self.stop_ids)
         self.generation_batch_size = cfg.generation_batch_size or ppo_cfg.batch_size
         self.eval_rows = [row for row in _eval_subset(len(self.eval_data), cfg.eval_samples, cfg.eval_seed)
