@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from emprl.chain import Link, needed_links, path_of
+from emprl.chain import Link, path_of
 from emprl.errors import UserError
 
 DEMO_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_data")
