@@ -27,14 +27,15 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_TELEMETRY := 1
 
 .PHONY: help install install-demo test lint clean train-all sft identifiers label ppo ablations ethreed evaluate \
-        bench-reward bench-ppo rl-study
+        bench-reward bench-ppo rl-study smoke check
 
 help:
 	@echo "make train-all [RECIPE=recipes/demo] [ACCELERATE_CONFIG=...] [FORCE=1] [JOBS=2]   whole pipeline"
 	@echo "make test                                   test suite (tiny models, no network)"
 	@echo "make sft | identifiers | label | ppo | ablations | ethreed | evaluate  [RECIPE=recipes/<exp>]"
 	@echo "make rl-study                               T5 lane PPO x 3 seeds + control, paired against SFT"
-	@echo "make bench-reward | bench-ppo               speed figures (CPU)"
+	@echo "make smoke | check [RECIPE=recipes/<exp>]   the chain end to end on tiny models | its paths only"
+	@echo "make bench-reward | bench-ppo [SCALE=paper] speed figures"
 	@echo "make install | install-demo | lint | clean"
 
 # ---- environment ------------------------------------------------------------------------------
@@ -88,7 +89,16 @@ bench-reward: $(VENV)/.demo
 	$(PY) -m emprl.benchmarks.bench_reward
 
 bench-ppo: $(VENV)/.demo
-	$(PY) -m emprl.benchmarks.bench_ppo
+	$(PY) -m emprl.benchmarks.bench_ppo $(if $(SCALE),--scale $(SCALE)) $(if $(STEPS),--steps $(STEPS))
+
+# Every stage of $(RECIPE)'s chain, a few steps, tiny models of the same family, bundled demo data.
+smoke: $(VENV)/.demo
+	$(PY) -m emprl.pipeline --smoke --recipe $(RECIPE) --accelerate_config recipes/accelerate/cpu.yaml \
+		$(if $(JOBS),--jobs $(JOBS))
+
+# Every path each stage reads is written by an earlier stage or exists (no model is loaded).
+check: $(VENV)/.installed
+	$(PY) -m emprl.pipeline --check --recipe $(RECIPE)
 
 # ---- checks -----------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from emprl.metrics import load_metric, mean_ci95, perplexity, split_words
+from emprl.metrics import load_metric, mean_ci95, nltk_words, perplexity, split_words
 
 
 @pytest.fixture(autouse=True)
@@ -47,14 +47,20 @@ def test_word_tokenize_keeps_apostrophes_numbers_and_splits_punctuation():
 
 
 def test_distinct_hand_computed():
-    # Tokens: [i, am, happy, .] and [i, am, sad, !].
-    # Unigrams: 8 in all, distinct {i, am, happy, ., sad, !} = 6 -> 75.0.
-    # Bigrams: (i am) (am happy) (happy .) (i am) (am sad) (sad !) = 6, distinct 5 -> 83.33.
+    # Case-sensitive NLTK tokens: [I, am, happy, .] and [i, am, sad, !].
+    # Unigrams: 8 in all, distinct {I, i, am, happy, ., sad, !} = 7 -> 87.5.
+    # Bigrams: (I am) (am happy) (happy .) (i am) (am sad) (sad !) = 6, all distinct -> 100.
     # "" adds no n-gram; n-grams never cross responses (no "." -> "i" bigram).
     out = load_metric("distinct").compute(predictions=["I am happy.", "", "i am sad!"])
-    assert out["dist-1"] == pytest.approx(75.0)
-    assert out["dist-2"] == pytest.approx(500 / 6)
+    assert out["dist-1"] == pytest.approx(87.5)
+    assert out["dist-2"] == pytest.approx(100.0)
     assert load_metric("distinct").compute(predictions=["", ""]) == {"dist-1": 0.0, "dist-2": 0.0}
+
+
+def test_nltk_words_split_sentences_and_clitics_keeping_case():
+    # The full stop inside the text is split off (NLTKWordTokenizer alone would keep "sorry.").
+    assert nltk_words("I'm so sorry. Don't worry!") == ["I", "'m", "so", "sorry", ".", "Do", "n't", "worry", "!"]
+    assert nltk_words("   ") == []
 
 
 def test_emp_f1_hand_computed_weighted_f1():

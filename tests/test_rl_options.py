@@ -85,6 +85,7 @@ def test_reward_pairs_keep_their_order_across_length_sorted_chunks():
     import tempfile
 
     import tiny
+
     from reward_models import EmpathyIdentifier, EmpathyReward
 
     with tempfile.TemporaryDirectory() as root:

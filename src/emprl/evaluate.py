@@ -49,9 +49,19 @@ RELEVANCE_METRIC = ("f_bert", "F_BERT", 2)  # a column only when relevance_encod
 PAIRED_METRICS = [("r_emp", "R_emp", 3), ("emp_f1", "Emp-F1", 2), ("f_bert", "F_BERT", 2)]
 REFERENCE_METRICS = [("bleu-1", "BLEU-1", 2), ("bleu-2", "BLEU-2", 2), ("rouge-l", "ROUGE-L", 2)]
 MECHANISM_SHORT = {"emotional_reactions": "ER", "interpretations": "IP", "explorations": "EX"}
-# Ma et al., IEEE TAFFC 2025: Table II (T5 SFT, EmpRL) and Table VI (ablations), EmpatheticDialogues test.
-PAPER_ROWS = [("w/o RL (T5 SFT)", 11.95, 4.01, 25.24, 65.70), ("EmpRL", 12.90, 4.65, 29.03, 69.43),
-              ("w/o KL (600 steps)", 14.49, 4.79, 29.88, 68.87), ("w/o empathy reward", 12.10, 3.96, 25.13, 65.90)]
+# Ma et al., IEEE TAFFC 2025: the figures printed beside ours in results.md, per table: caption,
+# column titles, rows (system, values...).
+PAPER_TABLES = {
+    "ed": ("Tables II and VI, EmpatheticDialogues test", ("PPL", "Dist-1", "Dist-2", "Emp-F1"), [
+        ("w/o RL (T5 SFT)", 11.95, 4.01, 25.24, 65.70), ("EmpRL", 12.90, 4.65, 29.03, 69.43),
+        ("Llama3 (Llama-3-8B LoRA SFT)", 7.78, 4.77, 28.78, 67.74),
+        ("w/o KL (600 steps)", 14.49, 4.79, 29.88, 68.87), ("w/o empathy reward", 12.10, 3.96, 25.13, 65.90)]),
+    "pec": ("Table III, PEC test", ("PPL", "Dist-1", "Dist-2", "Emp-F1"), [
+        ("T5", 18.89, 4.30, 25.51, 69.84), ("Llama3", 13.78, 5.32, 28.79, 70.98),
+        ("EmpRL", 20.25, 4.96, 28.43, 72.73)]),
+    "dailydialog": ("Table VII, DailyDialog test", ("BLEU-1", "BLEU-2", "ROUGE-L"), [
+        ("T5", 30.46, 18.66, 9.64), ("Llama3", 31.49, 19.78, 12.28), ("EmpRL", 28.76, 17.66, 9.21)]),
+}
 ED_FORMATS = ("empathetic_dialogues", "emprl_json")  # emprl_json: the authors' preprocessed ED release
 
 
@@ -90,7 +100,10 @@ class EvaluateConfig:
         "help": "auto: from the data spec (disk: data follows the labelling stage's record)"})
     reference_metrics: bool | None = field(default=None, metadata={"help": "BLEU-1/2, ROUGE-L (null: on DailyDialog)"})
     paper_reference: bool | None = field(default=None, metadata={
-        "help": "add the paper's figures to results.md (null: when the data is EmpatheticDialogues)"})
+        "help": "add the paper's figures to results.md (null: when the data is EmpatheticDialogues or "
+                "paper_table is set)"})
+    paper_table: Literal["ed", "pec", "dailydialog"] | None = field(default=None, metadata={
+        "help": "which of the paper's tables to print (null: ed)"})
     external_ppl: dict[str, float] = field(default_factory=dict, metadata={
         "help": "PPL of jsonl: systems, by row name (else metrics.json beside the file: test_ppl or ppl)"})
     num_examples_shown: int = field(default=5, metadata={"help": "contexts in examples.md"})
@@ -157,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     from tqdm.auto import tqdm
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    state = PartialState(cpu=device == "cpu")  # joins the ranks of `accelerate launch` (DESIGN.md §5)
+    state = PartialState(cpu=device == "cpu")  # joins the ranks of `accelerate launch` (docs/cpu-ranks.md)
     if state.num_processes > 1 or cfg.device == "auto":
         device = state.device
 
@@ -176,7 +189,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     conv_ids = list(rows["conv_id"])
     kind = cfg.data_kind if cfg.data_kind != "auto" else detect_data_kind(cfg.data)
     with_refs = cfg.reference_metrics if cfg.reference_metrics is not None else kind == "dailydialog"
-    with_paper = cfg.paper_reference if cfg.paper_reference is not None else kind == "empathetic_dialogues"
+    with_paper = cfg.paper_reference if cfg.paper_reference is not None else \
+        kind == "empathetic_dialogues" or cfg.paper_table is not None
     if state.is_main_process:
         logger.info("%d %s examples of %s (%s), %d systems x %d seeds, %d process(es) on %s", len(rows), cfg.split,
                     cfg.data, kind, len(systems), len(cfg.seeds), state.num_processes, device)
@@ -494,7 +508,6 @@ def score_runs(scorer: Scorer, runs: dict[int, list[str]], k: int, references, g
 def paired_differences(cfg: EvaluateConfig, results: dict) -> list[dict]:
     """For each (system, baseline) of ``cfg.paired``: paired differences over the test contexts of mean
     R_emp and F_BERT (paired_difference) and of Emp-F1 (paired_bootstrap_statistic over confusion counts)."""
-    import numpy as np
 
     from emprl.metrics import emp_f1_from_confusion
     from emprl.paired import paired_bootstrap_statistic, paired_difference
@@ -581,8 +594,7 @@ def write_outputs(cfg, results, stamp, inputs, contexts, references, conv_ids, *
         "reference_metrics": with_refs, "runtime_s": round(runtime_s, 1), "systems": {},
         "samples_per_context": cfg.samples_per_context, "relevance_encoder": cfg.relevance_encoder,
         "paired": paired_differences(cfg, results),
-        "paper_reference": [dict(zip(("system", "ppl", "dist-1", "dist-2", "emp_f1"), row)) for row in PAPER_ROWS]
-        if with_paper else None,
+        "paper_reference": _paper_reference(cfg.paper_table or "ed") if with_paper else None,
         "recipe": config_to_dict(cfg),
     }
     for name, res in results.items():
@@ -625,7 +637,8 @@ def results_markdown(report: dict) -> str:
         "PPL: corpus-level perplexity of the reference responses under teacher forcing (all token NLLs of the "
         "test set summed, divided by the token count; one value per system, no sampling). Other columns: "
         f"mean ± 95% confidence interval (Student t) over {n_seeds} seed{'s' if n_seeds > 1 else ''}. "
-        "Dist-n: distinct n-grams over all n-grams of all responses, ×100. Emp-F1: weighted F1 between the "
+        "Dist-n: distinct n-grams over all n-grams of all responses (corpus level), on case-sensitive NLTK "
+        "word tokens as the authors counted them, ×100. Emp-F1: weighted F1 between the "
         "identifiers' levels on (context, reference) and on (context, response), mean of ER/IP/EX, ×100. "
         "R_emp: mean empathy reward exp(-L_emp) in (0, 1]. Length: mean words per response."
         + (f" F_BERT: relevance to the reference, the F1 of greedy cosine matching of the response's and the "
@@ -641,16 +654,16 @@ def results_markdown(report: dict) -> str:
         lines.append(f"| {name} | {' | '.join(cells)} | {_cell(res['summary'].get('length'), 2)} |")
     lines += ["", "Empty (%): share of responses that are empty after decoding (all samples of a seed); "
                   "Length: mean words per response."]
-    if report["paper_reference"]:
+    paper = report["paper_reference"]
+    if paper:
         lines += [
             "", "## Reference: the paper's figures", "",
-            "| System (paper) | PPL | Dist-1 | Dist-2 | Emp-F1 |", "| --- | --- | --- | --- | --- |",
-            *(f"| {r['system']} | {r['ppl']:.2f} | {r['dist-1']:.2f} | {r['dist-2']:.2f} | {r['emp_f1']:.2f} |"
-              for r in report["paper_reference"]),
+            "| System (paper) | " + " | ".join(paper["columns"]) + " |", "| --- " * (len(paper["columns"]) + 1) + "|",
+            *(f"| {r['system']} | " + " | ".join(f"{v:.2f}" for v in r["values"]) + " |" for r in paper["rows"]),
             "",
-            "These are the paper's figures (Ma et al., IEEE TAFFC 2025, Tables II and VI): T5-base on the real "
-            "EmpatheticDialogues test set, 5 seeds. They are not comparable to runs on other models or data, "
-            "such as the offline demo (a small model, bundled demo dialogues, a few examples).",
+            f"These are the paper's figures (Ma et al., IEEE TAFFC 2025, {paper['caption']}; Dist-n there on "
+            "case-sensitive NLTK word tokens, as here). They are not comparable to runs on other models or data, "
+            "such as the offline demo or a smoke run (small models, bundled demo dialogues, a few examples).",
         ]
     lines += ["", f"Generations: `generations/<system>/seed<k>.jsonl`; examples side by side: `examples.md`. "
                   f"Runtime {report['runtime_s']:.0f} s.", ""]
@@ -693,6 +706,12 @@ def paired_markdown(report: dict) -> list[str]:
 
 def _p(value: float) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _paper_reference(table: str) -> dict:
+    caption, columns, rows = PAPER_TABLES[table]
+    return {"table": table, "caption": caption, "columns": list(columns),
+            "rows": [{"system": row[0], "values": list(row[1:])} for row in rows]}
 
 
 def results_table(report: dict) -> str:

@@ -323,7 +323,7 @@ def stage_finished(output_dir: str, stamp: str, inputs: dict) -> bool:
 
 
 def init_distributed() -> None:
-    # `accelerate launch` with several CPU ranks: without this each process trains alone (DESIGN.md §5).
+    # `accelerate launch` with several CPU ranks: without this each process trains alone (docs/cpu-ranks.md).
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         from accelerate import PartialState
 

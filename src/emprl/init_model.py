@@ -88,7 +88,16 @@ def training_texts(dataset, speaker_tag: str, listener_tag: str) -> Iterator[str
 def train_tokenizer(texts, vocab_size: int, kind: str = "unigram", model_max_length: int = 512):
     """A transformers fast tokenizer trained on ``texts``: Metaspace pieces, T5's special ids, and
     ``</s>`` appended to every encoded text (single or pair), as T5's tokenizer does."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     if kind == "unigram":

@@ -1,7 +1,7 @@
 """One resolver for every model name a recipe can hold.
 
 - a local folder: used as it is;
-- ``pypi:<package>``: a model shipped inside a PyPI package (the offline demo, DESIGN.md §3). A plain
+- ``pypi:<package>``: a model shipped inside a PyPI package (the offline demo, docs/offline-models.md). A plain
   transformers folder inside the package is used in place; a GGUF file is dequantised once into a
   cache folder (``$EMPRL_CACHE``, default ``~/.cache/emprl``) and reused from there;
 - a hub id (``t5-base``): taken from the local hub cache, or downloaded where a hub is reachable.

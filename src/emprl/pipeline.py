@@ -2,6 +2,8 @@
 
     python -m emprl.pipeline --recipe recipes/demo [--accelerate_config recipes/accelerate/cpu.yaml]
                              [--jobs 2] [--force] [--dry_run]
+    python -m emprl.pipeline --check --recipe DIR    every path a stage reads is written earlier or exists
+    python -m emprl.pipeline --smoke --recipe DIR    the whole chain, a few steps, tiny models, demo data
 
 Stages form a small graph (SFT and the identifiers are independent, PPO and its ablations need both,
 the ETHREED baseline needs neither, evaluation needs everything). With ``--jobs N`` up to N stages
@@ -247,17 +249,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dry_run", action="store_true", help="print the plan and stop")
     parser.add_argument("--targets", nargs="+", default=None, metavar="RECIPE_FILE",
                         help="only these stages (recipe file names, e.g. t5_sft.yaml) and the stages they read from")
+    parser.add_argument("--check", action="store_true",
+                        help="check the chain (every path a stage reads is written by an earlier stage or exists)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="run every stage a few steps with tiny models on the demo data (src/emprl/smoke.py)")
+    parser.add_argument("--smoke_root", default=None,
+                        help="smoke outputs (default: a new temporary folder, removed when the smoke passes)")
     args = parser.parse_args(argv)
+    if args.check:
+        check_command(args.recipe)
+        return
     if not os.path.isfile(args.accelerate_config):
         raise UserError(f"{args.accelerate_config}: accelerate config does not exist")
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs: expected a positive integer, got {args.jobs}")
 
+    launcher = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch",
+                "--config_file", args.accelerate_config]
+    if args.smoke:
+        smoke_command(args.recipe, launcher, args.jobs or default_jobs(), args.smoke_root)
+        return
     steps = plan(args.recipe, args.force)
     if args.targets:
         steps = only_targets(steps, args.targets)
-    launcher = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch",
-                "--config_file", args.accelerate_config]
 
     def command_for(step: Step) -> list[str]:
         return launcher + ["-m", step.stage.module, step.recipe_path]
@@ -281,6 +295,53 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {name:<28} {m:5.1f} min")
     if not args.targets:
         _print_where(steps)
+
+
+def check_command(experiment: str) -> None:
+    from emprl.chain import check_chain
+
+    links = check_chain(experiment)
+    print(f"[check] {experiment}: {len(links)} stages, every path they read is written earlier or exists")
+
+
+def smoke_command(experiment: str, launcher: list[str], jobs: int, root: str | None = None) -> None:
+    """The chain (with the stages of its ``after`` experiments it needs) at smoke size, through the
+    same stage commands as train-all, under ``root``; fails like train-all on a failed stage."""
+    import shutil
+    import tempfile
+
+    from emprl.chain import check_chain, needed_links, writer_of
+    from emprl.chain import path_of as spec_path
+    from emprl.smoke import move_outputs, write_smoke_recipes
+
+    links = needed_links(experiment, check_chain(experiment))
+    made_root = root is None
+    root = os.path.abspath(root or tempfile.mkdtemp(prefix="emprl-smoke-"))
+    started = time.time()
+    rewritten = write_smoke_recipes(links, root)
+    print(f"[smoke] {experiment}: {len(links)} stages under {root} (tiny models built in "
+          f"{time.time() - started:.0f} s)", flush=True)
+    # Stage keys unique across experiments (two folders may both have sft.yaml).
+    keys = {id(link): f"{os.path.basename(os.path.normpath(link.experiment))}__{link.stage.recipe}"
+            for link in links}
+    steps = []
+    for i, (link, path) in enumerate(rewritten):
+        writers = {id(writer_of(spec_path(spec), links[:i])) for _, spec in link.reads}
+        stage = Stage(keys[id(link)].replace("__", ": "), link.stage.module, keys[id(link)])
+        steps.append(Step(stage, path, move_outputs(link.output_dir, root), True,
+                          tuple(keys[id(w)] for w in links[:i] if id(w) in writers)))
+    minutes = run_steps(steps, lambda step: launcher + ["-m", step.stage.module, step.recipe_path], jobs=jobs,
+                        log_dir=os.path.join(root, "logs"))
+    total = (time.time() - started) / 60
+    # CPU seconds of the stage processes: what the run costs on a machine that other work also loads.
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"[smoke] {experiment}: all {len(steps)} stages passed in {total:.1f} min ({jobs} at a time; "
+          f"stage processes used {usage.ru_utime + usage.ru_stime:.0f} CPU s): "
+          + ", ".join(f"{name} {m * 60:.0f} s" for name, m in minutes.items()), flush=True)
+    if made_root:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _common_parent(paths: list[str]) -> str:

@@ -73,6 +73,8 @@ class PPOScriptConfig:
     top_p: float = 1.0
     temperature: float = 0.9
     max_new_tokens: int = 30
+    min_new_tokens: int = field(default=0, metadata={
+        "help": "rollouts end no earlier than this (the authors: 5); see docs/minimum-length.md"})
     generation_batch_size: int | None = field(default=None, metadata={"help": "default: batch_size"})
     # Reward handling beyond TRL's own keys (use_score_norm, use_score_scaling, whiten_rewards).
     samples_per_context: int = field(default=1, metadata={
@@ -120,6 +122,9 @@ class PPOScriptConfig:
         if self.mixed_precision not in CHOICES:
             raise ValueError(f"key 'mixed_precision': expected one of {', '.join(CHOICES)}, "
                              f"got {self.mixed_precision!r}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(f"key 'min_new_tokens': expected 0 to max_new_tokens ({self.max_new_tokens}), "
+                             f"got {self.min_new_tokens}")
 
 
 def main(argv=None):
@@ -182,7 +187,7 @@ class PPORun:
         self.builder = prompt_builder_for(path, tokenizer, self.is_encoder_decoder,
                                           max_source_tokens=cfg.max_source_tokens, speaker_tag=cfg.speaker_tag,
                                           listener_tag=cfg.listener_tag, system_prompt=cfg.system_prompt)
-        tokenizer.padding_side = self.builder.generation_padding_side  # T5: right (DESIGN.md §5)
+        tokenizer.padding_side = self.builder.generation_padding_side  # T5: right (docs/padding-sides.md)
         self.stop_ids = _stop_ids(model.pretrained_model, tokenizer, self.builder)
 
         chosen = getattr(ppo_cfg, "_emprl_recipe", {}).get("values", {})
@@ -203,11 +208,13 @@ class PPORun:
                   "speaker_tag": self.builder.speaker_tag, "listener_tag": self.builder.listener_tag}
         self.reward = build_reward(cfg.reward, **shared)
         self.empathy = _find_empathy_reward(self.reward, cfg, self.trainer.accelerator.device)
-        # The paper's decoding, and nothing from the model's saved generation config (no min length:
-        # it pushes the KL estimate negative, DESIGN.md §5).
+        # The paper's decoding, and nothing from the model's saved generation config. No minimum length
+        # unless the recipe asks for one: it can push the KL estimate negative (docs/minimum-length.md).
         self.generation_kwargs = dict(
             do_sample=True, top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature,
-            max_new_tokens=cfg.max_new_tokens, min_length=0, repetition_penalty=1.0, no_repeat_ngram_size=0,
+            max_new_tokens=cfg.max_new_tokens, repetition_penalty=1.0, no_repeat_ngram_size=0,
+            # min_new_tokens overrides a saved min_length; setting both makes transformers warn each call
+            **({"min_new_tokens": cfg.min_new_tokens} if cfg.min_new_tokens else {"min_length": 0}),
             pad_token_id=tokenizer.pad_token_id, eos_token_id=self.stop_ids)
         self.generation_batch_size = cfg.generation_batch_size or ppo_cfg.batch_size
         self.eval_rows = [row for row in _eval_subset(len(self.eval_data), cfg.eval_samples, cfg.eval_seed)
@@ -507,7 +514,7 @@ def _summary(result: dict) -> dict:
 def load_value_head_policy(cfg: PPOScriptConfig):
     """The SFT policy with a fresh value head, and its reference: LoRA -> adapters off (``None``);
     full fine-tuning -> a frozen copy. An SFT folder holding a LoRA adapter is merged first, so the
-    reference is the SFT policy and not the pre-SFT base (DESIGN.md §5)."""
+    reference is the SFT policy and not the pre-SFT base (docs/lora-reference.md)."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
     from trl import (
         AutoModelForCausalLMWithValueHead,
@@ -602,7 +609,7 @@ def _choose_precision(cfg: PPOScriptConfig, ppo_cfg: PPOConfig) -> str:
 
 
 def _init_distributed() -> None:
-    # `accelerate launch`/torchrun on CPU: without this, each process would train alone (DESIGN.md §5).
+    # `accelerate launch`/torchrun on CPU: without this, each process would train alone (docs/cpu-ranks.md).
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         from accelerate import PartialState
 

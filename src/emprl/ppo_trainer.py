@@ -1,6 +1,6 @@
 """TRL 0.11.4's classic ``PPOTrainer`` with what the EmpRL stage needs on top.
 
-1. The first-token fix (DESIGN.md §5). For encoder-decoder policies ``batched_forward_pass`` masks
+1. The first-token fix (docs/first-token-fix.md). For encoder-decoder policies ``batched_forward_pass`` masks
    log-prob index 0, which is log p(y1 | x, <start>): the first generated word never receives a
    policy gradient, a KL term or a value target. We re-enable that index for every response that has
    a token after the decoder start. ``fix_first_token=False`` restores TRL's behaviour (for exact

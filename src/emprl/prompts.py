@@ -31,7 +31,7 @@ class PromptBuilder:
 
     @property
     def generation_padding_side(self) -> str:
-        # T5 batches are padded on the right (left padding made PPO's KL unstable, DESIGN.md §5);
+        # T5 batches are padded on the right (left padding made PPO's KL unstable, docs/padding-sides.md);
         # decoder-only models need the prompt to end where generation starts, so pad on the left.
         return "right" if self.is_encoder_decoder else "left"
 

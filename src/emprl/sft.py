@@ -6,7 +6,7 @@
   (most recent turns kept within ``max_source_tokens``), the target the reference reply.
 - Decoder-only (LLaMA family): usually LoRA; the prompt comes from the chat template when there is
   one, the loss falls on the reply tokens and the end-of-turn token only. The adapters are merged into
-  the weights at the end, so the PPO reference model is this SFT model (DESIGN.md §5).
+  the weights at the end, so the PPO reference model is this SFT model (docs/lora-reference.md).
 
 The output folder holds the best model by validation loss with its tokenizer and prompt settings,
 ``metrics.json`` (validation loss before and after), tensorboard logs, a model card and, written
@@ -230,7 +230,7 @@ def save_generator(trainer, tokenizer, builder, output_dir: str, merge: bool) ->
 
 def _join_cpu_ranks() -> None:
     """`accelerate launch` with several CPU ranks: TrainingArguments joins them (gloo) only when told the
-    run is on the CPU; otherwise every process trains alone on all the data (DESIGN.md §5)."""
+    run is on the CPU; otherwise every process trains alone on all the data (docs/cpu-ranks.md)."""
     import torch
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():

@@ -1,7 +1,7 @@
 """Dialogue context serialisation, shared by SFT, labelling, PPO and evaluation.
 
 Long dialogues are cut by dropping the OLDEST turns: the authors' script truncated on the right and
-so lost the most recent turns, which are the ones the response answers (DESIGN.md §5).
+so lost the most recent turns, which are the ones the response answers (docs/truncation.md).
 """
 
 from __future__ import annotations

@@ -25,6 +25,19 @@ def split_words(text: str) -> list[str]:
     return _TOKEN_RE.findall(text.lower().replace("\u2019", "'"))
 
 
+def nltk_words(text: str) -> list[str]:
+    """Case-sensitive NLTK word tokens, as the authors counted Dist-n (``nltk.word_tokenize``).
+
+    ``word_tokenize`` first splits sentences with the trained English Punkt model, a download we
+    cannot count on offline; an untrained ``PunktSentenceTokenizer`` needs none and splits at the same
+    sentence ends except after abbreviations it has not learnt ("Mr."), which it treats as ends."""
+    from nltk.tokenize import NLTKWordTokenizer
+    from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+    words = NLTKWordTokenizer()
+    return [tok for sentence in PunktSentenceTokenizer().tokenize(text) for tok in words.tokenize(sentence)]
+
+
 def load_metric(name: str, **kwargs):
     """`evaluate.load` of one of our local metric modules (by folder path, so it works offline)."""
     import evaluate

@@ -1,13 +1,15 @@
-"""Dist-1 / Dist-2: distinct n-grams over all n-grams of all generated responses (corpus level), x100."""
+"""Dist-1 / Dist-2 as the authors computed them: distinct n-grams over all n-grams of all generated
+responses (corpus level), case-sensitive NLTK word tokens, x100."""
 
 import datasets
 import evaluate
 
-from emprl.metrics import split_words
+from emprl.metrics import nltk_words
 
-_DESCRIPTION = """Corpus-level distinct n-gram ratio (Li et al., 2016). N-grams are counted inside each
-response (never across two responses) on `emprl.metrics.split_words` tokens; the score is the number
-of different n-grams over the number of n-grams in all predictions, times 100 (0 when there are none)."""
+_DESCRIPTION = """Corpus-level distinct n-gram ratio (Li et al., 2016) with the authors' tokens: NLTK word
+tokenisation, case kept ("I" and "i" are two unigrams). N-grams are counted inside each response (never
+across two responses); the score is the number of different n-grams over the number of n-grams in all
+predictions, times 100 (0 when there are none). See `emprl.metrics.nltk_words` for the tokenisation."""
 
 _KWARGS = """
 Args:
@@ -28,7 +30,7 @@ class Distinct(evaluate.Metric):
         )
 
     def _compute(self, predictions, max_n: int = 2):
-        token_lists = [split_words(p) for p in predictions]
+        token_lists = [nltk_words(p) for p in predictions]
         scores = {}
         for n in range(1, max_n + 1):
             grams = [tuple(t[i : i + n]) for t in token_lists for i in range(len(t) - n + 1)]
