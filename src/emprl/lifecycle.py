@@ -207,8 +207,10 @@ def fingerprint_inputs(paths: Iterable[str | None]) -> dict[str, str]:
         if not spec:
             continue
         path = _strip_format(str(spec))
-        if os.path.isfile(os.path.join(path, STAGE_STAMP)):
-            with open(os.path.join(path, STAGE_STAMP), "rb") as fh:
+        # a stage folder, or a file inside one (ETHREED reads the emotion classifier's label file)
+        stamped = path if os.path.isdir(path) else os.path.dirname(path)
+        if os.path.isfile(os.path.join(stamped, STAGE_STAMP)):
+            with open(os.path.join(stamped, STAGE_STAMP), "rb") as fh:
                 out[path] = STAMP_PREFIX + hashlib.sha256(fh.read()).hexdigest()[:16]
         else:
             out.update(inputs_fingerprint([path]))
