@@ -345,7 +345,11 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     stage = begin_stage("emotion_classifier", cfg.output_dir, (cfg,), overwrite=cfg.overwrite_output_dir,
                         inputs=[cfg.data, resolve_model(cfg.model, cfg.model_revision)])
-    return None if stage is None else run(cfg, stage=stage)
+    if stage is None:
+        return None
+    metrics = run(cfg, stage=stage)
+    stage.release()
+    return metrics
 
 
 if __name__ == "__main__":

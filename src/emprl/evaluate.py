@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                                runtime_s=time.time() - started)
         print(results_table(report))
         print(f"wrote {cfg.output_dir}/results.md ({time.time() - started:.0f} s)")
+    run.release()
     state.wait_for_everyone()
     return report
 

@@ -377,6 +377,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         accelerator.print(json.dumps({m: {s: round(v[s]["macro_f1"], 4) for s in ("identifier", "baseline") if s in v}
                                       for m, v in report["mechanisms"].items()}))
         accelerator.print(f"wrote {cfg.output_dir} in {report['total_seconds']:.0f} s")
+    run.release()
     return report
 
 

@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         print(f"{name}: {s['rows']} rows; " + "; ".join(
             f"{m}: " + "/".join(str(s[m][lvl]) for lvl in LEVEL_NAMES) for m in reward.mechanisms))
     print(f"wrote {cfg.output_dir} (levels as no/weak/strong counts)")
+    run.release()
     if state is not None:
         state.wait_for_everyone()
     return stats

@@ -16,6 +16,7 @@ anything to do: a stamp with the same recipe hash and the same input fingerprint
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import fcntl
@@ -74,6 +75,8 @@ def begin_stage(stage: str, output_dir: str, configs: tuple, inputs: Iterable[st
     check_owner(stage, output_dir)
     lock_path = acquire_lock(output_dir, stage) if main else None
     try:
+        if main:
+            remove_stale_temporaries(output_dir)
         stamp = read_stage_stamp(output_dir)
         finished = bool(stamp and stamp.get("complete") and stamp.get("stage") == stage)
         previous = "none"
@@ -91,11 +94,9 @@ def begin_stage(stage: str, output_dir: str, configs: tuple, inputs: Iterable[st
                       flush=True)
         elif os.path.isdir(output_dir) and os.listdir(output_dir):
             previous = "interrupted"
-        if main:
-            remove_stale_temporaries(output_dir)
-            if in_place:
-                os.makedirs(output_dir, exist_ok=True)
-                atomic_write_text(os.path.join(output_dir, OWNER_FILE), stage + "\n")
+        if main and in_place:
+            os.makedirs(output_dir, exist_ok=True)
+            atomic_write_text(os.path.join(output_dir, OWNER_FILE), stage + "\n")
     except BaseException:
         _release(lock_path)
         raise
@@ -165,18 +166,29 @@ def lock_path_for(output_dir: str) -> str:
 
 def acquire_lock(output_dir: str, stage: str) -> str:
     """An exclusive ``flock`` (freed by the kernel when the holder dies, so never stale); the file
-    names the holder for the error a second run gets."""
+    names the holder for the error a second run gets, and is removed on release."""
     path = lock_path_for(output_dir)
     _release(path)  # a lock this process kept from an earlier call (tests call main() repeatedly)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fh = open(path, "a+", encoding="utf-8")
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.seek(0)
-        holder = fh.read().strip() or "another process"
+    for _ in range(5):
+        fh = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise UserError(f"output_dir: {output_dir} is in use by {holder}; wait for it to finish or stop it") \
+                from None
+        try:  # the holder before us may have removed the file while we opened it: lock the current one
+            same = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
         fh.close()
-        raise UserError(f"output_dir: {output_dir} is in use by {holder}; wait for it to finish or stop it") from None
+    else:
+        raise UserError(f"output_dir: could not lock {path}; is another run starting on the same folder?")
     fh.seek(0)
     fh.truncate()
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -190,10 +202,16 @@ def _release(path: str | None) -> None:
     fh = _HELD.pop(path, None) if path else None
     if fh is not None:
         with contextlib.suppress(OSError):
-            fh.seek(0)
-            fh.truncate()
+            os.remove(path)  # before unlocking: a waiting run then locks a fresh file, never this one
+        with contextlib.suppress(OSError):
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
         fh.close()
+
+
+@atexit.register
+def _release_all() -> None:
+    for path in list(_HELD):
+        _release(path)
 
 
 # -- fingerprints ------------------------------------------------------------------------------------------
@@ -272,7 +290,7 @@ def check_folder_files(folder: str) -> None:
             with safe_open(path, framework="pt") as fh:
                 for key in fh.keys():
                     fh.get_tensor(key)
-        elif name.endswith((".pt", ".bin")):
+        elif name.endswith(".pt"):  # (transformers' training_args.bin is a pickle by design: not ours to judge)
             torch.load(path, map_location="cpu", weights_only=True)
         elif name.endswith(".json"):
             with open(path, encoding="utf-8") as fh:

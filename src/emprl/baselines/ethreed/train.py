@@ -412,6 +412,7 @@ def main(argv: list[str] | None = None) -> None:
                         inputs=[cfg.data, cfg.listener_emotions, cfg.glove])
     if stage is not None:
         run(cfg, stage=stage)
+        stage.release()
 
 
 if __name__ == "__main__":
