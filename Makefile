@@ -21,7 +21,8 @@ TORCH_INDEX  ?=
 SYSTEM_TORCH := $(shell python3 -c "import torch" >/dev/null 2>&1 && echo 1)
 
 ACCELERATE_CONFIG ?= recipes/accelerate/$(if $(HAS_GPU),single_gpu,cpu).yaml
-LAUNCH := $(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG)
+# `emprl launch` checks the recipe first and keeps a stage's exit code (2) and one-line error.
+LAUNCH := $(VENV)/bin/emprl launch --config_file $(ACCELERATE_CONFIG)
 
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_TELEMETRY := 1
@@ -69,15 +70,15 @@ train-all: $(VENV)/.demo
 		$(if $(JOBS),--jobs $(JOBS))
 
 sft identifiers label ppo evaluate: $(VENV)/.demo
-	$(LAUNCH) -m emprl.$@ $(RECIPE)/$@.yaml
+	$(LAUNCH) $@ $(RECIPE)/$@.yaml
 
 ablations: $(VENV)/.demo
-	$(LAUNCH) -m emprl.ppo $(RECIPE)/ppo_no_kl.yaml
-	$(LAUNCH) -m emprl.ppo $(RECIPE)/ppo_no_empathy.yaml
+	$(LAUNCH) ppo $(RECIPE)/ppo_no_kl.yaml
+	$(LAUNCH) ppo $(RECIPE)/ppo_no_empathy.yaml
 
 ethreed: $(VENV)/.demo
-	$(LAUNCH) -m emprl.emotion_classifier $(RECIPE)/emotion_classifier.yaml
-	$(LAUNCH) -m emprl.baselines.ethreed.train $(RECIPE)/ethreed.yaml
+	$(LAUNCH) emotion_classifier $(RECIPE)/emotion_classifier.yaml
+	$(LAUNCH) ethreed $(RECIPE)/ethreed.yaml
 
 # Does PPO raise R_emp beyond seed noise? The T5 lane's PPO with 3 seeds + its control, paired with SFT.
 rl-study: $(VENV)/.demo

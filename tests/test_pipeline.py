@@ -32,7 +32,7 @@ def stamp(tmp_path, name, recipe):
     from emprl.config import parse_recipe
 
     (cfg,) = parse_recipe((Cfg,), [str(recipe)])
-    write_stage_stamp(f"{tmp_path}/out/{name}", name, cfg)
+    write_stage_stamp(f"{tmp_path}/out/{name}", name, cfg, inputs={})  # read nothing beyond its recipe
 
 
 def names(steps):

@@ -32,9 +32,9 @@ def ed_folder(tmp_path):
         "I passed the exam_comma_ I am so happy!", "Congratulations! How long did you study?",
         "Three months of evenings.", "That effort really paid off."])
     train += ed_conv("hit:3_conv:6", "sad", "My dog died", ["My dog died last week.", "I am so sorry."])
-    # A row with a stray raw comma inside the utterance and one with missing trailing fields.
-    train += ["hit:4_conv:8,1,afraid,A storm,1,The wind was loud, really loud,5|5|5_2|2|5,",
-              "hit:4_conv:8,2,afraid,A storm,2,That sounds scary"]
+    # The release appends a ninth field (reply candidates, `|`-separated) to some rows: ignored.
+    train += ["hit:4_conv:8,1,afraid,A storm,1,The wind was loud_comma_ really loud,5|5|5_2|2|5,",
+              "hit:4_conv:8,2,afraid,A storm,2,That sounds scary,5|5|5_2|2|5,,Oh no|Stay safe"]
     valid = ed_conv("hit:5_conv:10", "lonely", "Moved to a new city", ["I know nobody here.", "That must feel isolating."])
     test = ed_conv("hit:6_conv:12", "excited", "Trip soon", ["We leave for Japan tomorrow!", "How exciting!"])
     return write_ed(tmp_path / "ed", {"train.csv": train, "valid.csv": valid, "test.csv": test})

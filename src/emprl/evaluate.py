@@ -33,9 +33,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from emprl.config import config_to_dict, parse_recipe, recipe_hash
+from emprl.config import config_to_dict, parse_recipe
 from emprl.errors import UserError, run_cli
-from emprl.io import inputs_fingerprint
+from emprl.lifecycle import begin_stage
 
 logger = logging.getLogger("emprl.evaluate")
 
@@ -159,10 +159,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     started = time.time()
     systems = check_systems(cfg)
-    stamp = recipe_hash(cfg)
-    inputs = inputs_fingerprint(evaluation_inputs(cfg, systems))
-    if not cfg.overwrite_output_dir and finished(cfg.output_dir, stamp, inputs):
-        print(f"{cfg.output_dir} already holds this evaluation; pass --overwrite_output_dir true to rerun")
+    run = begin_stage("evaluate", cfg.output_dir, (cfg,), inputs=evaluation_inputs(cfg, systems),
+                      overwrite=cfg.overwrite_output_dir)
+    if run is None:
         return None
 
     import torch
@@ -227,11 +226,12 @@ def main(argv: list[str] | None = None) -> dict | None:
     # 4. Reports, written whole (main process); the stamp last.
     report = None
     if state.is_main_process:
-        report = write_outputs(cfg, results, stamp, inputs, contexts, references, conv_ids,
+        report = write_outputs(cfg, results, run, contexts, references, conv_ids,
                                kind=kind, with_refs=with_refs, with_paper=with_paper,
                                runtime_s=time.time() - started)
         print(results_table(report))
         print(f"wrote {cfg.output_dir}/results.md ({time.time() - started:.0f} s)")
+    run.release()
     state.wait_for_everyone()
     return report
 
@@ -582,7 +582,7 @@ def _source_spec(folder: str) -> str | None:
 # -- outputs ----------------------------------------------------------------------------------------------
 
 
-def write_outputs(cfg, results, stamp, inputs, contexts, references, conv_ids, *, kind, with_refs, with_paper,
+def write_outputs(cfg, results, run, contexts, references, conv_ids, *, kind, with_refs, with_paper,
                   runtime_s) -> dict:
     from emprl.io import atomic_dir, atomic_write_json, atomic_write_jsonl, atomic_write_text
 
@@ -618,8 +618,7 @@ def write_outputs(cfg, results, stamp, inputs, contexts, references, conv_ids, *
         atomic_write_text(os.path.join(tmp, "results.md"), results_markdown(report))
         atomic_write_text(os.path.join(tmp, "examples.md"),
                           examples_markdown(results, contexts, references, cfg.num_examples_shown))
-        atomic_write_json(os.path.join(tmp, STAGE_FILE), {"stage": "evaluate", "recipe_hash": stamp,
-                                                          "inputs": inputs, "complete": True})
+        run.stamp(tmp)  # last: marks the folder complete
     return report
 
 
@@ -794,15 +793,6 @@ def _json_safe(value):
 def evaluation_inputs(cfg: EvaluateConfig, systems) -> list[str]:
     """The folders and files the results depend on beyond the recipe."""
     return [source for _, source in systems.values()] + [cfg.identifiers_dir, cfg.data.partition(":")[2]]
-
-
-def finished(output_dir: str, stamp: str, inputs: dict) -> bool:
-    try:
-        with open(os.path.join(output_dir, STAGE_FILE), encoding="utf-8") as fh:
-            info = json.load(fh)
-    except (OSError, ValueError):
-        return False
-    return bool(info.get("complete")) and info.get("recipe_hash") == stamp and info.get("inputs") == inputs
 
 
 

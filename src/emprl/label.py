@@ -17,11 +17,11 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from emprl.config import config_to_dict, parse_recipe, recipe_hash
+from emprl.config import config_to_dict, parse_recipe
 from emprl.data import LEVEL_NAMES, load_dialogues, serialize_context
 from emprl.errors import UserError, run_cli
-from emprl.identifiers import stage_finished
-from emprl.io import atomic_dir, atomic_write_json, inputs_fingerprint, write_model_card, write_stage_stamp
+from emprl.io import atomic_dir, atomic_write_json, write_model_card
+from emprl.lifecycle import begin_stage
 from reward_models import EmpathyReward
 
 logger = logging.getLogger("emprl.label")
@@ -94,10 +94,13 @@ def label_stats(dataset, mechanisms) -> dict:
 def main(argv: list[str] | None = None) -> dict | None:
     (cfg,) = parse_recipe((LabelConfig,), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    stamp, inputs = recipe_hash(cfg), inputs_fingerprint([cfg.data.partition(":")[2], cfg.identifiers_dir])
-    if not cfg.overwrite_output_dir and stage_finished(cfg.output_dir, stamp, inputs):
-        if os.environ.get("RANK", "0") == "0":
-            print(f"{cfg.output_dir} already holds these labels; pass --overwrite_output_dir true to relabel")
+    dataset = load_dialogues(cfg.data, on_bad_rows=cfg.on_bad_rows)  # inputs checked before the folder is touched
+    unknown = sorted(set(cfg.max_rows) - set(dataset))
+    if unknown:
+        raise UserError(f"max_rows: no split {', '.join(unknown)} in {cfg.data} (has {', '.join(dataset)})")
+    run = begin_stage("label", cfg.output_dir, (cfg,), inputs=[cfg.data, cfg.identifiers_dir],
+                      overwrite=cfg.overwrite_output_dir)
+    if run is None:
         return None
     from accelerate import PartialState
 
@@ -112,26 +115,23 @@ def main(argv: list[str] | None = None) -> dict | None:
         device = state.device
     reward = EmpathyReward.from_pretrained(cfg.identifiers_dir, device=device, max_context_len=cfg.max_context_len,
                                            max_response_len=cfg.max_response_len, batch_size=cfg.batch_size)
-    dataset = load_dialogues(cfg.data, on_bad_rows=cfg.on_bad_rows)
-    unknown = sorted(set(cfg.max_rows) - set(dataset))
-    if unknown:
-        raise UserError(f"max_rows: no split {', '.join(unknown)} in {cfg.data} (has {', '.join(dataset)})")
     for name in list(dataset):
         dataset[name] = label_split(subset(dataset[name], cfg.max_rows.get(name), cfg.seed), reward, cfg, name)
     stats = label_stats(dataset, reward.mechanisms)
     with atomic_dir(cfg.output_dir) as tmp:
         dataset.save_to_disk(tmp)
         atomic_write_json(os.path.join(tmp, "label_stats.json"),
-                          {"recipe_hash": stamp, "identifiers_dir": cfg.identifiers_dir, "splits": stats})
+                          {"recipe_hash": run.recipe_hash, "identifiers_dir": cfg.identifiers_dir, "splits": stats})
         write_model_card(tmp, "EmpRL labelled dialogues",
                          f"`{cfg.data}` with the empathy levels of the identifiers in `{cfg.identifiers_dir}` on "
                          f"every (context, reference) pair. Load with `load_dialogues(\"disk:{cfg.output_dir}\")`.",
                          config_to_dict(cfg))
-        write_stage_stamp(tmp, "label", cfg, inputs=inputs)  # last: marks the folder complete
+        run.stamp(tmp)  # last: marks the folder complete
     for name, s in stats.items():
         print(f"{name}: {s['rows']} rows; " + "; ".join(
             f"{m}: " + "/".join(str(s[m][lvl]) for lvl in LEVEL_NAMES) for m in reward.mechanisms))
     print(f"wrote {cfg.output_dir} (levels as no/weak/strong counts)")
+    run.release()
     if state is not None:
         state.wait_for_everyone()
     return stats

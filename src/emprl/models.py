@@ -5,6 +5,12 @@
   transformers folder inside the package is used in place; a GGUF file is dequantised once into a
   cache folder (``$EMPRL_CACHE``, default ``~/.cache/emprl``) and reused from there;
 - a hub id (``t5-base``): taken from the local hub cache, or downloaded where a hub is reachable.
+  This is the only case in which anything is fetched at run time. A recipe pins the commit with
+  ``model_revision``; without it the newest one is used and a warning says so. The stage stamp
+  records the commit that was used (:func:`hub_revision`).
+
+A local folder whose safetensors files are cut short is refused with a one-line error here, before
+any loader meets it.
 """
 
 from __future__ import annotations
@@ -28,17 +34,26 @@ def cache_root() -> str:
     return os.environ.get("EMPRL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "emprl"))
 
 
-def resolve_model(name: str) -> str:
-    """Return a local folder that ``from_pretrained`` can read for ``name``."""
+def resolve_model(name: str, revision: str | None = None) -> str:
+    """Return a local folder that ``from_pretrained`` can read for ``name`` (``revision``: hub ids only)."""
+    from emprl.lifecycle import check_model_folder
+
     if not name:
         raise UserError("model name is empty")
     if os.path.isdir(name):
+        check_model_folder(name, f"model '{name}'")
         return name
     if name.startswith(PYPI_PREFIX):
         return _resolve_pypi(name[len(PYPI_PREFIX):])
     if name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1]:
         raise UserError(f"model '{name}': folder does not exist")
-    return _resolve_hub(name)
+    return _resolve_hub(name, revision)
+
+
+def hub_revision(path: str) -> str | None:
+    """The commit of a folder resolved from the hub cache (``.../snapshots/<commit>``), else None."""
+    parent, commit = os.path.split(os.path.normpath(path))
+    return commit if os.path.basename(parent) == "snapshots" else None
 
 
 def is_encoder_decoder(path: str) -> bool:
@@ -102,11 +117,14 @@ def _convert_gguf(folder: str, gguf_name: str, target: str) -> None:
             raise
 
 
-def _resolve_hub(name: str) -> str:
+def _resolve_hub(name: str, revision: str | None = None) -> str:
     from huggingface_hub import snapshot_download
 
+    if revision is None:
+        logger.warning("model '%s' is a hub id without model_revision: the newest commit is used and recorded in "
+                       "stage.json; set model_revision in the recipe to pin it", name)
     try:
-        return snapshot_download(name, local_files_only=True)
+        return snapshot_download(name, revision=revision, local_files_only=True)
     except Exception:
         pass
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
@@ -114,7 +132,8 @@ def _resolve_hub(name: str) -> str:
                         f"where a hub is reachable (huggingface-cli download {name} --local-dir DIR) and "
                         "name DIR in the recipe")
     try:
-        return snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt",
+        logger.warning("fetching model '%s' (revision %s) from the hub", name, revision or "newest")
+        return snapshot_download(name, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt",
                                                        "tokenizer*", "*.tiktoken"])
     except Exception as err:
         raise UserError(f"model '{name}': not a local folder and the hub could not be reached "

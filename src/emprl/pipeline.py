@@ -13,8 +13,9 @@ machine two one-thread stages side by side finish sooner than the same stages on
 with two threads each: much of the work (token-by-token generation, recurrent steps) is too small
 to keep two threads busy.
 
-A stage is skipped when its output folder holds a ``stage.json`` stamp for the same recipe values
-and none of the stages it reads from runs in this invocation; ``--force`` reruns everything. Stages
+A stage is skipped when its output folder holds a ``stage.json`` stamp for the same recipe values,
+the inputs it recorded there (data files, upstream stamps, models) are unchanged, and none of the
+stages it reads from runs in this invocation; ``--force`` reruns everything. Stages
 whose recipe file the experiment does not have are left out (no ``ethreed.yaml``: no baseline).
 """
 
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 
 from emprl.config import load_recipe_values, recipe_file_hash
 from emprl.errors import UserError, run_cli
-from emprl.io import read_stage_stamp
+from emprl.lifecycle import stamp_is_current
 
 EVERYTHING = ("*",)
 
@@ -93,8 +94,8 @@ def plan(experiment: str, force: bool = False, stages: tuple[Stage, ...] = STAGE
             raise UserError(f"{path}: missing required key 'output_dir'")
         present = {s.stage.recipe: s for s in steps}
         after = tuple(present) if stage.after == EVERYTHING else tuple(r for r in stage.after if r in present)
-        stamp = read_stage_stamp(output_dir)
-        done = bool(stamp and stamp.get("complete") and stamp.get("recipe_hash") == recipe_file_hash(path))
+        # finished for these recipe values AND the inputs it read then (data, upstream stamps, models)
+        done = stamp_is_current(output_dir, recipe_file_hash(path))
         run = force or not done or any(present[r].run for r in after)
         steps.append(Step(stage, path, output_dir, run, after))
     return steps

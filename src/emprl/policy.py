@@ -38,6 +38,9 @@ def load_policy(path: str, *, dtype=None, device=None, for_training: bool = Fals
         raise UserError(f"model '{path}': expected a folder with config.json (an SFT or PPO output)")
     if not any(os.path.isfile(os.path.join(path, f)) for f in ("tokenizer_config.json", "tokenizer.json")):
         raise UserError(f"model '{path}': no tokenizer saved beside the model (tokenizer_config.json)")
+    from emprl.lifecycle import check_model_folder
+
+    check_model_folder(path, f"model '{path}'")  # a cut weights file: one line, not a loader traceback
     enc_dec = _config_is_encoder_decoder(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if isinstance(dtype, str):

@@ -34,6 +34,7 @@ from emprl.config import config_to_dict, parse_recipe, recipe_hash
 from emprl.data import MECHANISMS, load_dialogues
 from emprl.errors import UserError, run_cli
 from emprl.io import atomic_write_json, atomic_write_text, write_model_card
+from emprl.lifecycle import begin_stage, check_model_folder, newest_intact_checkpoint
 from emprl.ppo_trainer import EmpRLPPOTrainer, list_checkpoints, rotate_checkpoints
 from reward_models.baseline import apply_baseline
 
@@ -129,13 +130,17 @@ class PPOScriptConfig:
 
 def main(argv=None):
     cfg, ppo_cfg = parse_recipe((PPOScriptConfig, PPOConfig), argv)
-    _check_batch_sizes(ppo_cfg, cfg.samples_per_context)  # before the output folder is touched
     _init_distributed()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     start = time.time()
-    run_hash = recipe_hash(cfg, ppo_cfg)
-    if _already_complete(cfg.output_dir, run_hash) and not cfg.overwrite_output_dir:
-        print(f"emprl.ppo: {cfg.output_dir} is complete for this recipe; nothing to do")
+    # Everything is checked before the output folder is touched (docs/lifecycle.md).
+    _check_batch_sizes(ppo_cfg, cfg.samples_per_context)
+    _load_data(cfg)
+    check_model_folder(cfg.sft_model_path, "sft_model_path")
+    stage = begin_stage(STAGE, cfg.output_dir, (cfg, ppo_cfg), in_place=True,
+                        inputs=[cfg.sft_model_path, cfg.labelled_data, cfg.identifiers_dir],
+                        overwrite=cfg.overwrite_output_dir)
+    if stage is None:
         return None
     checkpoint = _prepare_output_dir(cfg)
 
@@ -162,7 +167,8 @@ def main(argv=None):
     if not run.evaluated_at(step):
         run.evaluate(step)
 
-    run.finish(step, run_hash, minutes=(time.time() - start) / 60)
+    run.finish(step, stage, minutes=(time.time() - start) / 60)
+    stage.release()
     return run
 
 
@@ -441,7 +447,7 @@ class PPORun:
         if self.ppo_cfg.log_with:
             self.trainer.accelerator.log(scalars, step=row["step"])
 
-    def finish(self, step: int, run_hash: str, minutes: float) -> None:
+    def finish(self, step: int, stage, minutes: float) -> None:
         acc, out = self.trainer.accelerator, self.cfg.output_dir
         checksums = _gather_checksums(self.trainer)
         _export_into(self.trainer, out)                     # the final policy, value head included
@@ -477,7 +483,7 @@ class PPORun:
                         "held-out R_emp (best)": (self.best or {}).get("r_emp"), "PPO steps": step}
         write_model_card(out, "EmpRL PPO policy", _CARD_SUMMARY, config_to_dict(self.cfg, self.ppo_cfg),
                          {k: v for k, v in card_metrics.items() if v is not None}, extra=_CARD_USAGE)
-        atomic_write_json(os.path.join(out, "stage.json"), {"stage": STAGE, "recipe_hash": run_hash, "complete": True})
+        stage.stamp(out)  # last: marks the folder complete
         ci = final.get("delta_r_emp_ci")
         paired = (f" (paired Delta {final['delta_r_emp']:+.4f}, 95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}])"
                   if ci else "")
@@ -684,15 +690,6 @@ def _find_empathy_reward(composite, cfg, device):
     return EmpathyReward.from_pretrained(cfg.identifiers_dir, device=device)
 
 
-def _already_complete(output_dir: str, run_hash: str) -> bool:
-    try:
-        with open(os.path.join(output_dir, "stage.json"), encoding="utf-8") as fh:
-            stamp = json.load(fh)
-    except (OSError, ValueError):
-        return False
-    return stamp.get("complete") is True and stamp.get("recipe_hash") == run_hash
-
-
 _RUN_ARTIFACTS = ("log.jsonl", "eval.jsonl", "metrics.json", "stage.json", "training_curves.png", "runs",
                   "best", "adapter")
 
@@ -705,7 +702,11 @@ def _prepare_output_dir(cfg: PPOScriptConfig) -> str | None:
     checkpoints = list_checkpoints(cfg.output_dir)
     finished = os.path.isfile(os.path.join(cfg.output_dir, "stage.json"))
     if cfg.resume and checkpoints and not cfg.overwrite_output_dir:
-        return checkpoints[-1]
+        intact = newest_intact_checkpoint(checkpoints)  # a damaged newest one falls back to the one before
+        if intact:
+            return intact
+        raise UserError(f"resume: no checkpoint in {cfg.output_dir} loads; pass --overwrite_output_dir true "
+                        "to start over")
     if checkpoints and not finished and not cfg.overwrite_output_dir and not cfg.resume:
         raise UserError(f"output_dir: {cfg.output_dir} holds checkpoints of an interrupted run; pass "
                         "--resume true to continue it or --overwrite_output_dir true to start over")

@@ -38,6 +38,8 @@ STAGE_FILE, INITIAL_EVAL_FILE = "stage.json", "initial_eval.json"
 @dataclass
 class SFTScriptConfig:
     model_name_or_path: str = field(metadata={"help": "folder, pypi:<package> or hub id of the base generator"})
+    model_revision: str | None = field(default=None, metadata={
+        "help": "hub ids only: the commit to fetch (recorded in stage.json; unset = the newest, with a warning)"})
     data: str = field(default="empathetic_dialogues:src/emprl/demo_data/empathetic_dialogues",
                       metadata={"help": "FORMAT:PATH of the dialogue data", "existing_path": True})
     on_bad_rows: str = field(default="error", metadata={"help": "error or skip malformed data rows"})
@@ -98,27 +100,30 @@ def main(argv: list[str] | None = None) -> dict | None:
     cfg, args = parse_recipe((SFTScriptConfig, SFTTrainingArguments), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     stamp = recipe_hash(cfg, args)
-    if _finished(args.output_dir, stamp) and not args.overwrite_output_dir:
-        logger.info("%s already holds this finished stage; pass --overwrite_output_dir true to retrain",
-                    args.output_dir)
-        return None
 
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, set_seed
 
     from emprl.data import load_dialogues
-    from emprl.models import resolve_model
+    from emprl.lifecycle import begin_stage
+    from emprl.models import hub_revision, resolve_model
     from emprl.policy import load_policy
     from emprl.prompts import PromptBuilder
 
+    # Inputs are read and checked before the output folder is locked and touched (docs/lifecycle.md).
+    data = load_dialogues(cfg.data, cfg.on_bad_rows)
+    model_path = resolve_model(cfg.model_name_or_path, cfg.model_revision)
+    run = begin_stage("sft", args.output_dir, (cfg, args), inputs=[cfg.data, model_path], in_place=True,
+                      overwrite=args.overwrite_output_dir)
+    if run is None:
+        return None
+
     set_seed(args.seed)
     # 1. Data: (context, reference reply) pairs of the train and validation splits.
-    data = load_dialogues(cfg.data, cfg.on_bad_rows)
     train_rows = _limit(data["train"], cfg.max_train_samples, "train", cfg.data)
     eval_rows = _limit(data["validation"], cfg.max_eval_samples, "validation", cfg.data)
 
     # 2. The base generator; its config says whether it is an encoder-decoder.
-    model, tokenizer, enc_dec = load_policy(resolve_model(cfg.model_name_or_path), dtype=cfg.torch_dtype,
-                                            for_training=True)
+    model, tokenizer, enc_dec = load_policy(model_path, dtype=cfg.torch_dtype, for_training=True)
     builder = PromptBuilder(tokenizer, enc_dec, cfg.max_source_tokens, cfg.speaker_tag, cfg.listener_tag,
                             cfg.system_prompt)
 
@@ -156,7 +161,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     # 6. Save the best model (adapters merged), metrics, model card, and the stamp last.
     if trainer.is_world_process_zero():
         save_generator(trainer, tokenizer, builder, args.output_dir, merge=cfg.use_lora and cfg.merge_lora)
-        _write_results(args.output_dir, cfg, args, metrics, stamp, enc_dec)
+        _write_results(args.output_dir, cfg, args, metrics, enc_dec)
+        run.stamp(model_revision=hub_revision(model_path))  # last: marks the folder complete
+    run.release()
     trainer.accelerator.wait_for_everyone()
     return metrics
 
@@ -247,41 +254,43 @@ def _ppl(loss: float) -> float:
     return math.exp(loss) if loss < 700 else float("inf")
 
 
-def _finished(output_dir: str, stamp: str) -> bool:
-    try:
-        with open(os.path.join(output_dir, STAGE_FILE), encoding="utf-8") as fh:
-            info = json.load(fh)
-    except (OSError, ValueError):
-        return False
-    return bool(info.get("complete")) and info.get("recipe_hash") == stamp
-
-
 def _prepare_output_dir(args, stamp: str) -> str | None:
     """Start afresh (overwrite), or find the checkpoint to resume from."""
-    from transformers.trainer_utils import get_last_checkpoint
+    from emprl.io import read_stage_stamp
 
     out = args.output_dir
     with args.main_process_first(desc="preparing output_dir"):
         if args.process_index == 0 and os.path.isdir(out):
-            stage = os.path.join(out, STAGE_FILE)
-            if args.overwrite_output_dir:
+            info = read_stage_stamp(out)
+            if info and info.get("recipe_hash") != stamp and not args.overwrite_output_dir:
+                raise UserError(f"{out}: holds a finished SFT run of a different recipe; choose another "
+                                "output_dir or pass --overwrite_output_dir true")
+            if args.overwrite_output_dir or info:  # a finished run whose inputs changed starts afresh too
                 for path in glob.glob(os.path.join(out, "checkpoint-*")):
                     shutil.rmtree(path, ignore_errors=True)
                 for name in (STAGE_FILE, INITIAL_EVAL_FILE, "metrics.json"):
                     if os.path.exists(os.path.join(out, name)):
                         os.remove(os.path.join(out, name))
-            elif os.path.isfile(stage):
-                raise UserError(f"{out}: holds a finished SFT run of a different recipe; choose another "
-                                "output_dir or pass --overwrite_output_dir true")
         os.makedirs(out, exist_ok=True)
     if args.resume_from_checkpoint:
         if not os.path.isdir(args.resume_from_checkpoint):
             raise UserError(f"resume_from_checkpoint: folder '{args.resume_from_checkpoint}' does not exist")
         return args.resume_from_checkpoint
-    last = None if args.overwrite_output_dir else get_last_checkpoint(out)
+    last = None if args.overwrite_output_dir else _newest_intact_checkpoint(out)
     if last:
         logger.info("resuming from %s", last)
     return last
+
+
+def _newest_intact_checkpoint(out: str) -> str | None:
+    """transformers' last checkpoint, or the newest before it that loads (a killed save leaves a cut one)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    from emprl.lifecycle import newest_intact_checkpoint
+
+    found = glob.glob(os.path.join(out, f"{PREFIX_CHECKPOINT_DIR}-*"))
+    steps = sorted((int(p.rsplit("-", 1)[1]), p) for p in found if p.rsplit("-", 1)[1].isdigit() and os.path.isdir(p))
+    return newest_intact_checkpoint([p for _, p in steps])
 
 
 def _initial_eval(trainer, args) -> dict:
@@ -307,7 +316,7 @@ def _final_eval(trainer, args) -> dict:
     return trainer.evaluate()
 
 
-def _write_results(output_dir: str, cfg, args, metrics: dict, stamp: str, enc_dec: bool) -> None:
+def _write_results(output_dir: str, cfg, args, metrics: dict, enc_dec: bool) -> None:
     from emprl.io import atomic_write_json, write_model_card
 
     atomic_write_json(os.path.join(output_dir, "metrics.json"), metrics)
@@ -324,7 +333,6 @@ def _write_results(output_dir: str, cfg, args, metrics: dict, stamp: str, enc_de
     extra = ("Chat with it: `python -m emprl.chat --model " + output_dir + "`; sample the test split: "
              "`python -m emprl.generate --model " + output_dir + " --data " + cfg.data + " --out preds.jsonl`.")
     write_model_card(output_dir, "EmpRL SFT generator", summary, recipe, metrics, extra)
-    atomic_write_json(os.path.join(output_dir, STAGE_FILE), {"stage": "sft", "recipe_hash": stamp, "complete": True})
 
 
 if __name__ == "__main__":

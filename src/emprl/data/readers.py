@@ -48,6 +48,24 @@ class _BadRows:
     def report(self, what: str) -> None:
         if self.skipped:
             logger.warning("%s: skipped %d malformed rows", what, self.skipped)
+            print(f"emprl: {what}: skipped {self.skipped} malformed rows (on_bad_rows: skip)", flush=True)
+
+    def none_left(self, path: str, what: str = "rows") -> UserError:
+        """The error for a file with nothing usable in it."""
+        why = f" ({self.skipped} malformed rows skipped so far)" if self.skipped else ""
+        return UserError(f"{path}: no usable {what}{why}")
+
+
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file; a byte sequence that is not UTF-8 is an error naming
+    the line and column (replacing it with U+FFFD would train on damaged text)."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise UserError(f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column "
+                                f"{err.start + 1}); convert the file to UTF-8") from None
 
 
 def load_dialogues(spec: str, on_bad_rows: str = "error") -> DatasetDict:
@@ -60,19 +78,25 @@ def load_dialogues(spec: str, on_bad_rows: str = "error") -> DatasetDict:
     if fmt == "disk":
         from datasets import load_from_disk
 
-        return load_from_disk(path)
+        try:
+            return load_from_disk(path)
+        except (FileNotFoundError, ValueError) as err:
+            raise UserError(f"data spec {spec!r}: not a dataset saved with save_to_disk "
+                            f"({' '.join(str(err).split())[:120]})") from None
     bad = _BadRows(on_bad_rows)
     reader = {"empathetic_dialogues": _read_empathetic_dialogues, "pec": _read_pec,
               "dailydialog": _read_dailydialog, "emprl_json": _read_emprl_json}[fmt]
     splits = {split: reader(path, split, bad) for split in SPLITS}
     bad.report(spec)
-    return DatasetDict({split: _to_dataset(rows, f"{spec} [{split}]") for split, rows in splits.items()})
+    return DatasetDict({split: _to_dataset(rows, f"{spec} [{split}]", bad) for split, rows in splits.items()})
 
 
-def _to_dataset(rows: list[dict], what: str) -> Dataset:
+def _to_dataset(rows: list[dict], what: str, bad: _BadRows | None = None) -> Dataset:
     kept = [r for r in rows if r["context"] and r["response"].strip() and all(t.strip() for t in r["context"])]
     if len(kept) < len(rows):
         logger.warning("%s: dropped %d examples with an empty context or response", what, len(rows) - len(kept))
+    if not kept:  # an empty split would give "0 examples" results downstream, silently
+        raise (bad or _BadRows("error")).none_left(what, "examples (a speaker turn followed by a reply)")
     columns = ("context", "response", "conv_id", "emotion", "situation")
     levels = [m for m in MECHANISMS if kept and m in kept[0]]
     data = {c: [r.get(c, "") for r in kept] for c in columns}
@@ -104,31 +128,31 @@ def _ed_text(text: str) -> str:
 def _read_empathetic_dialogues(folder: str, split: str, bad: _BadRows) -> list[dict]:
     """One example per listener turn (even ``utterance_idx``), with all earlier turns as context.
 
-    The official files escape commas as ``_comma_`` and do not quote, but a few rows carry stray
-    commas inside the utterance or lack the trailing fields; the utterance is what lies between the
-    fifth comma and the last two fields."""
+    The official files escape commas in text as ``_comma_`` and do not quote, so every row has
+    exactly the 8 header fields, or 9 where the release appends reply candidates (ignored here). Any
+    other count means a raw comma in the text or a line cut short: refused, not guessed at."""
     path = _required_file(os.path.join(folder, _ED_SPLIT_FILES[split]))
     conversations: OrderedDict[str, list[tuple[int, str, str, str]]] = OrderedDict()
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        header = fh.readline().strip()
-        if header.split(",")[:6] != _ED_HEADER.split(",")[:6]:
-            raise UserError(f"{path}:1: expected the header '{_ED_HEADER}', got '{header[:80]}'")
-        for lineno, line in enumerate(fh, start=2):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            parts = line.split(",")
-            if len(parts) < 6:
-                bad(path, lineno, f"expected at least 6 comma-separated fields, got {len(parts)}")
-                continue
-            utterance = ",".join(parts[5:-2]) if len(parts) >= 8 else parts[5]
-            try:
-                idx = int(parts[1])
-            except ValueError:
-                bad(path, lineno, f"utterance_idx must be an integer, got {parts[1]!r}")
-                continue
-            conversations.setdefault(parts[0], []).append(
-                (idx, _ed_text(utterance), parts[2].strip(), _ed_text(parts[3])))
+    lines = _lines(path)
+    header = next(lines, (1, ""))[1].strip()
+    if header.split(",")[:6] != _ED_HEADER.split(",")[:6]:
+        raise UserError(f"{path}:1: expected the header '{_ED_HEADER}', got '{header[:80]}'")
+    for lineno, line in lines:
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        parts = line.split(",")
+        if len(parts) not in (8, 9):
+            bad(path, lineno, f"expected 8 comma-separated fields (9 with reply candidates), got {len(parts)}: "
+                "a line cut short, or a raw comma in the text (the format writes _comma_)")
+            continue
+        try:
+            idx = int(parts[1])
+        except ValueError:
+            bad(path, lineno, f"utterance_idx must be an integer, got {parts[1]!r}")
+            continue
+        conversations.setdefault(parts[0], []).append(
+            (idx, _ed_text(parts[5]), parts[2].strip(), _ed_text(parts[3])))
     rows = []
     for conv_id, turns in conversations.items():
         turns.sort(key=lambda t: t[0])
@@ -162,19 +186,18 @@ def _read_pec(folder: str, split: str, bad: _BadRows) -> list[dict]:
 
 def _pec_conversations(path: str, bad: _BadRows) -> Iterator[list[tuple[str, str]]]:
     turns: list[tuple[str, str]] = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            line = line.strip()
-            if line == _PEC_SEPARATOR:
-                if turns:
-                    yield turns
-                turns = []
-            elif line:
-                speaker, sep, text = line.partition("---+---")
-                if not sep:
-                    bad(path, lineno, "expected 'speaker---+---utterance'")
-                    continue
-                turns.append((speaker.strip(), text.strip()))
+    for lineno, line in _lines(path):
+        line = line.strip()
+        if line == _PEC_SEPARATOR:
+            if turns:
+                yield turns
+            turns = []
+        elif line:
+            speaker, sep, text = line.partition("---+---")
+            if not sep:
+                bad(path, lineno, "expected 'speaker---+---utterance'")
+                continue
+            turns.append((speaker.strip(), text.strip()))
     if turns:
         yield turns
 
@@ -186,16 +209,15 @@ def _read_dailydialog(folder: str, split: str, bad: _BadRows) -> list[dict]:
     """Every turn after the first is a response to the turns before it."""
     path = _required_file(os.path.join(folder, split, f"dialogues_{split}.txt"))
     rows = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            if "__eou__" not in line:
-                bad(path, lineno, "expected turns ended by __eou__")
-                continue
-            turns = [t.strip() for t in line.split("__eou__") if t.strip()]
-            for i in range(1, len(turns)):
-                rows.append(_example(turns[:i], turns[i], f"dd:{split}:{lineno}"))
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        if "__eou__" not in line:
+            bad(path, lineno, "expected turns ended by __eou__")
+            continue
+        turns = [t.strip() for t in line.split("__eou__") if t.strip()]
+        for i in range(1, len(turns)):
+            rows.append(_example(turns[:i], turns[i], f"dd:{split}:{lineno}"))
     return rows
 
 
@@ -214,6 +236,8 @@ def _read_emprl_json(folder: str, split: str, bad: _BadRows) -> list[dict]:
     try:
         with open(path, encoding="utf-8") as fh:
             items = json.load(fh)
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not valid UTF-8 (byte {err.start}); convert the file to UTF-8") from None
     except json.JSONDecodeError as err:
         raise UserError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
     if not isinstance(items, list):
@@ -243,29 +267,38 @@ _EPITOME_HEADER = ["sp_id", "rp_id", "seeker_post", "response_post", "level", "r
 
 def read_epitome_file(path: str, bad: _BadRows) -> list[dict]:
     rows = []
-    with open(_required_file(path), encoding="utf-8", errors="replace", newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:5]] != _EPITOME_HEADER[:5]:
-            raise UserError(f"{path}:1: expected the header '{','.join(_EPITOME_HEADER)}'")
-        for record in reader:
-            lineno = reader.line_num
-            if not record or not any(f.strip() for f in record):
-                continue
-            if len(record) < 5:
-                bad(path, lineno, f"expected at least 5 fields, got {len(record)}")
-                continue
-            level = record[4].strip()
-            if level not in ("0", "1", "2"):
-                bad(path, lineno, f"level must be 0, 1 or 2, got {level!r}")
-                continue
-            seeker, response = record[2].strip(), record[3].strip()
-            if not seeker or not response:
-                bad(path, lineno, "empty seeker_post or response_post")
-                continue
-            rows.append({"sp_id": record[0], "rp_id": record[1], "seeker_post": seeker,
-                         "response_post": response, "level": int(level)})
+    # csv reads quoted fields across lines; _lines keeps the UTF-8 check per physical line
+    reader = csv.reader(line for _, line in _lines(_required_file(path)))
+    header = next(reader, None)
+    if header is None or [h.strip() for h in header[:5]] != _EPITOME_HEADER[:5]:
+        raise UserError(f"{path}:1: expected the header '{','.join(_EPITOME_HEADER)}'")
+    for record in _records(reader, path):
+        lineno = reader.line_num
+        if not record or not any(f.strip() for f in record):
+            continue
+        if len(record) < 5:
+            bad(path, lineno, f"expected at least 5 fields, got {len(record)}")
+            continue
+        level = record[4].strip()
+        if level not in ("0", "1", "2"):
+            bad(path, lineno, f"level must be 0, 1 or 2, got {level!r}")
+            continue
+        seeker, response = record[2].strip(), record[3].strip()
+        if not seeker or not response:
+            bad(path, lineno, "empty seeker_post or response_post")
+            continue
+        rows.append({"sp_id": record[0], "rp_id": record[1], "seeker_post": seeker,
+                     "response_post": response, "level": int(level)})
+    if not rows:
+        raise bad.none_left(path)
     return rows
+
+
+def _records(reader, path: str) -> Iterator[list[str]]:
+    try:
+        yield from reader
+    except csv.Error as err:
+        raise UserError(f"{path}:{reader.line_num}: malformed CSV ({err})") from None
 
 
 def load_epitome(path: str, seed: int = 42, validation_fraction: float = 0.2,
@@ -283,7 +316,12 @@ def load_epitome(path: str, seed: int = 42, validation_fraction: float = 0.2,
         rows = read_epitome_file(os.path.join(path, filename), bad)
         levels = [r["level"] for r in rows]
         stratify = levels if min(levels.count(v) for v in set(levels)) >= 2 else None
-        train, valid = train_test_split(rows, test_size=validation_fraction, random_state=seed, stratify=stratify)
+        try:
+            train, valid = train_test_split(rows, test_size=validation_fraction, random_state=seed,
+                                            stratify=stratify)
+        except ValueError as err:  # too few rows to split
+            raise UserError(f"{os.path.join(path, filename)}: {len(rows)} usable rows cannot be split into train "
+                            f"and validation ({err})") from None
         out[mechanism] = DatasetDict({
             "train": Dataset.from_list(train).select_columns(["seeker_post", "response_post", "level"]),
             "validation": Dataset.from_list(valid).select_columns(["seeker_post", "response_post", "level"]),

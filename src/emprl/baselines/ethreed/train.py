@@ -35,6 +35,7 @@ from emprl.baselines.ethreed.vocab import Vocab, load_glove
 from emprl.config import config_to_dict, parse_recipe, recipe_hash
 from emprl.errors import UserError, run_cli
 from emprl.io import atomic_dir, atomic_write_json, atomic_write_jsonl, write_model_card, write_stage_stamp
+from emprl.lifecycle import begin_stage
 from emprl.metrics import perplexity
 
 LOSS_KEYS = ("loss", "emotion_loss", "gps_loss", "nll_loss", "coverage_loss")
@@ -55,6 +56,8 @@ class EthreedTrainConfig:
                 "initialise the word embeddings (paper: 300-d GloVe; not downloadable offline)",
         "existing_path": True})
     output_dir: str = "outputs/ethreed"
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "rerun even if output_dir holds a finished run of this recipe and inputs"})
     seed: int = 42
     # vocabulary and lengths
     vocab_size: int = 18500
@@ -321,7 +324,8 @@ def generate_runs(model: ETHREED, items: Sequence[dict], examples: Sequence[dict
 
 # ----- stage --------------------------------------------------------------------------------------
 
-def run(cfg: EthreedTrainConfig, splits: dict[str, list[dict]] | None = None, progress: bool = True) -> dict:
+def run(cfg: EthreedTrainConfig, splits: dict[str, list[dict]] | None = None, progress: bool = True,
+        stage=None) -> dict:
     """Build the vocabulary, train, evaluate on test, generate, and write cfg.output_dir (see the module
     docstring); the stage stamp goes in last."""
     from accelerate import Accelerator
@@ -398,7 +402,7 @@ def run(cfg: EthreedTrainConfig, splits: dict[str, list[dict]] | None = None, pr
                              config_to_dict(cfg), {k: metrics[k] for k in (
                                  "num_parameters", "vocab_size", "ppl", "emotion_accuracy", "best_epoch")},
                              extra=_card_extra(cfg))
-        write_stage_stamp(cfg.output_dir, "ethreed", cfg)
+            stage.stamp(tmp) if stage else write_stage_stamp(tmp, "ethreed", cfg)  # last: marks it complete
     accelerator.wait_for_everyone()
     return metrics
 
@@ -425,7 +429,11 @@ def _card_extra(cfg: EthreedTrainConfig) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     (cfg,) = parse_recipe((EthreedTrainConfig,), argv)
-    run(cfg)
+    stage = begin_stage("ethreed", cfg.output_dir, (cfg,), overwrite=cfg.overwrite_output_dir,
+                        inputs=[cfg.data, cfg.listener_emotions, cfg.glove])
+    if stage is not None:
+        run(cfg, stage=stage)
+        stage.release()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,515 @@
+"""Bad inputs and faults (issue 13), one test per case. Each one that refuses asserts exit code 2,
+a single `emprl: error:` line, and that the files of an earlier finished run (built directly as
+folders, no training) are byte-identical afterwards."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import tiny
+import yaml
+from test_evaluate import make_identifiers, write_ed
+from test_ppo import build_assets
+from test_ppo import write_recipe as write_ppo_recipe
+from test_readers import write_epitome
+
+from emprl.errors import run_cli
+from emprl.io import write_stage_stamp
+from emprl.lifecycle import fingerprint_inputs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STAGES = ("sft", "identifiers", "label", "ppo", "evaluate")
+
+
+# -- helpers -----------------------------------------------------------------------------------------------
+
+
+def snapshot(folder) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (hidden ones too), by relative path."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as fh:
+                out[os.path.relpath(path, folder)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def refused(main, argv, capsys) -> str:
+    """Run a command as its console entry does; it must exit 2 with one error line and no traceback
+    (``capsys`` or ``capfd``). Returns the line."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        run_cli(main, [str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    ours = [line for line in err.splitlines() if line.startswith("emprl: error:")]
+    assert len(ours) == 1 and "Traceback" not in err and "CalledProcessError" not in err, err
+    return ours[0]
+
+
+def fake_finished_run(folder, stage: str, extra_files=()) -> None:
+    """A finished stage folder: a few result files and the stage's stamp."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "metrics.json"), "w") as fh:
+        json.dump({"stage": stage, "score": 0.5}, fh)
+    with open(os.path.join(folder, "model.safetensors"), "wb") as fh:
+        fh.write(os.urandom(2048))
+    for name in extra_files:
+        os.makedirs(os.path.join(folder, os.path.dirname(name)), exist_ok=True)
+        with open(os.path.join(folder, name), "wb") as fh:
+            fh.write(os.urandom(256))
+    with open(os.path.join(folder, "stage.json"), "w") as fh:
+        json.dump({"stage": stage, "recipe_hash": "0123456789abcdef", "complete": True, "inputs": {}}, fh)
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    """outputs/<experiment> after a finished run: one folder per stage, each with its stamp."""
+    exp = tmp_path / "outputs" / "demo"
+    for stage in STAGES:
+        fake_finished_run(exp / stage, stage, extra_files=("best/model.safetensors", "checkpoint-2/x.pt")
+                          if stage == "ppo" else ())
+    return exp
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """Tiny models, identifiers, labelled data, ED and EPITOME files: the inputs stages validate."""
+    root = tmp_path_factory.mktemp("fault_assets")
+    out = build_assets(str(root))
+    out.ed = write_ed(root / "ed")
+    out.ids = make_identifiers(root)  # identifiers on the tiny BERT (evaluation's form)
+    out.bert = str(root / "bert")
+    out.epitome = str(write_epitome(root / "epitome"))
+    return out
+
+
+def recipe_file(tmp_path, name, values) -> str:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(values), encoding="utf-8")
+    return str(path)
+
+
+def stage_recipe(stage, assets, tmp_path, output_dir) -> tuple:
+    """(main, argv) of a stage whose inputs are all valid, writing ``output_dir``."""
+    if stage == "evaluate":
+        from emprl.evaluate import main
+        values = {"systems": {"sft": assets.t5}, "data": assets.ed, "identifiers_dir": assets.ids, "seeds": [0]}
+    elif stage == "identifiers":
+        from emprl.identifiers import main
+        values = {"data": assets.epitome, "encoder": assets.bert}
+    elif stage == "label":
+        from emprl.label import main
+        values = {"data": assets.ed, "identifiers_dir": assets.ids}
+    elif stage == "emotion_classifier":
+        from emprl.emotion_classifier import main
+        values = {"data": assets.ed, "model": assets.bert}
+    else:
+        from emprl.baselines.ethreed.train import main
+        values = {"data": assets.ed}
+    return main, [recipe_file(tmp_path, f"{stage}.yaml", {**values, "output_dir": str(output_dir)})]
+
+
+# -- 1. a stage replaces only its own folder -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["evaluate", "identifiers", "label", "emotion_classifier", "ethreed"])
+def test_stage_refuses_to_replace_a_folder_it_did_not_make(stage, assets, experiment, tmp_path, capsys):
+    before = snapshot(experiment)
+    main, argv = stage_recipe(stage, assets, tmp_path, experiment)  # the whole experiment folder
+    assert f"carries no {stage} stamp" in refused(main, argv, capsys)
+    main, argv = stage_recipe(stage, assets, tmp_path, experiment / "sft")  # another stage's results
+    assert "holds the results of the 'sft' stage" in refused(main, argv, capsys)
+    assert snapshot(experiment) == before
+
+
+# -- 2. PPO validates everything before it touches its folder -----------------------------------------------
+
+
+@pytest.mark.parametrize("override,message", [
+    (["--steps", "0"], "key 'steps': expected a positive integer, got 0"),
+    (["--batch_size", "0"], "key 'batch_size': expected a positive integer, got 0"),
+    (["--learning_rate", "-1e-5"], "key 'learning_rate': expected a positive number"),
+    (["--mini_batch_size", "8"], "`batch_size` must be a multiple of `mini_batch_size"),
+])
+def test_ppo_bad_number_leaves_the_finished_run(override, message, assets, experiment, tmp_path, capsys):
+    from emprl.ppo import main
+
+    before = snapshot(experiment)
+    recipe = write_ppo_recipe(tmp_path, assets, output_dir=str(experiment / "ppo"))
+    assert message in refused(main, [recipe, *override], capsys)
+    assert snapshot(experiment) == before
+
+
+def test_ppo_into_the_sft_folder_is_refused(assets, experiment, tmp_path, capsys):
+    from emprl.ppo import main
+
+    before = snapshot(experiment)
+    recipe = write_ppo_recipe(tmp_path, assets)
+    line = refused(main, [recipe, "--output_dir", experiment / "sft"], capsys)
+    assert "holds the results of the 'sft' stage" in line
+    assert snapshot(experiment) == before
+
+
+# -- 3. stale results: fingerprints of the inputs decide ----------------------------------------------------
+
+
+def test_train_all_reruns_what_read_changed_data(tmp_path, assets, capsys):
+    """An EPITOME row added, then a relabelling: recipe hashes alone said "up to date" both times."""
+    from emprl.pipeline import main as pipeline_main
+    from emprl.pipeline import plan
+
+    epitome = tmp_path / "epitome"
+    write_epitome(epitome)
+    exp, out = tmp_path / "recipes", tmp_path / "out"
+    exp.mkdir()
+    reads = {"sft": [assets.ed], "identifiers": [str(epitome)], "label": [assets.ed, str(out / "identifiers")],
+             "ppo": [str(out / "sft"), str(out / "label")], "evaluate": [str(out / "ppo"), str(out / "sft")]}
+    for stage in STAGES:
+        (exp / f"{stage}.yaml").write_text(f"output_dir: {out / stage}\nseed: 1\n")
+
+    def finish(*stages, **extra):  # in order, so each stamp fingerprints its upstream stamp as it is now
+        for stage in stages:
+            stamp_like_a_stage(out / stage, stage, exp / f"{stage}.yaml", fingerprint_inputs(reads[stage]), **extra)
+
+    finish(*STAGES)
+    assert not [s.stage.name for s in plan(str(exp)) if s.run]
+    results = snapshot(out)
+    with open(epitome / "interpretations-reddit.csv", "a") as fh:
+        fh.write("s100,r100,a new post,a new reply,1,\n")
+    assert [s.stage.name for s in plan(str(exp)) if s.run] == ["identifiers", "label", "ppo", "evaluate"]
+    pipeline_main(["--recipe", str(exp), "--dry_run"])
+    printed = capsys.readouterr().out
+    assert "sft: up to date" in printed and "identifiers: run" in printed
+    assert snapshot(out) == results  # planning reads, never writes
+
+    finish(*STAGES)
+    assert not [s.stage.name for s in plan(str(exp)) if s.run]
+    finish("label", relabelled=True)  # labels made again (by hand, outside train-all)
+    assert [s.stage.name for s in plan(str(exp)) if s.run] == ["ppo", "evaluate"]
+
+
+def stamp_like_a_stage(folder, stage, recipe, inputs, **extra) -> None:
+    from dataclasses import dataclass
+
+    from emprl.config import parse_recipe
+
+    @dataclass
+    class Cfg:
+        output_dir: str = ""
+        seed: int = 0
+
+    (cfg,) = parse_recipe((Cfg,), [str(recipe)])
+    write_stage_stamp(str(folder), stage, cfg, inputs=inputs, **extra)
+
+
+def test_stage_run_alone_reruns_when_an_input_changed(assets, tmp_path, capsys):
+    from emprl.label import main
+
+    data = write_ed(tmp_path / "ed")
+    recipe = recipe_file(tmp_path, "label.yaml", {"data": data, "identifiers_dir": assets.ids,
+                                                  "output_dir": str(tmp_path / "labelled"), "max_context_len": 32})
+    first = main([recipe])
+    assert main([recipe]) is None
+    assert "nothing to do" in capsys.readouterr().out
+    with open(tmp_path / "ed" / "test.csv", "a") as fh:
+        fh.write("hit:9_conv:9,1,sad,x,1,i feel sad,,\nhit:9_conv:9,2,sad,x,2,i am sorry,,\n")
+    stats = main([recipe])
+    assert "inputs changed since the last run" in capsys.readouterr().out
+    assert stats["test"]["rows"] == first["test"]["rows"] + 1 and json.loads((tmp_path / "labelled" / "stage.json").read_text())["inputs"]
+
+
+# -- 4. one run per folder -------------------------------------------------------------------------------
+
+
+def test_second_run_on_a_locked_folder_names_the_holder(assets, experiment, tmp_path, capsys):
+    from emprl.ppo import main
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from emprl.lifecycle import acquire_lock; "
+        f"acquire_lock({str(experiment / 'ppo')!r}, 'ppo'); print('locked', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = snapshot(experiment)
+        recipe = write_ppo_recipe(tmp_path, assets, output_dir=str(experiment / "ppo"))
+        line = refused(main, [recipe], capsys)
+        assert f"is in use by emprl.ppo (pid {holder.pid}" in line
+        assert snapshot(experiment) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# -- 5. resume falls back; a killed run is cleaned up ---------------------------------------------------------
+
+
+def write_checkpoint(folder, step: int, damaged: bool = False) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    path = os.path.join(folder, f"checkpoint-{step}")
+    os.makedirs(path)
+    save_file({"w": torch.ones(64)}, os.path.join(path, "trainable.safetensors"))
+    torch.save({"state": {}}, os.path.join(path, "optimizer.pt"))
+    with open(os.path.join(path, "trainer_state.json"), "w") as fh:
+        json.dump({"step": step}, fh)
+    if damaged:  # a save cut short by a crash
+        with open(os.path.join(path, "trainable.safetensors"), "rb+") as fh:
+            fh.truncate(100)
+
+
+def ppo_cfg(assets, output_dir, **kw):
+    from emprl.ppo import PPOScriptConfig
+
+    return PPOScriptConfig(sft_model_path=assets.t5, labelled_data=assets.labelled, output_dir=str(output_dir), **kw)
+
+
+def test_resume_skips_a_damaged_newest_checkpoint(assets, tmp_path, capsys):
+    from emprl.errors import UserError
+    from emprl.ppo import _prepare_output_dir
+
+    out = tmp_path / "ppo"
+    out.mkdir()
+    write_checkpoint(out, 2)
+    write_checkpoint(out, 4, damaged=True)
+    before = snapshot(out)
+    assert _prepare_output_dir(ppo_cfg(assets, out, resume=True)) == str(out / "checkpoint-2")
+    said = capsys.readouterr().out
+    assert f"skipped {out / 'checkpoint-4'}: it does not load" in said and "checkpoint-2:" not in said
+    assert snapshot(out) == before
+    with open(out / "checkpoint-2" / "trainable.safetensors", "rb+") as fh:
+        fh.truncate(10)
+    with pytest.raises(UserError, match="no checkpoint in .* loads"):
+        _prepare_output_dir(ppo_cfg(assets, out, resume=True))
+
+
+def test_interrupted_run_after_sigkill_is_kept_and_its_temporaries_removed(assets, tmp_path, capsys):
+    """A PPO run killed with SIGKILL mid-save: its lock dies with it, its checkpoints stay, its
+    half-written folders go, and a plain rerun asks for --resume instead of starting over."""
+    from emprl.ppo import main
+
+    out = tmp_path / "ppo"
+    script = ("import os, signal; from emprl.lifecycle import begin_stage, OWNER_FILE; "
+              f"out = {str(out)!r}; begin_stage('ppo', out, (), in_place=True); "
+              "os.makedirs(os.path.join(out, '.tmp-checkpoint-4-x')); "
+              "open(os.path.join(out, '.tmp-checkpoint-4-x', 'trainable.safetensors'), 'wb').write(b'0' * 999); "
+              "os.kill(os.getpid(), signal.SIGKILL)")
+    killed = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert killed.returncode == -signal.SIGKILL
+    write_checkpoint(out, 2)
+    kept = snapshot(out / "checkpoint-2")
+    recipe = write_ppo_recipe(tmp_path, assets, output_dir=str(out))
+    line = refused(main, [recipe], capsys)
+    assert "holds checkpoints of an interrupted run; pass --resume true" in line  # not "in use"
+    assert not (out / ".tmp-checkpoint-4-x").exists()
+    assert snapshot(out / "checkpoint-2") == kept
+
+
+def test_temporary_folder_of_a_killed_stage_is_removed_by_the_next_run(assets, tmp_path, capsys):
+    from emprl.config import parse_recipe
+    from emprl.identifiers import IdentifiersConfig, main
+
+    out = tmp_path / "identifiers"
+    main_, argv = stage_recipe("identifiers", assets, tmp_path, out)
+    (cfg,) = parse_recipe((IdentifiersConfig,), argv)
+    fake_finished_run(out, "identifiers")
+    write_stage_stamp(str(out), "identifiers", cfg, inputs=fingerprint_inputs([assets.epitome, assets.bert]))
+    leftover = tmp_path / ".tmp-identifiers-abc123"
+    leftover.mkdir()
+    (leftover / "emotional_reactions.safetensors").write_bytes(b"0" * 4096)
+    before = snapshot(out)
+    assert main(argv) is None  # finished and current: nothing to do, but the leftover goes
+    assert "nothing to do" in capsys.readouterr().out
+    assert not leftover.exists() and snapshot(out) == before
+
+
+# -- 6. readers refuse what they cannot read faithfully ---------------------------------------------------------
+
+
+def ed_copy(assets, tmp_path):
+    import shutil
+
+    folder = tmp_path / "ed"
+    shutil.copytree(assets.ed.split(":", 1)[1], folder)
+    return folder
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("cut", r"train.csv:\d+: expected 8 comma-separated fields \(9 with reply candidates\), got 6"),
+    ("utf8", r"train.csv:\d+: not valid UTF-8 \(byte 0xe9 at column \d+\)"),
+    ("empty", r"\[test\]: no usable examples"),
+])
+def test_dialogue_file_that_cannot_be_read_faithfully(damage, message, assets, experiment, tmp_path, capsys):
+    import re
+
+    from emprl.label import main
+
+    folder = ed_copy(assets, tmp_path)
+    if damage == "cut":
+        with open(folder / "train.csv", "a") as fh:
+            fh.write("hit:9_conv:9,1,sad,x,1,i feel s")  # the file ends mid-reply
+    elif damage == "utf8":
+        with open(folder / "train.csv", "ab") as fh:
+            fh.write(b"hit:9_conv:9,1,sad,x,1,caf\xe9 time,,\n")
+    else:
+        (folder / "test.csv").write_text((folder / "test.csv").read_text().splitlines()[0] + "\n")
+    before = snapshot(experiment)
+    recipe = recipe_file(tmp_path, "label.yaml", {"data": f"empathetic_dialogues:{folder}",
+                                                  "identifiers_dir": assets.ids, "output_dir": str(experiment / "label")})
+    assert re.search(message, refused(main, [recipe], capsys))
+    assert snapshot(experiment) == before
+
+
+def test_epitome_with_every_row_bad_and_skip_fails_cleanly(assets, experiment, tmp_path, capsys):
+    from emprl.identifiers import main
+
+    folder = write_epitome(tmp_path / "epitome")
+    path = folder / "explorations-reddit.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0]] + [line.replace(",", ";", 1) for line in lines[1:]]) + "\n")
+    before = snapshot(experiment)
+    recipe = recipe_file(tmp_path, "identifiers.yaml", {"data": str(folder), "encoder": assets.bert,
+                                                        "on_bad_rows": "skip", "output_dir": str(experiment / "identifiers")})
+    line = refused(main, [recipe], capsys)
+    assert "explorations-reddit.csv: no usable rows (20 malformed rows skipped so far)" in line
+    assert snapshot(experiment) == before
+
+
+# -- 7. one line instead of a traceback --------------------------------------------------------------------------
+
+
+def test_generate_with_a_missing_dataset_or_a_folder_as_output(assets, experiment, tmp_path, capsys):
+    from emprl.generate import main
+
+    before = snapshot(experiment)
+    line = refused(main, ["--model", assets.t5, "--data", f"disk:{tmp_path / 'missing'}", "--out", tmp_path / "p.jsonl"],
+                   capsys)
+    assert "missing' does not exist" in line
+    (tmp_path / "notdata").mkdir()
+    line = refused(main, ["--model", assets.t5, "--data", f"disk:{tmp_path / 'notdata'}", "--out", tmp_path / "p.jsonl"],
+                   capsys)
+    assert "not a dataset saved with save_to_disk" in line
+    line = refused(main, ["--model", assets.t5, "--data", assets.ed, "--out", experiment / "sft"], capsys)
+    assert "is a folder; expected the path of a JSONL file" in line
+    assert snapshot(experiment) == before
+
+
+@pytest.mark.parametrize("command", ["chat", "generate", "ppo"])
+def test_truncated_model_weights_are_one_line(command, assets, experiment, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(assets.t5, model)
+    size = os.path.getsize(model / "model.safetensors")
+    with open(model / "model.safetensors", "rb+") as fh:
+        fh.truncate(size // 2)
+    before = snapshot(experiment)
+    if command == "chat":
+        from emprl.chat import main
+        argv = ["--model", model]
+    elif command == "generate":
+        from emprl.generate import main
+        argv = ["--model", model, "--data", assets.ed, "--out", tmp_path / "p.jsonl"]
+    else:
+        from emprl.ppo import main
+        argv = [write_ppo_recipe(tmp_path, assets, sft_model_path=str(model), output_dir=str(experiment / "ppo"))]
+    assert "model.safetensors is damaged or cut short" in refused(main, argv, capsys)
+    assert snapshot(experiment) == before
+
+
+# -- 8. exit code 2 survives accelerate launch ---------------------------------------------------------------------
+
+
+def test_emprl_launch_keeps_exit_code_2_and_one_line(assets, experiment, tmp_path, capfd, monkeypatch):
+    """`emprl launch` as its console script runs it (in this process; accelerate starts the stage)."""
+    from emprl.cli import main
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(sys.path))
+    before = snapshot(experiment)
+    config = os.path.join(ROOT, "recipes", "accelerate", "cpu.yaml")
+    # caught here, before accelerate starts anything
+    recipe = write_ppo_recipe(tmp_path, assets, output_dir=str(experiment / "ppo"))
+    line = refused(main, ["launch", "--config_file", config, "ppo", recipe, "--steps", "0"], capfd)
+    assert line == "emprl: error: command line: key 'steps': expected a positive integer, got 0"
+    # caught inside the launched stage: its exit code and its line come through, no launcher traceback
+    _, argv = stage_recipe("evaluate", assets, tmp_path, experiment)
+    line = refused(main, ["launch", "--config_file", config, "evaluate", *argv], capfd)
+    assert "carries no evaluate stamp" in line
+    assert snapshot(experiment) == before
+
+
+# -- 9. hub ids pin a revision ------------------------------------------------------------------------------------------
+
+
+def test_hub_id_takes_the_pinned_revision_and_names_it(tmp_path, monkeypatch, caplog):
+    from emprl.errors import UserError
+    from emprl.models import hub_revision, resolve_model
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot_dir = tmp_path / "hub" / "models--org--tiny" / "snapshots" / commit
+    tiny.make_tiny_t5(str(snapshot_dir))
+    (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    path = resolve_model("org/tiny", revision=commit)
+    assert os.path.samefile(path, snapshot_dir) and hub_revision(path) == commit
+    resolve_model("org/tiny")
+    assert "without model_revision" in caplog.text
+    with pytest.raises(UserError, match="not in the local hub cache and HF_HUB_OFFLINE is set"):
+        resolve_model("org/tiny", revision="f" * 40)
+
+
+# -- 10. cases that already behaved, kept that way ------------------------------------------------------------------------
+
+
+def test_unknown_key_and_yaml_syntax_error(assets, experiment, tmp_path, capsys):
+    from emprl.ppo import main
+
+    before = snapshot(experiment)
+    recipe = write_ppo_recipe(tmp_path, assets, output_dir=str(experiment / "ppo"))
+    assert "unknown key 'learnin_rate' (did you mean 'learning_rate'?)" in refused(
+        main, [recipe, "--learnin_rate", "1e-5"], capsys)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(open(recipe).read() + "steps: [1, 2\n")
+    line = refused(main, [broken], capsys)
+    assert f"{broken}:" in line and "invalid YAML" in line
+    assert snapshot(experiment) == before
+
+
+def test_base_loop_and_missing_files(assets, experiment, tmp_path, capsys):
+    from emprl.ppo import main
+
+    before = snapshot(experiment)
+    (tmp_path / "a.yaml").write_text("base: b.yaml\nsteps: 2\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    assert "recipes include each other in a cycle" in refused(main, [tmp_path / "a.yaml"], capsys)
+    recipe = write_ppo_recipe(tmp_path, assets, output_dir=str(experiment / "ppo"),
+                              sft_model_path=str(tmp_path / "no-such-model"))
+    assert "key 'sft_model_path': path" in refused(main, [recipe], capsys)
+    assert "recipe file does not exist" in refused(main, [tmp_path / "nope.yaml"], capsys)
+    assert snapshot(experiment) == before
+
+
+def test_epitome_bad_level_names_file_and_line(assets, experiment, tmp_path, capsys):
+    from emprl.identifiers import main
+
+    folder = write_epitome(tmp_path / "epitome", bad_line=True)
+    before = snapshot(experiment)
+    recipe = recipe_file(tmp_path, "identifiers.yaml", {"data": str(folder), "encoder": assets.bert,
+                                                        "output_dir": str(experiment / "identifiers")})
+    assert "interpretations-reddit.csv:22: level must be 0, 1 or 2, got 'high'" in refused(main, [recipe], capsys)
+    assert snapshot(experiment) == before
