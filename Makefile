@@ -83,7 +83,7 @@ ethreed: $(VENV)/.demo
 # Does PPO raise R_emp beyond seed noise? The T5 lane's PPO with 3 seeds + its control, paired with SFT.
 rl-study: $(VENV)/.demo
 	$(PY) -m emprl.pipeline --recipe $(RECIPE) --accelerate_config $(ACCELERATE_CONFIG) \
-		--targets t5_sft.yaml t5_label.yaml $(if $(JOBS),--jobs $(JOBS))
+		--targets t5_sft.yaml label.yaml $(if $(JOBS),--jobs $(JOBS))
 	$(PY) -m emprl.study $(RECIPE)/rl_study.yaml
 
 bench-reward: $(VENV)/.demo

@@ -109,7 +109,7 @@ def test_bad_recipe_value_is_one_line_and_exit_code_2(tmp_path, capsys, key, val
 
 
 @pytest.mark.parametrize("recipe", ["recipes/demo/t5_init.yaml", "recipes/demo/t5_sft.yaml",
-                                    "recipes/demo/t5_label.yaml"])
+                                    "recipes/demo/label.yaml"])
 def test_t5_lane_recipes_parse(recipe):
     from emprl.config import parse_recipe
     from emprl.init_model import InitModelConfig
@@ -131,4 +131,4 @@ def test_t5_lane_recipes_parse(recipe):
         values = load_recipe_values(path)
         assert set(values) <= {f for f in LabelConfig.__dataclass_fields__}
         assert values["identifiers_dir"] == "outputs/demo/identifiers"
-        assert values["output_dir"] == "outputs/demo/t5_labelled" and values["data"].endswith("_large")
+        assert values["output_dir"] == "outputs/demo/labelled" and values["data"].endswith("_large")

@@ -148,6 +148,6 @@ def test_targets_keep_only_the_stages_they_read_from(tmp_path):
     steps = [Step(s, f"{tmp_path}/{s.recipe}", f"{tmp_path}/out/{s.recipe}", True,
                   tuple(r for r in s.after if r != "*")) for s in STAGES]
     kept = [s.stage.recipe for s in only_targets(steps, ["t5_ppo.yaml"])]
-    assert kept == ["identifiers.yaml", "t5_init.yaml", "t5_sft.yaml", "t5_label.yaml", "t5_ppo.yaml"]
+    assert kept == ["identifiers.yaml", "t5_init.yaml", "t5_sft.yaml", "label.yaml", "t5_ppo.yaml"]
     with pytest.raises(UserError, match="no stage reads nope.yaml"):
         only_targets(steps, ["nope.yaml"])

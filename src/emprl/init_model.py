@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from emprl.config import config_to_dict, parse_recipe, recipe_hash
+from emprl.config import config_to_dict, parse_recipe
 from emprl.errors import UserError, run_cli
 
 logger = logging.getLogger("emprl.init_model")
@@ -160,16 +160,14 @@ def count_parameters(model) -> int:
 def main(argv: list[str] | None = None) -> dict | None:
     (cfg,) = parse_recipe((InitModelConfig,), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from emprl.identifiers import stage_finished
-    from emprl.io import inputs_fingerprint
+    from emprl.lifecycle import begin_stage
 
-    stamp, inputs = recipe_hash(cfg), inputs_fingerprint([cfg.data.partition(":")[2]])
-    if not cfg.overwrite_output_dir and stage_finished(cfg.output_dir, stamp, inputs):
-        print(f"{cfg.output_dir} already holds this model; pass --overwrite_output_dir true to rebuild")
+    run = begin_stage("init_model", cfg.output_dir, (cfg,), inputs=[cfg.data], overwrite=cfg.overwrite_output_dir)
+    if run is None:  # finished for this recipe and this corpus
         return None
 
     from emprl.data import load_dialogues
-    from emprl.io import atomic_dir, atomic_write_json, write_model_card, write_stage_stamp
+    from emprl.io import atomic_dir, atomic_write_json, write_model_card
 
     start = time.perf_counter()
     train = load_dialogues(cfg.data, on_bad_rows=cfg.on_bad_rows)["train"]
@@ -190,7 +188,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                          f"{cfg.seed}), with a {cfg.tokenizer_model} tokenizer of {len(tokenizer)} tokens trained on "
                          f"the training split of `{cfg.data}`. Train it with the SFT stage "
                          f"(`model_name_or_path: {cfg.output_dir}`).", config_to_dict(cfg), info)
-        write_stage_stamp(tmp, "init_model", cfg, inputs=inputs)  # last: marks the folder complete
+        run.stamp(tmp)  # last: marks the folder complete
+    run.release()
     print(f"wrote {cfg.output_dir}: T5 with {n_params / 1e6:.2f}M parameters, vocabulary {len(tokenizer)}, "
           f"{info['seconds']} s")
     return info

@@ -47,16 +47,15 @@ class Stage:
 
 # The paper's order: SFT, identifiers, gold-level labelling, PPO (and its ablations), the ETHREED
 # baseline, then evaluation of every system side by side. Listed in an order that respects `after`.
-# The demo has a second lane, a from-scratch T5 (t5_*.yaml), that shares the identifiers.
+# The demo has a second lane, a from-scratch T5 (t5_*.yaml), that shares the identifiers and labels.
 STAGES = (
     Stage("sft", "emprl.sft", "sft.yaml"),
     Stage("identifiers", "emprl.identifiers", "identifiers.yaml"),
     Stage("t5 init", "emprl.init_model", "t5_init.yaml", required=False),
     Stage("t5 sft", "emprl.sft", "t5_sft.yaml", after=("t5_init.yaml",), required=False),
     Stage("label", "emprl.label", "label.yaml", after=("identifiers.yaml",)),
-    Stage("t5 label", "emprl.label", "t5_label.yaml", after=("identifiers.yaml",), required=False),
-    Stage("t5 ppo", "emprl.ppo", "t5_ppo.yaml", after=("t5_sft.yaml", "t5_label.yaml"), required=False),
-    Stage("t5 ppo (w/o empathy reward)", "emprl.ppo", "t5_ppo_no_empathy.yaml", after=("t5_sft.yaml", "t5_label.yaml"),
+    Stage("t5 ppo", "emprl.ppo", "t5_ppo.yaml", after=("t5_sft.yaml", "label.yaml"), required=False),
+    Stage("t5 ppo (w/o empathy reward)", "emprl.ppo", "t5_ppo_no_empathy.yaml", after=("t5_sft.yaml", "label.yaml"),
           required=False),
     Stage("ppo", "emprl.ppo", "ppo.yaml", after=("sft.yaml", "label.yaml")),
     Stage("ppo (w/o KL)", "emprl.ppo", "ppo_no_kl.yaml", after=("sft.yaml", "label.yaml"), required=False),
