@@ -228,3 +228,17 @@ def test_embedding_similarity_greedy_matching_by_hand(tmp_path):
     assert one["f1_per_example"] == [pytest.approx(100 * 2 * recall / (1 + recall), abs=1e-3)]
     with pytest.raises(ValueError, match="encoder"):
         metric.compute(predictions=["a"], references=["b"])
+
+
+def test_max_train_situations_caps_training_but_every_utterance_is_labelled(tmp_path, bert):
+    from emprl.emotion_classifier import main
+
+    convs = _write_ed(tmp_path / "ed")
+    recipe = tmp_path / "emotion_classifier.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "data": f"empathetic_dialogues:{tmp_path / 'ed'}", "model": bert, "output_dir": str(tmp_path / "clf"),
+        "max_length": 32, "num_epochs": 1, "batch_size": 8, "max_train_situations": 10}))
+    metrics = main([str(recipe)])
+    assert metrics["situations"] == {"train": 10, "validation": 8, "test": 8}
+    rows = (tmp_path / "clf" / "listener_emotions.jsonl").read_text().splitlines()
+    assert len(rows) == sum(len(convs[s]) for s in convs)

@@ -151,3 +151,21 @@ def test_targets_keep_only_the_stages_they_read_from(tmp_path):
     assert kept == ["identifiers.yaml", "t5_init.yaml", "t5_sft.yaml", "label.yaml", "t5_ppo.yaml"]
     with pytest.raises(UserError, match="no stage reads nope.yaml"):
         only_targets(steps, ["nope.yaml"])
+
+
+def test_on_demand_stages_are_left_out_of_train_all_unless_targeted(tmp_path):
+    exp = make_experiment(tmp_path, extra=("ppo_no_kl",))
+    (exp / "chain.yaml").write_text("on_demand: [ppo_no_kl.yaml]\n")
+    proc = subprocess.run([sys.executable, "-m", "emprl.pipeline", "--recipe", str(exp), "--dry_run"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "ppo_no_kl" not in proc.stdout.split("left out")[1].split("\n", 1)[1]
+    assert "left out (on_demand in chain.yaml" in proc.stdout and proc.stdout.count("-m emprl.") == 5
+    proc = subprocess.run([sys.executable, "-m", "emprl.pipeline", "--recipe", str(exp), "--dry_run",
+                           "--targets", "ppo_no_kl.yaml"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "ppo_no_kl.yaml" in proc.stdout and "left out" not in proc.stdout
+    (exp / "chain.yaml").write_text("on_demand: [nope.yaml]\n")
+    proc = subprocess.run([sys.executable, "-m", "emprl.pipeline", "--recipe", str(exp), "--dry_run"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "key 'on_demand'" in proc.stderr and "nope.yaml" in proc.stderr

@@ -85,6 +85,21 @@ def required_after(experiment: str) -> list[str]:
     return after
 
 
+def on_demand(experiment: str) -> list[str]:
+    """Stage recipes named in ``chain.yaml``'s ``on_demand``: train-all leaves them out (they run with
+    ``--targets`` or their own make target), e.g. ablations too slow for the demo's time budget."""
+    path = os.path.join(experiment, CHAIN_FILE)
+    if not os.path.isfile(path):
+        return []
+    names = load_yaml_mapping(path).get("on_demand", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{path}: key 'on_demand': expected a list of recipe file names (e.g. ppo_no_kl.yaml)")
+    missing = [n for n in names if not os.path.isfile(os.path.join(experiment, n))]
+    if missing:
+        raise UserError(f"{path}: key 'on_demand': recipe file '{missing[0]}' does not exist in {experiment}")
+    return names
+
+
 def experiment_links(experiment: str, stages=None) -> list[Link]:
     """The stages the folder has, in pipeline order (a folder may hold only some of them)."""
     if stages is None:

@@ -58,6 +58,8 @@ class EmotionClassifierConfig:
     labels_file: str = field(default="listener_emotions.jsonl", metadata={
         "help": "name of the per-utterance label file inside output_dir (ETHREED's listener_emotions)"})
     max_length: int = field(default=64, metadata={"help": "tokens per situation or utterance"})
+    max_train_situations: int | None = field(default=None, metadata={
+        "help": "fine-tune on the first N training situations only (every utterance is still labelled)"})
     num_epochs: int = 2
     batch_size: int = 16
     eval_batch_size: int = 64
@@ -73,6 +75,9 @@ class EmotionClassifierConfig:
         for key in ("max_length", "num_epochs", "batch_size", "eval_batch_size", "learning_rate"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"key '{key}': expected a positive value, got {getattr(self, key)}")
+        if self.max_train_situations is not None and self.max_train_situations <= 0:
+            raise ValueError(f"key 'max_train_situations': expected a positive integer or null, "
+                             f"got {self.max_train_situations}")
         if self.num_threads is not None and self.num_threads <= 0:
             raise ValueError(f"key 'num_threads': expected a positive integer or null, got {self.num_threads}")
         if not 0 <= self.warmup_ratio < 1:
@@ -245,6 +250,8 @@ def run(cfg: EmotionClassifierConfig, progress: bool = True, stage=None) -> dict
     if missing:
         raise UserError(f"{cfg.data}: split {missing[0]!r} missing")
     examples = {s: situation_examples(data[s], f"{cfg.data} [{s}]") for s in SPLITS}
+    if cfg.max_train_situations is not None:
+        examples["train"] = examples["train"][: cfg.max_train_situations]
     if not examples["train"]:
         raise UserError(f"{cfg.data}: no conversation of the train split has both a situation and an emotion "
                         "(the classifier needs EmpatheticDialogues-style data)")

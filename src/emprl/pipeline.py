@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from emprl.chain import on_demand
 from emprl.config import load_recipe_values, recipe_file_hash
 from emprl.errors import UserError, run_cli
 from emprl.lifecycle import stamp_is_current
@@ -77,13 +78,17 @@ class Step:
     after: tuple[str, ...]  # recipe files of this experiment's stages that must finish first
 
 
-def plan(experiment: str, force: bool = False, stages: tuple[Stage, ...] = STAGES) -> list[Step]:
-    """One Step per stage the experiment has; ``run`` is false for a finished, unchanged stage."""
+def plan(experiment: str, force: bool = False, stages: tuple[Stage, ...] = STAGES,
+         leave_out: tuple[str, ...] = ()) -> list[Step]:
+    """One Step per stage the experiment has (less the recipe files in ``leave_out``); ``run`` is false
+    for a finished, unchanged stage."""
     if not os.path.isdir(experiment):
         raise UserError(f"{experiment}: experiment folder does not exist (expected recipes/<experiment>)")
     steps: list[Step] = []
     for stage in stages:
         path = os.path.join(experiment, stage.recipe)
+        if stage.recipe in leave_out:
+            continue
         if not os.path.isfile(path):
             if stage.required:
                 raise UserError(f"{path}: recipe file does not exist (every experiment needs {stage.recipe})")
@@ -269,9 +274,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke:
         smoke_command(args.recipe, launcher, args.jobs or default_jobs(), args.smoke_root)
         return
-    steps = plan(args.recipe, args.force)
+    # chain.yaml's on_demand stages run only when a target names them (or needs them)
+    left_out = () if args.targets else tuple(on_demand(args.recipe))
+    steps = plan(args.recipe, args.force, leave_out=left_out)
     if args.targets:
         steps = only_targets(steps, args.targets)
+    if left_out:
+        print(f"[train-all] left out (on_demand in chain.yaml; run them with --targets): {', '.join(left_out)}",
+              flush=True)
 
     def command_for(step: Step) -> list[str]:
         return launcher + ["-m", step.stage.module, step.recipe_path]
