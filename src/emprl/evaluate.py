@@ -1,4 +1,4 @@
-"""Stage 5 — evaluation of every system on the test split, as the paper's Tables II and VI.
+"""Stage 6 — evaluation of every system on the test split, as the paper's Tables II and VI.
 
     accelerate launch --config_file recipes/accelerate/cpu.yaml -m emprl.evaluate recipes/demo/evaluate.yaml
 

@@ -1,4 +1,5 @@
-"""Train ETHREED, score it on the test split and write one sampled generation run per seed.
+"""Stage 5 (ETHREED baseline), step 2 — train ETHREED, score it on the test split and write one
+sampled generation run per seed.
 
     accelerate launch --config_file recipes/accelerate/cpu.yaml -m emprl.baselines.ethreed.train RECIPE.yaml
 
