@@ -51,21 +51,23 @@ or tie (equally good or equally bad), judging empathy first, then relevance and 
 
 
 def fleiss_kappa(table: list[list[int]]) -> float:
-    """Fleiss' kappa for an items x categories table of rater counts (same number of raters per item).
+    """Fleiss' kappa for an items x categories table of rater counts (same number of raters per item),
+    computed by ``statsmodels``; our checks turn a malformed table into a ValueError first.
 
     NaN when agreement by chance is already perfect (every rating in one category).
     """
+    import numpy as np
+    from statsmodels.stats.inter_rater import fleiss_kappa as _statsmodels_fleiss_kappa
+
     if not table:
         raise ValueError("fleiss_kappa needs at least one item")
     raters = sum(table[0])
     if raters < 2 or any(sum(row) != raters for row in table):
         raise ValueError("fleiss_kappa needs the same number (>= 2) of raters for every item")
-    n_items = len(table)
-    p_item = [(sum(c * c for c in row) - raters) / (raters * (raters - 1)) for row in table]
-    p_bar = sum(p_item) / n_items
-    p_cat = [sum(row[j] for row in table) / (n_items * raters) for j in range(len(table[0]))]
-    p_e = sum(p * p for p in p_cat)
-    return math.nan if p_e >= 1.0 else (p_bar - p_e) / (1.0 - p_e)
+    counts = np.asarray(table, dtype=float)
+    if np.count_nonzero(counts.sum(axis=0)) < 2:
+        return math.nan  # chance agreement is 1: statsmodels would divide by zero
+    return float(_statsmodels_fleiss_kappa(counts, method="fleiss"))
 
 
 def sign_test(wins: int, losses: int) -> float:

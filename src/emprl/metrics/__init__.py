@@ -64,8 +64,11 @@ def mean_ci95(values: Iterable[float]) -> tuple[float, float]:
     mean = sum(xs) / n
     if n == 1:
         return mean, math.nan
-    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-    return mean, float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    sem = float(stats.sem(xs))  # sample std (ddof=1) / sqrt(n)
+    if sem == 0.0:
+        return mean, 0.0  # identical values: scipy refuses a zero scale
+    _, high = stats.t.interval(0.95, n - 1, loc=mean, scale=sem)
+    return mean, float(high) - mean
 
 
 def perplexity(total_nll: float, total_tokens: int) -> float:
