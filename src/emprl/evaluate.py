@@ -36,6 +36,8 @@ from typing import Any, Literal
 from emprl.config import config_to_dict, parse_recipe
 from emprl.errors import UserError, run_cli
 from emprl.lifecycle import begin_stage
+from emprl.mechanisms import MECHANISM_SHORT
+from emprl.policy import PAPER_DECODING
 
 logger = logging.getLogger("emprl.evaluate")
 
@@ -48,7 +50,6 @@ RELEVANCE_METRIC = ("f_bert", "F_BERT", 2)  # a column only when relevance_encod
 # Paired differences: (key, title, decimals).
 PAIRED_METRICS = [("r_emp", "R_emp", 3), ("emp_f1", "Emp-F1", 2), ("f_bert", "F_BERT", 2)]
 REFERENCE_METRICS = [("bleu-1", "BLEU-1", 2), ("bleu-2", "BLEU-2", 2), ("rouge-l", "ROUGE-L", 2)]
-MECHANISM_SHORT = {"emotional_reactions": "ER", "interpretations": "IP", "explorations": "EX"}
 # Ma et al., IEEE TAFFC 2025: the figures printed beside ours in results.md, per table: caption,
 # column titles, rows (system, values...).
 PAPER_TABLES = {
@@ -79,11 +80,11 @@ class EvaluateConfig:
     output_dir: str = "outputs/demo/eval"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "one generation run per seed"})
     max_examples: int | None = field(default=None, metadata={"help": "first N test examples (null: all)"})
-    # Decoding (paper: top-k 20, top-p 1.0, temperature 0.9, 30 new tokens).
-    top_k: int = 20
-    top_p: float = 1.0
-    temperature: float = 0.9
-    max_new_tokens: int = 30
+    # Decoding (default: the paper's, emprl.policy.PAPER_DECODING); GenerationSettings.from_recipe reads these.
+    top_k: int = PAPER_DECODING["top_k"]
+    top_p: float = PAPER_DECODING["top_p"]
+    temperature: float = PAPER_DECODING["temperature"]
+    max_new_tokens: int = PAPER_DECODING["max_new_tokens"]
     do_sample: bool = True
     batch_size: int = 16
     # Prompt: null keeps what each model folder was trained with (emprl_prompt.json, else PromptBuilder's).
@@ -290,8 +291,7 @@ def evaluate_model(cfg: EvaluateConfig, state, device, folder: str, contexts, re
     # every system answers the same contexts under the same seeds.
     repeated = [i for i in indices for _ in range(cfg.samples_per_context)]
     for seed in cfg.seeds:
-        settings = GenerationSettings(top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature,
-                                      max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, seed=seed)
+        settings = GenerationSettings.from_recipe(cfg, seed=seed)
         with state.split_between_processes(repeated) as shard:
             mine = generate_responses(model, tokenizer, builder, [contexts[i] for i in shard], settings,
                                       batch_size=cfg.batch_size, progress=state.is_main_process)
@@ -446,15 +446,10 @@ class Scorer:
 
     def levels_and_reward(self, responses: list[str], gold, contexts=None) -> tuple[list[list[int]], list[float]]:
         """Levels on (c, y_hat) and R_emp of each response from ONE identifier pass (R_emp =
-        prod_i p_i(l_i | c, y_hat), the formula of EmpathyReward.__call__); ``contexts``: the serialised
+        prod_i p_i(l_i | c, y_hat), EmpathyReward.reward_and_levels); ``contexts``: the serialised
         context of each response (default: the scorer's contexts, one response each)."""
-        import torch
-
-        logits = self.reward.logits(self.contexts if contexts is None else contexts, responses)
-        gold_t = torch.as_tensor(gold, dtype=torch.long, device=logits.device)
-        picked = logits.log_softmax(dim=-1).gather(-1, gold_t.unsqueeze(-1)).squeeze(-1)
-        r_emp = picked.sum(dim=1).exp().clamp(min=torch.finfo(torch.float32).tiny, max=1.0)
-        return logits.argmax(dim=-1).cpu().tolist(), r_emp.cpu().tolist()
+        r_emp, levels = self.reward.reward_and_levels(self.contexts if contexts is None else contexts, responses, gold)
+        return levels.cpu().tolist(), r_emp.cpu().tolist()
 
     def score(self, responses, references, gold, with_refs: bool, context_index=None) -> tuple[dict, dict]:
         """(metrics of one run, per-response values); ``context_index[j]``: the context of response j
