@@ -56,7 +56,7 @@ from emprl.evaluate_systems import (  # noqa: F401 (re-exported: PPL and generat
     reference_nll,
 )
 from emprl.lifecycle import begin_stage
-from emprl.policy import PAPER_DECODING
+from emprl.policy import PAPER_DECODING, pick_device
 
 logger = logging.getLogger("emprl.evaluate")
 
@@ -165,11 +165,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     if run is None:
         return None
 
-    import torch
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    device = pick_device(cfg.device)
     state = PartialState(cpu=device == "cpu")  # joins the ranks of `accelerate launch` (docs/cpu-ranks.md)
     if state.num_processes > 1 or cfg.device == "auto":
         device = state.device
