@@ -107,7 +107,7 @@ test: $(VENV)/.demo
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src reward_models tests
+	$(VENV)/bin/ruff check src reward_models tests tools
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .ruff_cache

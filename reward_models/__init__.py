@@ -10,7 +10,7 @@ from .registry import (
     build_reward,
     register_reward,
 )
-from .reward import MECHANISMS, EmpathyReward, tokenize_pairs
+from .reward import MECHANISMS, EmpathyReward, empathy_reward_from_logits, tokenize_pairs
 
 __all__ = [
     "MECHANISMS",
@@ -23,6 +23,7 @@ __all__ = [
     "LengthReward",
     "RewardComponent",
     "build_reward",
+    "empathy_reward_from_logits",
     "masked_pool",
     "register_reward",
     "tokenize_pairs",

@@ -18,10 +18,9 @@ from pathlib import Path
 import torch
 
 from emprl.errors import UserError
+from emprl.mechanisms import MECHANISMS
 
 from .identifier import EmpathyIdentifier
-
-MECHANISMS = ("emotional_reactions", "interpretations", "explorations")
 
 
 def tokenize_pairs(tokenizer, texts: Sequence[str], max_length: int, truncation_side: str,
@@ -171,12 +170,7 @@ class EmpathyReward:
         """(R_emp [B], predicted levels [B, M]) from one pass through the identifiers."""
         gold = self._gold_tensor(gold_levels, len(contexts))
         logits = self.logits(contexts, responses)
-        log_probs = logits.log_softmax(dim=-1)
-        # -sum_i CE_i = sum_i log p_i(l_i); exp turns it into the product of the gold-class probabilities.
-        picked = log_probs.gather(-1, gold.unsqueeze(-1)).squeeze(-1)
-        reward = picked.sum(dim=1).exp()
-        # Keep the documented open interval even if the product underflows fp32.
-        return reward.clamp(min=torch.finfo(reward.dtype).tiny, max=1.0), logits.argmax(dim=-1)
+        return empathy_reward_from_logits(logits, gold), logits.argmax(dim=-1)
 
     def _gold_tensor(self, gold_levels, batch: int) -> torch.Tensor:
         if isinstance(gold_levels, Mapping):
@@ -194,6 +188,17 @@ class EmpathyReward:
         if gold.numel() and (gold.min() < 0 or gold.max() > 2):
             raise ValueError("gold levels must be 0, 1 or 2")
         return gold.to(self.device)
+
+
+def empathy_reward_from_logits(logits: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """R_emp [B] from identifier logits [B, M, 3] and gold levels [B, M] (long, same device).
+
+    R_emp = exp(-L_emp) = exp(-sum_i CE_i) = prod_i p_i(l_i | c, y_hat), kept in (0, 1]."""
+    # -sum_i CE_i = sum_i log p_i(l_i); exp turns it into the product of the gold-class probabilities.
+    picked = logits.log_softmax(dim=-1).gather(-1, gold.unsqueeze(-1)).squeeze(-1)
+    reward = picked.sum(dim=1).exp()
+    # Keep the documented open interval even if the product underflows fp32.
+    return reward.clamp(min=torch.finfo(reward.dtype).tiny, max=1.0)
 
 
 def _check_pair_lists(contexts, responses) -> tuple[list[str], list[str]]:

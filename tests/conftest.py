@@ -14,6 +14,8 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 # native bf16 (tests of the automatic choice clear this variable themselves).
 os.environ["EMPRL_MIXED_PRECISION"] = "no"
 sys.path.insert(0, os.path.dirname(__file__))  # so tests can `import tiny`
+# and `import compose_demo`: the demo data composer lives in tools/, outside the installed package
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 
 import torch  # noqa: E402
 

@@ -8,10 +8,9 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import compose_demo  # tools/compose_demo.py (conftest puts tools/ on the path): not part of the package
 import pytest
-
-from emprl.data import compose_demo
-from emprl.data.compose_demo import DEMO_DATA_DIR, UNDERSTANDING_MARKERS, WARMTH_MARKERS
+from compose_demo import DEMO_DATA_DIR, UNDERSTANDING_MARKERS, WARMTH_MARKERS
 
 ED_EMOTIONS = {
     "surprised", "excited", "annoyed", "proud", "angry", "sad", "grateful", "lonely", "impressed", "afraid",

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 import yaml
 from test_ppo import build_assets, read_jsonl, write_recipe
@@ -22,6 +23,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_one_policy(tmp_path):
     from safetensors.torch import load_file
 

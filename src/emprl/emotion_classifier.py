@@ -1,4 +1,5 @@
-"""Listener-emotion labels for ETHREED: an utterance emotion classifier trained on ED situations.
+"""Stage 5 (ETHREED baseline), step 1 — listener-emotion labels for ETHREED: an utterance emotion
+classifier trained on ED situations.
 
     accelerate launch --config_file recipes/accelerate/cpu.yaml -m emprl.emotion_classifier \
         recipes/demo/emotion_classifier.yaml

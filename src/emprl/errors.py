@@ -33,4 +33,6 @@ def run_cli(main: Callable[[list[str] | None], Any], argv: list[str] | None = No
 
 
 def _in_distributed_run() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    from emprl.ranks import launched_ranks
+
+    return launched_ranks() > 1

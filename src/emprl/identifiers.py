@@ -31,6 +31,7 @@ from emprl.errors import run_cli
 from emprl.io import atomic_dir, atomic_write_json, write_model_card
 from emprl.lifecycle import begin_stage
 from emprl.models import hub_revision, resolve_model
+from emprl.ranks import join_cpu_ranks
 from reward_models import EmpathyIdentifier, tokenize_pairs
 
 logger = logging.getLogger("emprl.identifiers")
@@ -313,14 +314,6 @@ def draw_report(report: dict, path: str) -> None:
 
 
 # ----------------------------------------------------------------------------- stage
-def init_distributed() -> None:
-    # `accelerate launch` with several CPU ranks: without this each process trains alone (docs/cpu-ranks.md).
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
-        from accelerate import PartialState
-
-        PartialState(cpu=True)
-
-
 def main(argv: list[str] | None = None) -> dict | None:
     from accelerate import Accelerator
 
@@ -333,7 +326,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                       overwrite=cfg.overwrite_output_dir)
     if run is None:
         return None
-    init_distributed()
+    join_cpu_ranks()  # several CPU ranks: one process group, not one run each (docs/cpu-ranks.md)
     precision = None if cfg.bf16 is None else ("bf16" if cfg.bf16 else "no")
     accelerator = Accelerator(mixed_precision=precision,
                               gradient_accumulation_steps=cfg.gradient_accumulation_steps)

@@ -100,10 +100,24 @@ def read_stage_stamp(output_dir: str) -> dict | None:
         return None
 
 
+# Recipe keys that name what a stage started from (first found wins) and the data it read.
+_BASE_MODEL_KEYS = ("sft_model_path", "model_name_or_path", "encoder", "model")
+_DATASET_KEYS = ("data", "labelled_data")
+
+
 def write_model_card(output_dir: str, title: str, summary: str, recipe: dict[str, Any],
                      metrics: dict[str, Any] | None = None, extra: str = "") -> None:
-    """A README.md stating what produced the folder: stage, recipe values, data and metrics."""
-    lines = [f"# {title}", "", summary.strip(), ""]
+    """A README.md stating what produced the folder: stage, recipe values, data and metrics.
+
+    A ``huggingface_hub.ModelCard`` whose YAML metadata names the base model, the datasets and the
+    metrics (as the hub reads them); the body keeps the metric values and every recipe value."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    base_model = next((recipe[k] for k in _BASE_MODEL_KEYS if isinstance(recipe.get(k), str)), None)
+    datasets = [recipe[k] for k in _DATASET_KEYS if isinstance(recipe.get(k), str)]
+    card_data = ModelCardData(base_model=base_model, datasets=datasets or None,
+                              metrics=list(metrics) if metrics else None, tags=["emprl"])
+    lines = ["---", card_data.to_yaml(), "---", f"# {title}", "", summary.strip(), ""]
     if metrics:
         lines += ["## Metrics", "", "| metric | value |", "| --- | --- |"]
         lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
@@ -114,4 +128,5 @@ def write_model_card(output_dir: str, title: str, summary: str, recipe: dict[str
     if extra:
         lines += [extra.strip(), ""]
     lines.append("Produced by the EmpRL pipeline.")
-    atomic_write_text(os.path.join(output_dir, "README.md"), "\n".join(lines) + "\n")
+    card = ModelCard("\n".join(lines) + "\n")
+    atomic_write_text(os.path.join(output_dir, "README.md"), str(card))

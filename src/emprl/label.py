@@ -22,6 +22,8 @@ from emprl.data import LEVEL_NAMES, load_dialogues, serialize_context
 from emprl.errors import UserError, run_cli
 from emprl.io import atomic_dir, atomic_write_json, write_model_card
 from emprl.lifecycle import begin_stage
+from emprl.policy import pick_device
+from emprl.ranks import launched_ranks
 from reward_models import EmpathyReward
 
 logger = logging.getLogger("emprl.label")
@@ -106,11 +108,11 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     # Labelling is one pass of inference: under a multi-process launch the main rank does it, others wait.
     want_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
-    state = PartialState(cpu=want_cpu) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    state = PartialState(cpu=want_cpu) if launched_ranks() > 1 else None
     if state is not None and not state.is_main_process:
         state.wait_for_everyone()
         return None
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    device = pick_device(cfg.device)
     if state is not None and cfg.device == "auto":
         device = state.device
     reward = EmpathyReward.from_pretrained(cfg.identifiers_dir, device=device, max_context_len=cfg.max_context_len,

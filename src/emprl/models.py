@@ -97,7 +97,7 @@ def _convert_gguf(folder: str, gguf_name: str, target: str) -> None:
 
         logger.warning("converting %s once into %s (about 30 s)", gguf_name, target)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_name)
-        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_name, torch_dtype=torch.float32)
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_name, dtype=torch.float32)
         # The GGUF tokenizer metadata may name another end token than the model config (SmolLM2:
         # <|im_start|> vs <|im_end|>); the config is what generation stops on.
         eos = loaded.config.eos_token_id

@@ -137,25 +137,45 @@ def stop_token_ids(model, tokenizer, builder: PromptBuilder | None = None) -> li
 # -- generation --------------------------------------------------------------------------------------
 
 
+# The paper's decoding (Ma et al. 2025, Sec. V), written once: the defaults of PPO's rollouts, the
+# evaluation, `emprl.generate` and `emprl.chat`.
+PAPER_DECODING = {"top_k": 20, "top_p": 1.0, "temperature": 0.9, "max_new_tokens": 30}
+
+
 @dataclass
 class GenerationSettings:
-    """Sampling settings (paper defaults: top-k 20, top-p 1.0, temperature 0.9, 30 new tokens)."""
+    """Decoding settings (defaults: the paper's) and the ``transformers.GenerationConfig`` they make."""
 
-    top_k: int = 20
-    top_p: float = 1.0
-    temperature: float = 0.9
-    max_new_tokens: int = 30
+    top_k: int = PAPER_DECODING["top_k"]
+    top_p: float = PAPER_DECODING["top_p"]
+    temperature: float = PAPER_DECODING["temperature"]
+    max_new_tokens: int = PAPER_DECODING["max_new_tokens"]
     do_sample: bool = True
     num_beams: int = 1
+    min_new_tokens: int = 0
     seed: int | None = 42
 
-    def generate_kwargs(self) -> dict:
-        kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample, "num_beams": self.num_beams}
-        if self.do_sample:
+    @classmethod
+    def from_recipe(cls, cfg, **overrides) -> GenerationSettings:
+        """The decoding keys a recipe dataclass has (top_k, top_p, temperature, max_new_tokens, do_sample,
+        num_beams, min_new_tokens); the rest keep their defaults; ``overrides`` win."""
+        values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if hasattr(cfg, f.name)}
+        return cls(**{**values, **overrides})
+
+    def generation_config(self, **special_tokens):
+        """A ``transformers.GenerationConfig`` of these settings and nothing else: no repetition penalty,
+        no n-gram ban, no minimum length unless ``min_new_tokens``. Pass it to ``generate`` with
+        ``use_model_defaults=False`` so a model's saved generation config adds only its special tokens.
+        ``special_tokens``: eos_token_id, pad_token_id, ..."""
+        from transformers import GenerationConfig
+
+        kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample, "num_beams": self.num_beams,
+                  "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, **special_tokens}
+        if self.min_new_tokens:
+            kwargs["min_new_tokens"] = self.min_new_tokens
+        if self.do_sample:  # greedy keeps GenerationConfig's neutral sampling values (no warnings)
             kwargs.update(top_k=self.top_k, top_p=self.top_p, temperature=self.temperature)
-        else:  # keep transformers from warning about sampling flags it would ignore
-            kwargs.update(top_k=None, top_p=None, temperature=None)
-        return kwargs
+        return GenerationConfig(**kwargs)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -175,7 +195,8 @@ def generate_responses(model, tokenizer, builder: PromptBuilder, contexts: list[
     if settings.seed is not None:
         set_seed(settings.seed)
     ensure_pad_token(model, tokenizer)
-    stops = stop_token_ids(model, tokenizer, builder)
+    config = settings.generation_config(eos_token_id=stop_token_ids(model, tokenizer, builder),
+                                        pad_token_id=tokenizer.pad_token_id)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -187,8 +208,7 @@ def generate_responses(model, tokenizer, builder: PromptBuilder, contexts: list[
             enc = pad_batch([prompt_ids(builder, turns) for turns in chunk], tokenizer.pad_token_id,
                             builder.generation_padding_side, device)
             with torch.no_grad():
-                generated = model.generate(**enc, **settings.generate_kwargs(), eos_token_id=stops,
-                                           pad_token_id=tokenizer.pad_token_id)
+                generated = model.generate(**enc, generation_config=config, use_model_defaults=False)
             if not builder.is_encoder_decoder:  # decoder-only output repeats the prompt
                 generated = generated[:, enc["input_ids"].shape[1]:]
             out += [clean_response(text, builder)

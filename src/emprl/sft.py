@@ -30,6 +30,7 @@ from transformers import Seq2SeqTrainingArguments
 from emprl.config import config_to_dict, parse_recipe, recipe_hash
 from emprl.errors import UserError, run_cli
 from emprl.policy import prompt_ids, response_suffix, save_prompt_settings
+from emprl.ranks import join_cpu_ranks_for_trainer
 
 logger = logging.getLogger("emprl.sft")
 STAGE_FILE, INITIAL_EVAL_FILE = "stage.json", "initial_eval.json"
@@ -96,7 +97,7 @@ class SFTTrainingArguments(Seq2SeqTrainingArguments):
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    _join_cpu_ranks()
+    join_cpu_ranks_for_trainer()  # several CPU ranks: one process group (docs/cpu-ranks.md)
     cfg, args = parse_recipe((SFTScriptConfig, SFTTrainingArguments), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     stamp = recipe_hash(cfg, args)
@@ -233,15 +234,6 @@ def save_generator(trainer, tokenizer, builder, output_dir: str, merge: bool) ->
 
 
 # -- bookkeeping ---------------------------------------------------------------------------------------
-
-
-def _join_cpu_ranks() -> None:
-    """`accelerate launch` with several CPU ranks: TrainingArguments joins them (gloo) only when told the
-    run is on the CPU; otherwise every process trains alone on all the data (docs/cpu-ranks.md)."""
-    import torch
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
-        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
 
 
 def _limit(rows, n: int | None, split: str, spec: str):

@@ -41,13 +41,14 @@ def bench_recipe(recipe: str, steps: int, extra: list[str] | None = None) -> dic
     from trl import PPOConfig
 
     from emprl.config import parse_recipe
-    from emprl.ppo import PPORun, PPOScriptConfig, _init_distributed
+    from emprl.ppo import PPORun, PPOScriptConfig
+    from emprl.ranks import join_cpu_ranks
 
     with tempfile.TemporaryDirectory(prefix="bench-ppo-") as out:
         argv = [recipe, "--output_dir", out, "--eval_samples", "0", "--save_steps", "0", "--steps", str(steps),
                 "--log_with", "null", *(extra or [])]
         cfg, ppo_cfg = parse_recipe((PPOScriptConfig, PPOConfig), argv)
-        _init_distributed()
+        join_cpu_ranks()
         run = PPORun(cfg, ppo_cfg)
         rows = [run.train_step(step) for step in range(1, steps + 1)]
     timed = rows[1:] if len(rows) > 1 else rows

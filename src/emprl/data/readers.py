@@ -17,11 +17,10 @@ from collections.abc import Iterator
 from datasets import Dataset, DatasetDict
 
 from emprl.errors import UserError
+from emprl.mechanisms import LEVEL_NAMES, MECHANISMS  # noqa: F401 (LEVEL_NAMES: re-exported by emprl.data)
 
 logger = logging.getLogger("emprl.data")
 
-MECHANISMS = ("emotional_reactions", "interpretations", "explorations")
-LEVEL_NAMES = ("no", "weak", "strong")
 SPLITS = ("train", "validation", "test")
 EPITOME_FILES = {
     "emotional_reactions": "emotional-reactions-reddit.csv",

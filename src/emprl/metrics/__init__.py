@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from emprl.mechanisms import MECHANISMS
+
 METRICS_DIR = Path(__file__).resolve().parent
 METRIC_NAMES = ("distinct", "emp_f1", "bleu", "rouge_l", "embedding_similarity")
 
@@ -64,8 +66,11 @@ def mean_ci95(values: Iterable[float]) -> tuple[float, float]:
     mean = sum(xs) / n
     if n == 1:
         return mean, math.nan
-    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-    return mean, float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    sem = float(stats.sem(xs))  # sample std (ddof=1) / sqrt(n)
+    if sem == 0.0:
+        return mean, 0.0  # identical values: scipy refuses a zero scale
+    _, high = stats.t.interval(0.95, n - 1, loc=mean, scale=sem)
+    return mean, float(high) - mean
 
 
 def perplexity(total_nll: float, total_tokens: int) -> float:
@@ -94,10 +99,10 @@ def level_confusion(predictions, references, num_levels: int = 3):
     return counts
 
 
-def emp_f1_from_confusion(counts) -> float:
-    """Emp-F1 (x100) from level_confusion counts: the mean over mechanisms of the support-weighted F1 of
-    levels 0/1/2, with F1 = 0 where a level is neither gold nor predicted; equals the emp_f1 module
-    (scikit-learn's f1_score, average="weighted", zero_division=0), which a test checks."""
+def emp_f1_per_mechanism(counts):
+    """Per mechanism, the support-weighted F1 (x100) of levels 0/1/2 from level_confusion counts, with
+    F1 = 0 where a level is neither gold nor predicted: scikit-learn's f1_score(average="weighted",
+    zero_division=0), which a test checks."""
     import numpy as np
 
     counts = np.asarray(counts, dtype=float)
@@ -106,5 +111,21 @@ def emp_f1_from_confusion(counts) -> float:
     denom = support + predicted  # 2 tp + fp + fn
     f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
     total = support.sum(axis=1)
-    weighted = np.divide((f1 * support).sum(axis=1), total, out=np.zeros_like(total), where=total > 0)
-    return float(100.0 * weighted.mean())
+    return 100.0 * np.divide((f1 * support).sum(axis=1), total, out=np.zeros_like(total), where=total > 0)
+
+
+def emp_f1_from_confusion(counts) -> float:
+    """Emp-F1 (x100) from level_confusion counts: the mean over mechanisms of emp_f1_per_mechanism."""
+    return float(emp_f1_per_mechanism(counts).mean())
+
+
+def emp_f1_scores(predictions, references, mechanisms=MECHANISMS) -> dict[str, float]:
+    """Emp-F1, the one implementation every stage uses: per-example level triples on (c, generated)
+    (``predictions``) against those on (c, reference) (``references``) -> {mechanism: F1 x100, ...,
+    "emp_f1": their mean}. Mechanisms in the order of the triples (default: MECHANISMS)."""
+    per_mechanism = emp_f1_per_mechanism(level_confusion(predictions, references))
+    if len(per_mechanism) != len(mechanisms):
+        raise ValueError(f"expected level triples of {len(mechanisms)} mechanisms, got {len(per_mechanism)}")
+    scores = {m: float(v) for m, v in zip(mechanisms, per_mechanism)}
+    scores["emp_f1"] = float(per_mechanism.mean())
+    return scores

@@ -2,9 +2,9 @@
 
 import datasets
 import evaluate
-from sklearn.metrics import f1_score
 
-MECHANISMS = ("emotional_reactions", "interpretations", "explorations")
+from emprl.mechanisms import MECHANISMS
+from emprl.metrics import emp_f1_scores
 
 _DESCRIPTION = """For each EPITOME mechanism, the weighted F1 (scikit-learn, labels 0/1/2, zero_division=0)
 between the level the identifier gives to (context, generated response) and the level it gives to
@@ -34,11 +34,4 @@ class EmpF1(evaluate.Metric):
         bad = {v for row in (*predictions, *references) for v in row} - {0, 1, 2}
         if bad:
             raise ValueError(f"empathy levels must be 0, 1 or 2; got {sorted(bad)}")
-        scores = {}
-        for i, name in enumerate(MECHANISMS):
-            y_true = [row[i] for row in references]
-            y_pred = [row[i] for row in predictions]
-            f1 = f1_score(y_true, y_pred, labels=[0, 1, 2], average="weighted", zero_division=0)
-            scores[name] = 100.0 * float(f1)
-        scores["emp_f1"] = sum(scores[m] for m in MECHANISMS) / len(MECHANISMS)
-        return scores
+        return emp_f1_scores(predictions, references, MECHANISMS)  # the one Emp-F1 (emprl.metrics)
