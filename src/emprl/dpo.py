@@ -228,7 +228,8 @@ class DPORun:
                         summary["contexts_without_pair"], summary["mean_reward_gap"])
         self.state.wait_for_everyone()
         with open(os.path.join(self.round_dir(r), "pairs_summary.json"), encoding="utf-8") as fh:
-            return load_pairs(folder), json.load(fh)
+            summary = json.load(fh)
+        return (load_pairs(folder) if summary["pairs"] else []), summary  # datasets keeps no empty folder
 
     def sample(self, contexts, seed: int) -> list[str]:
         from emprl.policy import GenerationSettings, generate_responses
