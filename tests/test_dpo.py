@@ -278,3 +278,33 @@ def test_dpo_stages_are_on_demand_and_pulled_in_by_targets():
         os.chdir(cwd)
     assert "t5_dpo.yaml" not in default and "dpo.yaml" not in default
     assert {"t5_dpo.yaml", "t5_dpo_evaluate.yaml"} <= set(targeted) and "dpo.yaml" not in targeted
+
+
+def test_study_runs_dpo_as_a_third_arm_and_states_the_reward_budget(tmp_path):
+    from emprl.config import parse_recipe
+    from emprl.study import RLStudyConfig, plan_runs, report_markdown, reward_evaluations, step_args
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        (cfg,) = parse_recipe((RLStudyConfig,), ["recipes/demo/rl_study.yaml", "--output_dir", str(tmp_path)])
+        runs = plan_runs(cfg)
+        dpo_runs = [r for r in runs if r.arm == "dpo"]
+        assert [r.seed for r in dpo_runs] == cfg.seeds and all(r.step.stage.module == "emprl.dpo" for r in dpo_runs)
+        assert step_args(dpo_runs[0].step, cfg)[-2:] == ["--seed", str(cfg.seeds[0])]
+        ppo = next(r for r in runs if r.arm == "empathy")
+        # The demo's DPO recipe is sized to PPO's training budget: 60 steps x 32 = 480 contexts x K 4.
+        assert reward_evaluations(cfg, ppo, {}) == 1920
+        assert reward_evaluations(cfg, dpo_runs[0], {"reward_evaluations": 1920}) == 1920
+    finally:
+        os.chdir(cwd)
+    row = {"arm": "dpo", "seed": 1, "system": "EmpRL-DPO, seed 1", "kl": None, "length": 9.0, "empty_rate": 0.0,
+           "minutes": 3.0, "reward_evaluations": 1920,
+           "paired": {"r_emp": {"delta": 0.01, "ci_low": 0.005, "ci_high": 0.02, "p_value": 0.01}}}
+    report = {"ppo_recipe": "p", "control_recipe": "c", "dpo_recipe": "d", "evaluate_recipe": "e", "seeds": [1],
+              "ppo_overrides": [], "design": {}, "rows": [row], "minutes_total": 3.0,
+              "verdict": {"empathy_r_emp_ci_above_0_every_seed": False, "empathy_mean_delta_emp_f1": None,
+                          "control_r_emp_ci_not_above_0": False, "dpo_r_emp_ci_above_0_every_seed": True,
+                          "dpo_f_bert_ci_not_below_0_every_seed": False}}
+    text = report_markdown(report)
+    assert "| EmpRL-DPO, seed 1 |" in text and "| 1920 |" in text and "reward evals" in text
