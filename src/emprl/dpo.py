@@ -154,7 +154,7 @@ def main(argv=None):
     run = DPORun(cfg, args, train)
     for r in range(1, cfg.rounds + 1):
         run.do_round(r)
-    run.finish(stage, minutes=(time.time() - start) / 60)
+    finish(run, stage, minutes=(time.time() - start) / 60)
     stage.release()
     return run
 
@@ -307,46 +307,47 @@ class DPORun:
         self.rounds.append(info)
         return info
 
-    # -- the end --------------------------------------------------------------------------------------
-    def finish(self, stage, minutes: float) -> None:
-        from emprl.policy import save_prompt_settings
 
-        out = self.cfg.output_dir
-        if not any("steps" in (r.get("train") or {}) for r in self.rounds):
-            raise UserError(f"no round produced a preference pair (min_reward_margin {self.cfg.min_reward_margin}); "
-                            "lower the margin or sample more responses per context")
-        if self.state.is_main_process:
-            model = self.model.merge_and_unload() if self.cfg.use_lora else self.model  # training is over
-            staging = os.path.join(out, ".export")
-            shutil.rmtree(staging, ignore_errors=True)
-            model.save_pretrained(staging, safe_serialization=True)
-            self.tokenizer.padding_side = self.builder.generation_padding_side
-            self.tokenizer.save_pretrained(staging)
-            save_prompt_settings(staging, self.builder)
-            for name in os.listdir(staging):  # moved in whole files, the stamp still absent
-                os.replace(os.path.join(staging, name), os.path.join(out, name))
-            shutil.rmtree(staging, ignore_errors=True)
-            metrics = {"rounds": self.rounds, "minutes": minutes,
-                       "reward_evaluations": sum(r.get("reward_evaluations", 0) for r in self.rounds),
-                       "pairs": sum(r.get("pairs", 0) for r in self.rounds)}
-            atomic_write_json(os.path.join(out, "metrics.json"), metrics)
-            logs = []
-            for r in range(1, len(self.rounds) + 1):
-                path = os.path.join(self.round_dir(r), "log.jsonl")
-                if os.path.isfile(path):
-                    with open(path, encoding="utf-8") as fh:
-                        logs += [json.loads(line) for line in fh if line.strip()]
-            atomic_write_jsonl(os.path.join(out, "log.jsonl"), logs)
-            last = self.rounds[-1]
-            card = {"rounds": len(self.rounds), "reward evaluations (samples scored)": metrics["reward_evaluations"],
-                    "preference pairs": metrics["pairs"], "mean chosen reward (last round)": last.get("mean_chosen_reward"),
-                    "mean rejected reward (last round)": last.get("mean_rejected_reward"), "minutes": minutes}
-            write_model_card(out, "EmpRL-DPO policy", _CARD_SUMMARY, config_to_dict(self.cfg, self.args),
-                             {k: v for k, v in card.items() if v is not None})
-            stage.stamp(out)  # last: marks the folder complete
-            print(f"emprl.dpo: done in {minutes:.1f} min; {metrics['pairs']} pairs from "
-                  f"{metrics['reward_evaluations']} scored samples over {len(self.rounds)} round(s); outputs in {out}")
-        self.state.wait_for_everyone()
+def finish(run: DPORun, stage, minutes: float) -> None:
+    """The final policy (LoRA merged), metrics, card and, last, the stamp."""
+    from emprl.policy import save_prompt_settings
+
+    out = run.cfg.output_dir
+    if not any("steps" in (r.get("train") or {}) for r in run.rounds):
+        raise UserError(f"no round produced a preference pair (min_reward_margin {run.cfg.min_reward_margin}); "
+                        "lower the margin or sample more responses per context")
+    if run.state.is_main_process:
+        model = run.model.merge_and_unload() if run.cfg.use_lora else run.model  # training is over
+        staging = os.path.join(out, ".export")
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging, safe_serialization=True)
+        run.tokenizer.padding_side = run.builder.generation_padding_side
+        run.tokenizer.save_pretrained(staging)
+        save_prompt_settings(staging, run.builder)
+        for name in os.listdir(staging):  # moved in whole files, the stamp still absent
+            os.replace(os.path.join(staging, name), os.path.join(out, name))
+        shutil.rmtree(staging, ignore_errors=True)
+        metrics = {"rounds": run.rounds, "minutes": minutes,
+                   "reward_evaluations": sum(r.get("reward_evaluations", 0) for r in run.rounds),
+                   "pairs": sum(r.get("pairs", 0) for r in run.rounds)}
+        atomic_write_json(os.path.join(out, "metrics.json"), metrics)
+        logs = []
+        for r in range(1, len(run.rounds) + 1):
+            path = os.path.join(run.round_dir(r), "log.jsonl")
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as fh:
+                    logs += [json.loads(line) for line in fh if line.strip()]
+        atomic_write_jsonl(os.path.join(out, "log.jsonl"), logs)
+        last = run.rounds[-1]
+        card = {"rounds": len(run.rounds), "reward evaluations (samples scored)": metrics["reward_evaluations"],
+                "preference pairs": metrics["pairs"], "mean chosen reward (last round)": last.get("mean_chosen_reward"),
+                "mean rejected reward (last round)": last.get("mean_rejected_reward"), "minutes": minutes}
+        write_model_card(out, "EmpRL-DPO policy", _CARD_SUMMARY, config_to_dict(run.cfg, run.args),
+                         {k: v for k, v in card.items() if v is not None})
+        stage.stamp(out)  # last: marks the folder complete
+        print(f"emprl.dpo: done in {minutes:.1f} min; {metrics['pairs']} pairs from "
+              f"{metrics['reward_evaluations']} scored samples over {len(run.rounds)} round(s); outputs in {out}")
+    run.state.wait_for_everyone()
 
 
 _CARD_SUMMARY = """Empathetic response generator trained with DPO (TRL 0.11.4 `DPOTrainer`) on preference pairs
