@@ -28,13 +28,14 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_TELEMETRY := 1
 
 .PHONY: help install install-demo test lint clean train-all sft identifiers label ppo ablations ethreed evaluate \
-        bench-reward bench-ppo rl-study smoke check
+        bench-reward bench-ppo rl-study dpo smoke check
 
 help:
 	@echo "make train-all [RECIPE=recipes/demo] [ACCELERATE_CONFIG=...] [FORCE=1] [JOBS=2]   whole pipeline"
 	@echo "make test                                   test suite (tiny models, no network)"
 	@echo "make sft | identifiers | label | ppo | ablations | ethreed | evaluate  [RECIPE=recipes/<exp>]"
-	@echo "make rl-study                               T5 lane PPO x 3 seeds + control, paired against SFT"
+	@echo "make rl-study                               T5 lane PPO x 3 seeds + control (+ DPO), paired against SFT"
+	@echo "make dpo [DPO_TARGET=dpo_evaluate.yaml]     EmpRL-DPO and its evaluation beside PPO (docs/dpo.md)"
 	@echo "make smoke | check [RECIPE=recipes/<exp>]   the chain end to end on tiny models | its paths only"
 	@echo "make bench-reward | bench-ppo [SCALE=paper] speed figures"
 	@echo "make install | install-demo | lint | clean"
@@ -85,6 +86,13 @@ rl-study: $(VENV)/.demo
 	$(PY) -m emprl.pipeline --recipe $(RECIPE) --accelerate_config $(ACCELERATE_CONFIG) \
 		--targets t5_sft.yaml label.yaml $(if $(JOBS),--jobs $(JOBS))
 	$(PY) -m emprl.study $(RECIPE)/rl_study.yaml
+
+# EmpRL-DPO (docs/dpo.md): the DPO stage and an evaluation with an "EmpRL-DPO" row paired against its SFT
+# policy, with the stages they read. Not in train-all. Demo default: the T5 lane; elsewhere dpo_evaluate.yaml.
+DPO_TARGET ?= $(if $(wildcard $(RECIPE)/t5_dpo_evaluate.yaml),t5_dpo_evaluate.yaml,dpo_evaluate.yaml)
+dpo: $(VENV)/.demo
+	$(PY) -m emprl.pipeline --recipe $(RECIPE) --accelerate_config $(ACCELERATE_CONFIG) \
+		--targets $(DPO_TARGET) $(if $(JOBS),--jobs $(JOBS))
 
 bench-reward: $(VENV)/.demo
 	$(PY) -m emprl.benchmarks.bench_reward

@@ -90,6 +90,7 @@ def test_after_experiments_count_as_earlier_stages_and_only_needed_ones_are_kept
 
 def test_read_keys_are_the_stage_configs_existing_path_fields():
     from emprl.baselines.ethreed.train import EthreedTrainConfig
+    from emprl.dpo import DPOScriptConfig
     from emprl.emotion_classifier import EmotionClassifierConfig
     from emprl.evaluate import EvaluateConfig
     from emprl.identifiers import IdentifiersConfig
@@ -99,7 +100,8 @@ def test_read_keys_are_the_stage_configs_existing_path_fields():
 
     classes = {"emprl.sft": SFTScriptConfig, "emprl.identifiers": IdentifiersConfig, "emprl.label": LabelConfig,
                "emprl.ppo": PPOScriptConfig, "emprl.emotion_classifier": EmotionClassifierConfig,
-               "emprl.baselines.ethreed.train": EthreedTrainConfig, "emprl.evaluate": EvaluateConfig}
+               "emprl.baselines.ethreed.train": EthreedTrainConfig, "emprl.evaluate": EvaluateConfig,
+               "emprl.dpo": DPOScriptConfig}
     for module, cls in classes.items():
         marked = {f.name for f in dataclasses.fields(cls) if f.metadata.get("existing_path")}
         assert marked == set(READ_KEYS[module]) - {"systems"}, module
@@ -109,6 +111,7 @@ def test_smoke_sizes_name_keys_the_stages_have():
     from trl import PPOConfig
 
     from emprl.baselines.ethreed.train import EthreedTrainConfig
+    from emprl.dpo import DPOScriptConfig, DPOTrainingArguments
     from emprl.emotion_classifier import EmotionClassifierConfig
     from emprl.evaluate import EvaluateConfig
     from emprl.identifiers import IdentifiersConfig
@@ -119,7 +122,8 @@ def test_smoke_sizes_name_keys_the_stages_have():
     classes = {"emprl.sft": (SFTScriptConfig, SFTTrainingArguments), "emprl.identifiers": (IdentifiersConfig,),
                "emprl.label": (LabelConfig,), "emprl.ppo": (PPOScriptConfig, PPOConfig),
                "emprl.emotion_classifier": (EmotionClassifierConfig,),
-               "emprl.baselines.ethreed.train": (EthreedTrainConfig,), "emprl.evaluate": (EvaluateConfig,)}
+               "emprl.baselines.ethreed.train": (EthreedTrainConfig,), "emprl.evaluate": (EvaluateConfig,),
+               "emprl.dpo": (DPOScriptConfig, DPOTrainingArguments)}
     for module, keys in SIZES.items():
         fields = {f.name for cls in classes[module] for f in dataclasses.fields(cls)}
         assert set(keys) <= fields, (module, set(keys) - fields)

@@ -31,6 +31,7 @@ READ_KEYS: dict[str, dict[str, str | None]] = {
     "emprl.identifiers": {"data": None},
     "emprl.label": {"data": None, "identifiers_dir": "outputs/demo/identifiers"},
     "emprl.ppo": {"sft_model_path": None, "labelled_data": None, "identifiers_dir": None},
+    "emprl.dpo": {"sft_model_path": None, "labelled_data": None, "identifiers_dir": None},
     "emprl.emotion_classifier": {"data": None},
     "emprl.baselines.ethreed.train": {"data": None, "listener_emotions": None, "glove": None},
     "emprl.evaluate": {"data": "disk:outputs/demo/labelled", "identifiers_dir": "outputs/demo/identifiers",

@@ -27,6 +27,7 @@ STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "emotion_classifier": ("emprl.emotion_classifier", ("emprl.emotion_classifier:EmotionClassifierConfig",)),
     "ethreed": ("emprl.baselines.ethreed.train", ("emprl.baselines.ethreed.train:EthreedTrainConfig",)),
     "evaluate": ("emprl.evaluate", ("emprl.evaluate:EvaluateConfig",)),
+    "dpo": ("emprl.dpo", ("emprl.dpo:DPOScriptConfig", "emprl.dpo:DPOTrainingArguments")),
 }
 USAGE = ("usage: emprl launch [--config_file ACCELERATE.yaml] [accelerate options] STAGE RECIPE.yaml [--key value ...]\n"
          "       emprl stages\n"

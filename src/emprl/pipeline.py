@@ -44,6 +44,9 @@ class Stage:
     recipe: str  # file name inside the experiment folder
     after: tuple[str, ...] = ()  # recipe files of the stages whose outputs this one reads
     required: bool = True
+    # Not part of `make train-all` (its 30-minute demo budget has no room, docs/dpo.md): run only when
+    # named by --targets (`make dpo`), or by the study command.
+    on_demand: bool = False
 
 
 # The paper's order: SFT, identifiers, gold-level labelling, PPO (and its ablations), the ETHREED
@@ -66,6 +69,14 @@ STAGES = (
     Stage("ethreed", "emprl.baselines.ethreed.train", "ethreed.yaml", after=("emotion_classifier.yaml",),
           required=False),
     Stage("evaluate", "emprl.evaluate", "evaluate.yaml", after=EVERYTHING),
+    # EmpRL-DPO (docs/dpo.md): the same reward through preference pairs and TRL's DPOTrainer, beside PPO,
+    # with its own evaluation (an "EmpRL-DPO" row paired against its SFT policy).
+    Stage("t5 dpo", "emprl.dpo", "t5_dpo.yaml", after=("t5_sft.yaml", "label.yaml"), required=False, on_demand=True),
+    Stage("dpo", "emprl.dpo", "dpo.yaml", after=("sft.yaml", "label.yaml"), required=False, on_demand=True),
+    Stage("t5 dpo evaluate", "emprl.evaluate", "t5_dpo_evaluate.yaml",
+          after=("t5_sft.yaml", "identifiers.yaml", "label.yaml", "t5_ppo.yaml", "t5_dpo.yaml"), required=False, on_demand=True),
+    Stage("dpo evaluate", "emprl.evaluate", "dpo_evaluate.yaml", after=("sft.yaml", "identifiers.yaml", "label.yaml", "ppo.yaml",
+                                                                        "dpo.yaml"), required=False, on_demand=True),
 )
 
 
@@ -79,19 +90,22 @@ class Step:
 
 
 def plan(experiment: str, force: bool = False, stages: tuple[Stage, ...] = STAGES,
-         leave_out: tuple[str, ...] = ()) -> list[Step]:
-    """One Step per stage the experiment has (less the recipe files in ``leave_out``); ``run`` is false
-    for a finished, unchanged stage."""
+         targets: list[str] | None = None) -> list[Step]:
+    """One Step per stage the experiment has; ``run`` is false for a finished, unchanged stage.
+    On-demand stages (the stage's flag, or the experiment's chain.yaml ``on_demand`` list) are planned
+    only when ``targets`` names them or a stage that reads them."""
+    wanted = _on_demand_wanted(experiment, stages, targets or [])
     if not os.path.isdir(experiment):
         raise UserError(f"{experiment}: experiment folder does not exist (expected recipes/<experiment>)")
+    listed = set(on_demand(experiment))
     steps: list[Step] = []
     for stage in stages:
         path = os.path.join(experiment, stage.recipe)
-        if stage.recipe in leave_out:
-            continue
         if not os.path.isfile(path):
             if stage.required:
                 raise UserError(f"{path}: recipe file does not exist (every experiment needs {stage.recipe})")
+            continue
+        if (stage.on_demand or stage.recipe in listed) and stage.recipe not in wanted:
             continue
         output_dir = load_recipe_values(path).get("output_dir")
         if not output_dir:
@@ -103,6 +117,20 @@ def plan(experiment: str, force: bool = False, stages: tuple[Stage, ...] = STAGE
         run = force or not done or any(present[r].run for r in after)
         steps.append(Step(stage, path, output_dir, run, after))
     return steps
+
+
+def _on_demand_wanted(experiment: str, stages: tuple[Stage, ...], targets: list[str]) -> set[str]:
+    """The on-demand recipes that ``targets`` name, directly or through the stages they come after."""
+    by_recipe = {s.recipe: s for s in stages if os.path.isfile(os.path.join(experiment, s.recipe))}
+    wanted, todo = set(), [t for t in targets if t in by_recipe]
+    while todo:
+        recipe = todo.pop()
+        if recipe not in wanted:
+            wanted.add(recipe)
+            after = by_recipe[recipe].after
+            todo.extend(r for r in (by_recipe if after == EVERYTHING else after) if r in by_recipe)
+    listed = set(on_demand(experiment))
+    return {r for r in wanted if by_recipe[r].on_demand or r in listed}
 
 
 def only_targets(steps: list[Step], targets: list[str]) -> list[Step]:
@@ -274,9 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke:
         smoke_command(args.recipe, launcher, args.jobs or default_jobs(), args.smoke_root)
         return
-    # chain.yaml's on_demand stages run only when a target names them (or needs them)
-    left_out = () if args.targets else tuple(on_demand(args.recipe))
-    steps = plan(args.recipe, args.force, leave_out=left_out)
+    steps = plan(args.recipe, args.force, targets=args.targets)
+    left_out = () if args.targets else on_demand(args.recipe)
     if args.targets:
         steps = only_targets(steps, args.targets)
     if left_out:

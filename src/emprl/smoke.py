@@ -57,6 +57,12 @@ SIZES: dict[str, dict[str, Any]] = {
         "generation_batch_size": None, "eval_steps": 0, "eval_samples": 2, "eval_batch_size": 2,
         "eval_repeats": 1, "save_steps": 1, "save_total_limit": 1, "warmup_steps": 0, "bf16": False,
         "gradient_checkpointing": False, "log_with": None},
+    "emprl.dpo": {
+        "contexts_per_round": 4, "samples_per_context": 2, "shard_size": 2, "generation_batch_size": 4,
+        "max_new_tokens": 8, "rounds": lambda v: min(v or 1, 2), "min_reward_margin": 0.0, "dtype": None,
+        "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "num_train_epochs": 1,
+        "max_prompt_length": 64, "max_length": 80, "max_completion_length": 16, "bf16": False,
+        "gradient_checkpointing": False, "report_to": "none", "logging_steps": 1, "warmup_ratio": 0.0},
     "emprl.emotion_classifier": {"num_epochs": 1, "max_length": 24, "batch_size": 16, "eval_batch_size": 64,
                                  "num_threads": 1},
     "emprl.baselines.ethreed.train": {

@@ -1,4 +1,4 @@
-"""``make rl-study``: does PPO against R_emp raise empathy-level alignment, beyond seed noise?
+"""``make rl-study``: does PPO (and DPO) against R_emp raise empathy-level alignment, beyond seed noise?
 
     python -m emprl.study recipes/demo/rl_study.yaml [--seeds [1, 2]] [--jobs 2]
 
@@ -10,8 +10,13 @@
    policy is compared with SFT context by context.
 3. Write ``report.md`` / ``report.json``: per run the paired Delta R_emp, Delta Emp-F1 and
    Delta F_BERT against SFT with 95% bootstrap CIs and p-values, the KL to the reference, the mean
-   response length, the empty-response rate and the minutes it trained; and the verdict the study
-   asks for (every EmpRL seed's Delta R_emp CI above 0, the control's not).
+   response length, the empty-response rate, the reward evaluations it used and the minutes it
+   trained; and the verdict the study asks for (every EmpRL seed's Delta R_emp CI above 0, the
+   control's not).
+
+With ``dpo_recipe`` set, EmpRL-DPO (``emprl.dpo``, docs/dpo.md) runs with the same seeds as a third
+arm, evaluated the same way, so the table shows DPO beside PPO; the DPO recipe is sized to the PPO
+recipe's number of reward evaluations (steps x batch size), and the report states both.
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from emprl.io import atomic_write_json, atomic_write_text
 from emprl.pipeline import Stage, Step, default_jobs, run_steps
 
 logger = logging.getLogger("emprl.study")
-ARMS = ("empathy", "control")
-ARM_TITLES = {"empathy": "EmpRL (PPO)", "control": "w/o empathy reward"}
+ARMS = ("empathy", "control", "dpo")
+ARM_TITLES = {"empathy": "EmpRL (PPO)", "control": "w/o empathy reward", "dpo": "EmpRL-DPO"}
+ARM_MODULES = {"empathy": "emprl.ppo", "control": "emprl.ppo", "dpo": "emprl.dpo"}
 SFT_ROW = "SFT"
 
 
@@ -47,6 +53,11 @@ class RLStudyConfig:
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "one PPO run per seed and arm"})
     ppo_overrides: list[str] = field(default_factory=list, metadata={
         "help": "extra --key value arguments for every PPO run, e.g. [--steps, '40']"})
+    dpo_recipe: str | None = field(default=None, metadata={
+        "help": "EmpRL-DPO recipe: a third arm with the same seeds (null: PPO and control only)",
+        "existing_path": True})
+    dpo_overrides: list[str] = field(default_factory=list, metadata={
+        "help": "extra --key value arguments for every DPO run"})
     jobs: int | None = field(default=None, metadata={"help": "runs at once (default: 2 on a CPU machine)"})
 
     def __post_init__(self):
@@ -69,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 1. PPO runs, EmpRL and control, one per seed.
     started = time.time()
-    minutes = run_steps([r.step for r in runs], lambda step: [python, "-m", "emprl.ppo", *step_args(step, cfg)],
+    minutes = run_steps([r.step for r in runs], lambda step: [python, "-m", step.stage.module, *step_args(step, cfg)],
                         jobs=cfg.jobs or default_jobs(), log_dir=os.path.join(cfg.output_dir, "logs"))
     # 2. Every policy against SFT, paired.
     systems = {SFT_ROW: sft, **{r.title: r.step.output_dir for r in runs}}
@@ -102,10 +113,12 @@ class Run:
 def plan_runs(cfg: RLStudyConfig) -> list[Run]:
     runs = []
     for seed in cfg.seeds:
-        for arm, recipe in zip(ARMS, (cfg.ppo_recipe, cfg.control_recipe)):
-            # Always started: the PPO stage itself skips a run that is complete for the same recipe values.
+        for arm, recipe in zip(ARMS, (cfg.ppo_recipe, cfg.control_recipe, cfg.dpo_recipe)):
+            if recipe is None:
+                continue
+            # Always started: the stage itself skips a run that is complete for the same recipe values.
             out = os.path.join(cfg.output_dir, f"{arm}_seed{seed}")
-            runs.append(Run(arm, seed, Step(Stage(f"{arm} seed {seed}", "emprl.ppo", f"{arm}_seed{seed}.yaml"),
+            runs.append(Run(arm, seed, Step(Stage(f"{arm} seed {seed}", ARM_MODULES[arm], f"{arm}_seed{seed}.yaml"),
                                             recipe, out, True, ())))
     return runs
 
@@ -116,7 +129,20 @@ def _run_args(cfg: RLStudyConfig, seed: int) -> list[str]:
 
 def step_args(step: Step, cfg: RLStudyConfig) -> list[str]:
     seed = int(step.output_dir.rsplit("_seed", 1)[1])
+    if step.stage.module == "emprl.dpo":
+        return [step.recipe_path, "--output_dir", step.output_dir, "--seed", str(seed), *cfg.dpo_overrides]
     return [step.recipe_path, "--output_dir", step.output_dir, *_run_args(cfg, seed)]
+
+
+def reward_evaluations(cfg: RLStudyConfig, run: Run, metrics: dict) -> int | None:
+    """Samples scored by the reward in training: PPO steps x batch size (held-out evaluations not
+    counted); DPO the K samples of every context of every round, as its metrics.json counts them."""
+    if run.arm == "dpo":
+        return metrics.get("reward_evaluations")
+    values = load_recipe_values(run.step.recipe_path)
+    over = dict(zip(cfg.ppo_overrides[::2], cfg.ppo_overrides[1::2]))
+    steps, batch = over.get("--steps", values.get("steps")), over.get("--batch_size", values.get("batch_size"))
+    return int(steps) * int(batch) if steps and batch else None
 
 
 def build_report(cfg: RLStudyConfig, runs: list[Run], eval_dir: str, minutes: dict[str, float],
@@ -134,9 +160,10 @@ def build_report(cfg: RLStudyConfig, runs: list[Run], eval_dir: str, minutes: di
             "kl": (metrics.get("final") or {}).get("kl"),
             "length": _mean_of(system, "length"), "empty_rate": _mean_of(system, "empty_rate"),
             "minutes": metrics.get("minutes", minutes.get(run.step.stage.name)),  # training time, not a skip
+            "reward_evaluations": reward_evaluations(cfg, run, metrics),
         })
     verdict = _verdict(rows)
-    return {"ppo_recipe": cfg.ppo_recipe, "control_recipe": cfg.control_recipe,
+    return {"ppo_recipe": cfg.ppo_recipe, "control_recipe": cfg.control_recipe, "dpo_recipe": cfg.dpo_recipe,
             "evaluate_recipe": cfg.evaluate_recipe, "seeds": cfg.seeds, "ppo_overrides": cfg.ppo_overrides,
             "design": {"contexts": results.get("num_examples"), "seeds": results.get("seeds"),
                        "samples_per_context": (results.get("recipe") or {}).get("samples_per_context")},
@@ -168,7 +195,13 @@ def _verdict(rows: list[dict]) -> dict:
     emp = [r for r in rows if r["arm"] == "empathy"]
     ctl = [r for r in rows if r["arm"] == "control"]
     emp_f1 = [r["paired"].get("emp_f1", {}).get("delta") for r in emp]
-    return {
+    dpo = [r for r in rows if r["arm"] == "dpo"]
+    extra = {}
+    if dpo:  # the issue's criteria for DPO: R_emp CI above 0, F_BERT CI not wholly below 0
+        extra = {"dpo_r_emp_ci_above_0_every_seed": all((r_emp_ci(r) or (0, 0))[0] > 0 for r in dpo),
+                 "dpo_f_bert_ci_not_below_0_every_seed": all(
+                     (_ci(r["paired"].get("f_bert", {})) or (-1, -1))[1] >= 0 for r in dpo)}
+    return {**extra,
         "empathy_r_emp_ci_above_0_every_seed": bool(emp) and all((r_emp_ci(r) or (0, 0))[0] > 0 for r in emp),
         "empathy_mean_delta_emp_f1": (sum(emp_f1) / len(emp_f1)) if emp_f1 and None not in emp_f1 else None,
         "control_r_emp_ci_not_above_0": bool(ctl) and all((r_emp_ci(r) or (1, 1))[0] <= 0 for r in ctl),
@@ -199,14 +232,14 @@ def report_markdown(report: dict) -> str:
         "Delta = policy - SFT on the same contexts and sampling seeds, mean over contexts, 95% bootstrap CI "
         "over contexts, p from a paired test (see results.md of the evaluation for which).",
         "",
-        "| run | Delta R_emp | Delta Emp-F1 | Delta F_BERT | KL to ref | length | empty | minutes |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| run | Delta R_emp | Delta Emp-F1 | Delta F_BERT | KL to ref | length | empty | reward evals | minutes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in report["rows"]:
         p = r["paired"]
         lines.append(f"| {r['system']} | {_fmt_delta(p.get('r_emp', {}), 4)} | {_fmt_delta(p.get('emp_f1', {}), 2)} | "
                      f"{_fmt_delta(p.get('f_bert', {}), 4)} | {_fmt(r['kl'], 3)} | {_fmt(r['length'])} | "
-                     f"{_fmt(r['empty_rate'], 3)} | {_fmt(r['minutes'], 1)} |")
+                     f"{_fmt(r['empty_rate'], 3)} | {r.get('reward_evaluations') or '–'} | {_fmt(r['minutes'], 1)} |")
     v = report["verdict"]
     lines += [
         "",
@@ -214,6 +247,11 @@ def report_markdown(report: dict) -> str:
         f"- EmpRL's mean Delta Emp-F1: **{_fmt(v['empathy_mean_delta_emp_f1'])}**",
         f"- control's Delta R_emp CI contains 0 or lies below it for every seed: "
         f"**{'yes' if v['control_r_emp_ci_not_above_0'] else 'no'}**",
+        *([f"- EmpRL-DPO (`{report['dpo_recipe']}`): Delta R_emp CI above 0 for every seed: "
+           f"**{'yes' if v['dpo_r_emp_ci_above_0_every_seed'] else 'no'}**; Delta F_BERT CI not wholly below 0 "
+           f"for every seed: **{'yes' if v['dpo_f_bert_ci_not_below_0_every_seed'] else 'no'}**. Reward "
+           "evaluations = samples scored by R_emp in training (PPO: steps x batch; DPO: contexts x K x rounds)"]
+          if "dpo_r_emp_ci_above_0_every_seed" in v else []),
         f"- wall time: {report['minutes_total']:.1f} min",
         "",
     ]
