@@ -293,9 +293,15 @@ def test_study_runs_dpo_as_a_third_arm_and_states_the_reward_budget(tmp_path):
         assert [r.seed for r in dpo_runs] == cfg.seeds and all(r.step.stage.module == "emprl.dpo" for r in dpo_runs)
         assert step_args(dpo_runs[0].step, cfg)[-2:] == ["--seed", str(cfg.seeds[0])]
         ppo = next(r for r in runs if r.arm == "empathy")
-        # The demo's DPO recipe is sized to PPO's training budget: 60 steps x 32 = 480 contexts x K 4.
-        assert reward_evaluations(cfg, ppo, {}) == 1920
-        assert reward_evaluations(cfg, dpo_runs[0], {"reward_evaluations": 1920}) == 1920
+        # The demo's DPO recipe is sized to PPO's training budget: steps x batch = contexts x K x rounds.
+        from emprl.config import load_recipe_values
+
+        ppo_values, dpo_values = load_recipe_values(cfg.ppo_recipe), load_recipe_values(cfg.dpo_recipe)
+        budget = ppo_values["steps"] * ppo_values["batch_size"]
+        assert budget == (dpo_values["contexts_per_round"] * dpo_values["samples_per_context"]
+                          * dpo_values.get("rounds", 1))
+        assert reward_evaluations(cfg, ppo, {}) == budget
+        assert reward_evaluations(cfg, dpo_runs[0], {"reward_evaluations": budget}) == budget
     finally:
         os.chdir(cwd)
     row = {"arm": "dpo", "seed": 1, "system": "EmpRL-DPO, seed 1", "kl": None, "length": 9.0, "empty_rate": 0.0,
