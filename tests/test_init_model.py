@@ -132,3 +132,13 @@ def test_t5_lane_recipes_parse(recipe):
         assert set(values) <= {f for f in LabelConfig.__dataclass_fields__}
         assert values["identifiers_dir"] == "outputs/demo/identifiers"
         assert values["output_dir"] == "outputs/demo/labelled" and values["data"].endswith("_large")
+
+
+def test_emprl_launch_knows_the_init_stage_and_checks_its_recipe(tmp_path):
+    from emprl.cli import STAGES, validate
+    from emprl.errors import UserError
+
+    assert STAGES["init_model"][0] == "emprl.init_model"
+    validate("init_model", ["recipes/demo/t5_init.yaml"])  # the shipped recipe parses
+    with pytest.raises((UserError, ValueError, SystemExit)):
+        validate("init_model", ["recipes/demo/t5_init.yaml", "--vocab_sizee", "100"])

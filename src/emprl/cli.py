@@ -20,6 +20,7 @@ from emprl.errors import EXIT_USER_ERROR, UserError, run_cli
 
 # stage name -> (module run by accelerate, the dataclasses its recipe fills: "module:Name")
 STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "init_model": ("emprl.init_model", ("emprl.init_model:InitModelConfig",)),
     "sft": ("emprl.sft", ("emprl.sft:SFTScriptConfig", "emprl.sft:SFTTrainingArguments")),
     "identifiers": ("emprl.identifiers", ("emprl.identifiers:IdentifiersConfig",)),
     "label": ("emprl.label", ("emprl.label:LabelConfig",)),
