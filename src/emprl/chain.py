@@ -72,33 +72,33 @@ def path_of(spec: str) -> str:
     return _strip_format(spec)
 
 
-def required_after(experiment: str) -> list[str]:
-    """The experiments named in ``chain.yaml``'s ``after`` (checked to be folders)."""
+def _chain_list(experiment: str, key: str, expected: str, exists, missing: str) -> list[str]:
+    """A list of strings under ``key`` in the experiment's ``chain.yaml`` ([] without the file); each
+    must pass ``exists`` (else a one-line error naming the file, the key and the entry)."""
     path = os.path.join(experiment, CHAIN_FILE)
     if not os.path.isfile(path):
         return []
-    after = load_yaml_mapping(path).get("after", [])
-    if not isinstance(after, list) or not all(isinstance(a, str) for a in after):
-        raise UserError(f"{path}: key 'after': expected a list of experiment folders (recipes/<experiment>)")
-    for folder in after:
-        if not os.path.isdir(folder):
-            raise UserError(f"{path}: key 'after': experiment folder '{folder}' does not exist")
-    return after
+    names = load_yaml_mapping(path).get(key, [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{path}: key '{key}': expected a list of {expected}")
+    for name in names:
+        if not exists(name):
+            raise UserError(f"{path}: key '{key}': {missing.format(name=name, experiment=experiment)}")
+    return names
+
+
+def required_after(experiment: str) -> list[str]:
+    """The experiments named in ``chain.yaml``'s ``after`` (checked to be folders)."""
+    return _chain_list(experiment, "after", "experiment folders (recipes/<experiment>)", os.path.isdir,
+                       "experiment folder '{name}' does not exist")
 
 
 def on_demand(experiment: str) -> list[str]:
     """Stage recipes named in ``chain.yaml``'s ``on_demand``: train-all leaves them out (they run with
     ``--targets`` or their own make target), e.g. ablations too slow for the demo's time budget."""
-    path = os.path.join(experiment, CHAIN_FILE)
-    if not os.path.isfile(path):
-        return []
-    names = load_yaml_mapping(path).get("on_demand", [])
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise UserError(f"{path}: key 'on_demand': expected a list of recipe file names (e.g. ppo_no_kl.yaml)")
-    missing = [n for n in names if not os.path.isfile(os.path.join(experiment, n))]
-    if missing:
-        raise UserError(f"{path}: key 'on_demand': recipe file '{missing[0]}' does not exist in {experiment}")
-    return names
+    return _chain_list(experiment, "on_demand", "recipe file names (e.g. ppo_no_kl.yaml)",
+                       lambda name: os.path.isfile(os.path.join(experiment, name)),
+                       "recipe file '{name}' does not exist in {experiment}")
 
 
 def experiment_links(experiment: str, stages=None) -> list[Link]:
