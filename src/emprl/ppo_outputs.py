@@ -14,9 +14,10 @@ from emprl.config import config_to_dict, recipe_hash
 from emprl.errors import UserError
 from emprl.io import atomic_write_json, atomic_write_text, write_model_card
 from emprl.lifecycle import newest_intact_checkpoint
+from emprl.ppo_checkpoint import list_checkpoints, rotate_checkpoints
 from emprl.ppo_curves import plot_training_curves
 from emprl.ppo_eval import _summary
-from emprl.ppo_trainer import EmpRLPPOTrainer, list_checkpoints, rotate_checkpoints
+from emprl.ppo_trainer import EmpRLPPOTrainer
 
 logger = logging.getLogger("emprl.ppo")
 _RUN_ARTIFACTS = ("log.jsonl", "eval.jsonl", "metrics.json", "stage.json", "training_curves.png", "runs",
