@@ -137,9 +137,10 @@ class EmpRLDPOTrainer(DPOTrainer):
 
 def main(argv=None):
     cfg, args = parse_recipe((DPOScriptConfig, DPOTrainingArguments), argv)
-    from emprl.ppo import _init_distributed, _load_data
+    from emprl.ppo_setup import _load_data
+    from emprl.ranks import join_cpu_ranks
 
-    _init_distributed()
+    join_cpu_ranks()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     start = time.time()
     # Everything is checked before the output folder is touched (docs/lifecycle.md).
@@ -274,7 +275,7 @@ class DPORun:
     def _trainer_tokenizer(self):
         """The tokenizer DPOTrainer appends its ``eos`` with: for a chat template, the token that ends
         a turn (what generation stops at), not the converted tokenizer's eos (docs/dpo.md)."""
-        from emprl.ppo import _stop_ids
+        from emprl.ppo_setup import _stop_ids
 
         tok = copy.deepcopy(self.tokenizer)
         if not self.enc_dec:

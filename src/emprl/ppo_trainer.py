@@ -9,41 +9,44 @@
    cuts each response after its first end-of-sequence token, and never hands TRL an empty response.
 3. Resume: TRL has none. :meth:`save_checkpoint` / :meth:`load_checkpoint` keep the trainable weights
    (policy or LoRA adapter, plus the value head), optimizer, lr scheduler, KL controller, running
-   score moments, TRL's step counter, every rank's python/numpy/torch RNG and the caller's own state,
-   in one folder written atomically. Weights are safetensors; the rest loads with
-   ``torch.load(weights_only=True)`` or JSON.
+   score moments, TRL's step counter, every rank's RNG and the caller's own state, in one folder
+   written atomically; the code is in :mod:`emprl.ppo_checkpoint`.
 4. Export: the policy with its value head, reloadable by TRL's ``...WithValueHead.from_pretrained``
-   and by a plain ``AutoModelFor...`` (LoRA policies are merged first).
+   and by a plain ``AutoModelFor...`` (LoRA policies are merged first); the code is in :mod:`emprl.ppo_export`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import random
-import re
-import shutil
 import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_file, save_file
 from trl import PPOTrainer
 from trl.models import unwrap_model_for_generation
-from trl.trainer.utils import AdaptiveKLController, RunningMoments
+from trl.trainer.utils import RunningMoments
 
-from emprl.io import atomic_dir, atomic_write_json
+from emprl.ppo_checkpoint import (  # noqa: F401  (re-exported)
+    CHECKPOINT_PREFIX,
+    STATE_FILE,
+    TRAINABLE_FILE,
+    list_checkpoints,
+    load_checkpoint,
+    rotate_checkpoints,
+    save_checkpoint,
+)
+from emprl.ppo_export import (  # noqa: F401  (re-exported)
+    VALUE_HEAD_FILE,
+    export_policy,
+    load_adapter_weights,
+    merged_lora_state_dict,
+    save_adapter,
+)
 
 trl_module = sys.modules[PPOTrainer.__module__]  # where TRL looks up the Accelerator class
-CHECKPOINT_PREFIX = "checkpoint-"
-TRAINABLE_FILE = "trainable.safetensors"
-VALUE_HEAD_FILE = "v_head.safetensors"
-STATE_FILE = "trainer_state.json"
 
 
 class EmpRLPPOTrainer(PPOTrainer):
@@ -178,109 +181,26 @@ class EmpRLPPOTrainer(PPOTrainer):
         return digest.hexdigest()[:16]
 
     def save_checkpoint(self, path: str, extra_state: dict[str, Any]) -> None:
-        """Write the full training state to ``path`` atomically. Call on every rank (RNG states are
-        gathered); only the main process writes."""
-        from accelerate.utils import gather_object
-
-        rng_states = gather_object([_rng_state()])
-        if self.accelerator.is_main_process:
-            with atomic_dir(path) as tmp:
-                tensors = {k: v.cpu().contiguous() for k, v in self.trainable_state().items()}
-                save_file(tensors, os.path.join(tmp, TRAINABLE_FILE))
-                torch.save(self.optimizer.state_dict(), os.path.join(tmp, "optimizer.pt"))
-                if self.lr_scheduler is not None:
-                    torch.save(self.lr_scheduler.state_dict(), os.path.join(tmp, "scheduler.pt"))
-                for rank, state in enumerate(rng_states):
-                    torch.save(state, os.path.join(tmp, f"rng_state_{rank}.pt"))
-                state = {
-                    "kl_controller": _kl_state(self.kl_ctl),
-                    "running_moments": self.running.state(),
-                    "trl_current_step": int(self.current_step),
-                    "world_size": self.accelerator.num_processes,
-                    **extra_state,
-                }
-                atomic_write_json(os.path.join(tmp, STATE_FILE), state)
-        self.accelerator.wait_for_everyone()
+        """Write the full training state to ``path`` atomically (:func:`emprl.ppo_checkpoint.save_checkpoint`).
+        Call on every rank (RNG states are gathered); only the main process writes."""
+        save_checkpoint(self, path, extra_state)
 
     def load_checkpoint(self, path: str) -> dict[str, Any]:
         """Restore what :meth:`save_checkpoint` wrote; returns the whole saved state dict."""
-        with open(os.path.join(path, STATE_FILE), encoding="utf-8") as fh:
-            state = json.load(fh)
-        saved = load_file(os.path.join(path, TRAINABLE_FILE))
-        params = dict(self.unwrapped_model.named_parameters())
-        expected = {n for n, p in params.items() if p.requires_grad}
-        if set(saved) != expected:
-            missing, unexpected = sorted(expected - set(saved)), sorted(set(saved) - expected)
-            raise ValueError(f"{path}: checkpoint does not match the policy (missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]}); was the recipe's model or LoRA setting changed?")
-        with torch.no_grad():
-            for name, tensor in saved.items():
-                params[name].copy_(tensor.to(params[name].device, params[name].dtype))
-        self.optimizer.load_state_dict(_torch_load(os.path.join(path, "optimizer.pt")))
-        if self.lr_scheduler is not None:
-            self.lr_scheduler.load_state_dict(_torch_load(os.path.join(path, "scheduler.pt")))
-        kl = state["kl_controller"]
-        self.kl_ctl.value = kl["value"]
-        if isinstance(self.kl_ctl, AdaptiveKLController):
-            self.kl_ctl.target, self.kl_ctl.horizon = kl.get("target", self.kl_ctl.target), kl.get(
-                "horizon", self.kl_ctl.horizon)
-        self.running.load(state["running_moments"])
-        self.current_step = state.get("trl_current_step", 0)
-        rank = self.accelerator.process_index
-        rng_file = os.path.join(path, f"rng_state_{rank}.pt")
-        if state.get("world_size") == self.accelerator.num_processes and os.path.isfile(rng_file):
-            _set_rng_state(_torch_load(rng_file))
-        else:
-            warnings.warn(f"{path}: saved with {state.get('world_size')} processes, resuming with "
-                          f"{self.accelerator.num_processes}; random streams restart from the seed", stacklevel=2)
-        return state
+        return load_checkpoint(self, path, stacklevel=3)
 
-    # -- 4. export -----------------------------------------------------------------------------------
+    # -- 4. export (emprl.ppo_export) ---------------------------------------------------------------
     def export_policy(self, folder: str, extra_files: dict[str, str] | None = None) -> None:
-        """Write the policy for inference and further training into ``folder`` (replaced atomically).
-
-        ``model.safetensors`` holds the policy weights (LoRA merged in) plus ``v_head.*`` keys, which
-        TRL's ``...WithValueHead.from_pretrained`` picks up and a plain ``AutoModelFor...`` ignores.
-        """
-        if not self.accelerator.is_main_process:
-            return
-        model = self.unwrapped_model
-        with atomic_dir(folder) as tmp:
-            if self.is_peft_model:
-                state = merged_lora_state_dict(model.pretrained_model)
-                base = model.pretrained_model.get_base_model()
-            else:
-                state = dict(model.pretrained_model.state_dict())
-                base = model.pretrained_model
-            state.update({f"v_head.{k}": v for k, v in model.v_head.state_dict().items()})
-            state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-            base.save_pretrained(tmp, state_dict=state, safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp)
-            if self.prompt_builder is not None:
-                from emprl.policy import save_prompt_settings
-
-                save_prompt_settings(tmp, self.prompt_builder)
-            for name, text in (extra_files or {}).items():
-                with open(os.path.join(tmp, name), "w", encoding="utf-8") as fh:
-                    fh.write(text)
+        """The policy with its value head, LoRA merged, into ``folder`` (:func:`emprl.ppo_export.export_policy`)."""
+        export_policy(self, folder, extra_files)
 
     def save_adapter(self, folder: str) -> None:
         """LoRA policies: the adapter (PEFT format) and the value head, for loading on the SFT base."""
-        if not (self.accelerator.is_main_process and self.is_peft_model):
-            return
-        model = self.unwrapped_model
-        with atomic_dir(folder) as tmp:
-            model.pretrained_model.save_pretrained(tmp, safe_serialization=True)
-            save_file({k: v.detach().cpu().contiguous() for k, v in model.v_head.state_dict().items()},
-                      os.path.join(tmp, VALUE_HEAD_FILE))
+        save_adapter(self, folder)
 
     def load_adapter_weights(self, folder: str) -> None:
         """Load an adapter saved by :meth:`save_adapter` into the live LoRA policy (used to export best/)."""
-        from peft import set_peft_model_state_dict
-
-        model = self.unwrapped_model
-        set_peft_model_state_dict(model.pretrained_model, load_file(os.path.join(folder, "adapter_model.safetensors")))
-        model.v_head.load_state_dict(load_file(os.path.join(folder, VALUE_HEAD_FILE)))
+        load_adapter_weights(self, folder)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -314,89 +234,3 @@ class _FrozenAwareAccelerator(Accelerator):
         if not any(p.requires_grad for p in model.parameters()):
             evaluation_mode = True
         return super().prepare_model(model, device_placement=device_placement, evaluation_mode=evaluation_mode)
-
-
-def merged_lora_state_dict(peft_model) -> dict[str, torch.Tensor]:
-    """The base model's state dict with each LoRA delta added to its weight, under the plain names
-    (what ``merge_and_unload`` would give), without touching the live model."""
-    from peft.tuners.lora import LoraLayer
-
-    adapter = peft_model.active_adapter
-    base = peft_model.get_base_model()
-    deltas = {}
-    for name, module in base.named_modules():
-        if isinstance(module, LoraLayer) and adapter in module.lora_A:
-            if getattr(module, "use_dora", {}).get(adapter, False):
-                raise NotImplementedError("exporting DoRA adapters merged is not supported")
-            deltas[name] = module.get_delta_weight(adapter)
-    merged = {}
-    for key, value in base.state_dict().items():
-        if ".lora_" in key:
-            continue
-        if ".base_layer." in key:
-            owner, _, leaf = key.partition(".base_layer.")
-            if leaf == "weight" and owner in deltas:
-                value = (value.float() + deltas[owner].float()).to(value.dtype)
-            key = f"{owner}.{leaf}"
-        merged[key] = value
-    return merged
-
-
-def list_checkpoints(output_dir: str) -> list[str]:
-    """Complete checkpoint folders in ``output_dir``, oldest first."""
-    if not os.path.isdir(output_dir):
-        return []
-    found = []
-    for name in os.listdir(output_dir):
-        m = re.fullmatch(re.escape(CHECKPOINT_PREFIX) + r"(\d+)", name)
-        path = os.path.join(output_dir, name)
-        if m and os.path.isfile(os.path.join(path, STATE_FILE)):
-            found.append((int(m.group(1)), path))
-    return [p for _, p in sorted(found)]
-
-
-def rotate_checkpoints(output_dir: str, keep: int | None) -> None:
-    """Delete the oldest checkpoints beyond ``keep`` (None or <= 0 keeps all)."""
-    if not keep or keep <= 0:
-        return
-    for path in list_checkpoints(output_dir)[:-keep]:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _kl_state(kl_ctl) -> dict[str, Any]:
-    state = {"type": type(kl_ctl).__name__, "value": float(kl_ctl.value)}
-    if isinstance(kl_ctl, AdaptiveKLController):
-        state.update(target=float(kl_ctl.target), horizon=float(kl_ctl.horizon))
-    return state
-
-
-def _rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        # numpy's state as plain tensors/numbers, so it loads with weights_only=True
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(_to_tuples(state["python"]))
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _to_tuples(value):
-    return tuple(_to_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def _torch_load(path: str):
-    return torch.load(path, map_location="cpu", weights_only=True)
