@@ -155,3 +155,12 @@ def test_smoke_rewrites_models_data_sizes_and_outputs(tmp_path):
     assert demo_values["ethreed.yaml"]["listener_emotions"] == \
         f"{root}/outputs/demo/emotion_classifier/listener_emotions.jsonl"
     assert demo_values["evaluate.yaml"]["systems"]["ETHREED"] == f"jsonl:{root}/outputs/demo/ethreed/generations/seed{{seed}}.jsonl"
+
+
+def test_smoke_sizes_pass_the_recipe_range_checks():
+    """A smoke size that the stage's own range check refuses would stop `make smoke` in CI."""
+    from emprl.config_limits import out_of_range
+
+    refused = [(module, key, value) for module, keys in SIZES.items() for key, value in keys.items()
+               if value is not None and not isinstance(value, (dict, list, str, bool)) and out_of_range(key, value)]
+    assert refused == []
