@@ -24,7 +24,6 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 from trl import DPOConfig, DPOTrainer
 
@@ -40,6 +39,7 @@ from emprl.dpo_pairs import (
 from emprl.errors import UserError, run_cli
 from emprl.io import atomic_dir, atomic_write_json, atomic_write_jsonl, write_model_card
 from emprl.lifecycle import begin_stage, check_model_folder
+from emprl.policy import PAPER_DECODING
 
 logger = logging.getLogger("emprl.dpo")
 STAGE = "dpo"
@@ -70,10 +70,10 @@ class DPOScriptConfig:
     shard_size: int = field(default=32, metadata={"help": "contexts per shard file (the unit of resume)"})
     generation_batch_size: int = 64
     # the paper's decoding
-    top_k: int = 20
-    top_p: float = 1.0
-    temperature: float = 0.9
-    max_new_tokens: int = 30
+    top_k: int = PAPER_DECODING["top_k"]
+    top_p: float = PAPER_DECODING["top_p"]
+    temperature: float = PAPER_DECODING["temperature"]
+    max_new_tokens: int = PAPER_DECODING["max_new_tokens"]
     # policy
     use_lora: bool = False
     lora_r: int = 16
@@ -137,14 +137,14 @@ class EmpRLDPOTrainer(DPOTrainer):
 
 def main(argv=None):
     cfg, args = parse_recipe((DPOScriptConfig, DPOTrainingArguments), argv)
-    from emprl.ppo_setup import _load_data
+    from emprl.ppo_setup import load_labelled
     from emprl.ranks import join_cpu_ranks
 
     join_cpu_ranks()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     start = time.time()
     # Everything is checked before the output folder is touched (docs/lifecycle.md).
-    train, _ = _load_data(SimpleNamespace(labelled_data=cfg.labelled_data, eval_split="train"))
+    train = load_labelled(cfg.labelled_data)["train"]
     check_model_folder(cfg.sft_model_path, "sft_model_path")
     stage = begin_stage(STAGE, cfg.output_dir, (cfg, args), in_place=True,
                         inputs=[cfg.sft_model_path, cfg.labelled_data, cfg.identifiers_dir],
@@ -235,12 +235,10 @@ class DPORun:
     def sample(self, contexts, seed: int) -> list[str]:
         from emprl.policy import GenerationSettings, generate_responses
 
-        c = self.cfg
-        settings = GenerationSettings(top_k=c.top_k, top_p=c.top_p, temperature=c.temperature,
-                                      max_new_tokens=c.max_new_tokens, seed=seed)
+        settings = GenerationSettings.from_recipe(self.cfg, seed=seed)
         model = self.model.to(self.state.device)
         return generate_responses(model, self.tokenizer, self.builder, list(contexts), settings,
-                                  batch_size=c.generation_batch_size, progress=False)
+                                  batch_size=self.cfg.generation_batch_size, progress=False)
 
     def score(self, contexts, responses, batch):
         import torch

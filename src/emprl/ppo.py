@@ -148,8 +148,6 @@ class PPOScriptConfig:
                              f"got {self.min_new_tokens}")
 
 
-
-
 def main(argv=None):
     cfg, ppo_cfg = parse_recipe((PPOScriptConfig, PPOConfig), argv)
     join_cpu_ranks()  # several CPU ranks: one process group, not one run each (docs/cpu-ranks.md)
@@ -157,7 +155,7 @@ def main(argv=None):
     start = time.time()
     # Everything is checked before the output folder is touched (docs/lifecycle.md).
     _check_batch_sizes(ppo_cfg, cfg.samples_per_context)
-    _load_data(cfg)
+    data = _load_data(cfg)
     check_model_folder(cfg.sft_model_path, "sft_model_path")
     stage = begin_stage(STAGE, cfg.output_dir, (cfg, ppo_cfg), in_place=True,
                         inputs=[cfg.sft_model_path, cfg.labelled_data, cfg.identifiers_dir],
@@ -167,7 +165,7 @@ def main(argv=None):
     checkpoint = _prepare_output_dir(cfg)
 
     # 1. Load: policy + value head, reference, reward, data (emprl.ppo_setup).
-    run = PPORun(cfg, ppo_cfg)
+    run = PPORun(cfg, ppo_cfg, data=data)
     step = 0
     if checkpoint:
         step = run.outputs.resume(checkpoint)
@@ -201,7 +199,8 @@ class PPORun:
     """The trainer, the reward and the data order, and one PPO step; the held-out evaluation
     (``evaluation``) and the outputs (``outputs``: checkpoints, resume, finish) are parts of their own."""
 
-    def __init__(self, cfg: PPOScriptConfig, ppo_cfg: PPOConfig):
+    def __init__(self, cfg: PPOScriptConfig, ppo_cfg: PPOConfig, data: tuple | None = None):
+        """``data``: the (train, held-out) splits when the caller has loaded them already."""
         from accelerate import PartialState
         from trl.core import set_seed
 
@@ -214,7 +213,7 @@ class PPORun:
         _check_batch_sizes(ppo_cfg, cfg.samples_per_context)
         set_seed(ppo_cfg.seed)  # the value head and LoRA weights are initialised at random
 
-        self.train, self.eval_data = _load_data(cfg)
+        self.train, self.eval_data = data or _load_data(cfg)
         model, ref_model, tokenizer, self.is_encoder_decoder, path = load_value_head_policy(cfg)
         self.builder = prompt_builder_for(path, tokenizer, self.is_encoder_decoder,
                                           max_source_tokens=cfg.max_source_tokens, speaker_tag=cfg.speaker_tag,

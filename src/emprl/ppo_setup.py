@@ -26,21 +26,29 @@ def _check_batch_sizes(ppo_cfg, samples_per_context: int = 1) -> None:
         raise UserError(f"mini_batch_size ({ppo_cfg.mini_batch_size}) must not exceed batch_size ({ppo_cfg.batch_size})")
 
 
-def _load_data(cfg):
-    spec = cfg.labelled_data if cfg.labelled_data.startswith("disk:") else f"disk:{cfg.labelled_data}"
+def load_labelled(labelled_data: str, splits: tuple[str, ...] = ("train",)):
+    """The labelling stage's output with its gold levels; each of ``splits`` must be there with every
+    column, and train must not be empty (one-line errors otherwise). PPO and DPO read it this way."""
+    spec = labelled_data if labelled_data.startswith("disk:") else f"disk:{labelled_data}"
     try:
         data = load_dialogues(spec)
     except (FileNotFoundError, ValueError) as err:
-        raise UserError(f"labelled_data: cannot load {cfg.labelled_data} ({err})") from None
-    for split in ("train", cfg.eval_split):
+        raise UserError(f"labelled_data: cannot load {labelled_data} ({err})") from None
+    for split in dict.fromkeys(("train", *splits)):
         if split not in data:
-            raise UserError(f"labelled_data: {cfg.labelled_data} has no '{split}' split")
+            raise UserError(f"labelled_data: {labelled_data} has no '{split}' split")
         missing = [c for c in ("context", "response", *MECHANISMS) if c not in data[split].column_names]
         if missing:
             raise UserError(f"labelled_data: split '{split}' lacks columns {missing}; "
                             "use the output of `python -m emprl.label`")
     if len(data["train"]) == 0:
-        raise UserError(f"labelled_data: {cfg.labelled_data} has an empty train split")
+        raise UserError(f"labelled_data: {labelled_data} has an empty train split")
+    return data
+
+
+def _load_data(cfg):
+    """PPO's (train, held-out) splits."""
+    data = load_labelled(cfg.labelled_data, ("train", cfg.eval_split))
     return data["train"], data[cfg.eval_split]
 
 

@@ -123,15 +123,10 @@ def plan_runs(cfg: RLStudyConfig) -> list[Run]:
     return runs
 
 
-def _run_args(cfg: RLStudyConfig, seed: int) -> list[str]:
-    return ["--seed", str(seed), *cfg.ppo_overrides]
-
-
 def step_args(step: Step, cfg: RLStudyConfig) -> list[str]:
     seed = int(step.output_dir.rsplit("_seed", 1)[1])
-    if step.stage.module == "emprl.dpo":
-        return [step.recipe_path, "--output_dir", step.output_dir, "--seed", str(seed), *cfg.dpo_overrides]
-    return [step.recipe_path, "--output_dir", step.output_dir, *_run_args(cfg, seed)]
+    overrides = cfg.dpo_overrides if step.stage.module == "emprl.dpo" else cfg.ppo_overrides
+    return [step.recipe_path, "--output_dir", step.output_dir, "--seed", str(seed), *overrides]
 
 
 def reward_evaluations(cfg: RLStudyConfig, run: Run, metrics: dict) -> int | None:
