@@ -590,28 +590,31 @@ def write_files(files: dict[str, bytes], out: Path) -> None:
             raise
 
 
+def _print_levels(levels: dict) -> None:
+    for m, counts in levels.items():
+        print(f"  {MECH_NAMES[m]:<20} no {counts[0]:>4}  weak {counts[1]:>4}  strong {counts[2]:>4}")
+
+
+def _print_ed_splits(title: str, ed: dict) -> None:
+    print(f"{title}:")
+    for split in ED_SPLIT_FILES:
+        s = ed[split]
+        print(f"  {split:<6} {s['conversations']:>4} conversations {s['utterances']:>5} utterances "
+              f"{s['listener_turns']:>4} listener turns {s['emotions']:>3} emotions")
+
+
 def _print_summary(summary: dict, n_files: int, out: Path) -> None:
     ep = summary["epitome"]
     print(f"wrote {n_files} files under {out}")
     print(f"EPITOME: {ep['pairs']} pairs ({ep['hand']} hand-written, {ep['composed']} composed), "
           f"{ep['seeker_posts']} seeker posts")
-    for m, counts in ep["levels"].items():
-        print(f"  {MECH_NAMES[m]:<20} no {counts[0]:>4}  weak {counts[1]:>4}  strong {counts[2]:>4}")
+    _print_levels(ep["levels"])
     ed = summary["empathetic_dialogues"]
-    print("EmpatheticDialogues:")
-    for split in ED_SPLIT_FILES:
-        s = ed[split]
-        print(f"  {split:<6} {s['conversations']:>4} conversations {s['utterances']:>5} utterances "
-              f"{s['listener_turns']:>4} listener turns {s['emotions']:>3} emotions")
+    _print_ed_splits("EmpatheticDialogues", ed)
     print(f"  listener styles: {ed['styles']}")
     edl = summary["empathetic_dialogues_large"]
-    print("EmpatheticDialogues (large):")
-    for split in ED_SPLIT_FILES:
-        s = edl[split]
-        print(f"  {split:<6} {s['conversations']:>4} conversations {s['utterances']:>5} utterances "
-              f"{s['listener_turns']:>4} listener turns {s['emotions']:>3} emotions")
-    for m, counts in edl["levels"].items():
-        print(f"  {MECH_NAMES[m]:<20} no {counts[0]:>4}  weak {counts[1]:>4}  strong {counts[2]:>4}")
+    _print_ed_splits("EmpatheticDialogues (large)", edl)
+    _print_levels(edl["levels"])
     print(f"  levels that followed the cue: {edl['followed_cue']}")
     print(f"DailyDialog: {', '.join(f'{s} {len(d)}' for s, d in DAILYDIALOG.items())} dialogues")
     print("PEC: " + ", ".join(f"{d}/{s} {len(c)}" for d, sp in PEC.items() for s, c in sp.items()))
