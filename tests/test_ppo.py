@@ -53,21 +53,25 @@ def build_assets(root: str) -> SimpleNamespace:
                            identifiers=os.path.join(root, "identifiers"), labelled=os.path.join(root, "labelled"))
 
 
-def write_recipe(folder, assets, model: str = "t5", **overrides) -> str:
-    recipe = {
-        "sft_model_path": getattr(assets, model), "labelled_data": assets.labelled,
-        "identifiers_dir": assets.identifiers, "output_dir": os.path.join(str(folder), "out"),
-        "steps": 2, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 2, "learning_rate": 1e-3,
-        "max_new_tokens": 6, "eval_steps": 2, "eval_samples": 4, "save_steps": 2, "seed": 0,
-    }
+def write_stage_recipe(folder, assets, model: str, name: str, sizes: dict, overrides: dict) -> str:
+    """``folder/name``: a recipe on the tiny assets (the tiny Llama with a LoRA adapter), ``sizes`` then
+    ``overrides`` on top; shared by the PPO and DPO tests."""
+    recipe = {"sft_model_path": getattr(assets, model), "labelled_data": assets.labelled,
+              "identifiers_dir": assets.identifiers, "output_dir": os.path.join(str(folder), "out"), **sizes}
     if model == "llama":
         recipe.update(use_lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_target_modules=["q_proj", "v_proj"])
     recipe.update(overrides)
     os.makedirs(str(folder), exist_ok=True)
-    path = os.path.join(str(folder), "ppo.yaml")
+    path = os.path.join(str(folder), name)
     with open(path, "w", encoding="utf-8") as fh:
         yaml.safe_dump(recipe, fh)
     return path
+
+
+def write_recipe(folder, assets, model: str = "t5", **overrides) -> str:
+    sizes = {"steps": 2, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 2, "learning_rate": 1e-3,
+             "max_new_tokens": 6, "eval_steps": 2, "eval_samples": 4, "save_steps": 2, "seed": 0}
+    return write_stage_recipe(folder, assets, model, "ppo.yaml", sizes, overrides)
 
 
 def read_jsonl(path) -> list[dict]:
