@@ -94,10 +94,12 @@ def plan(experiment: str, force: bool = False, stages: tuple[Stage, ...] = STAGE
     """One Step per stage the experiment has; ``run`` is false for a finished, unchanged stage.
     On-demand stages (the stage's flag, or the experiment's chain.yaml ``on_demand`` list) are planned
     only when ``targets`` names them or a stage that reads them."""
-    wanted = _on_demand_wanted(experiment, stages, targets or [])
     if not os.path.isdir(experiment):
         raise UserError(f"{experiment}: experiment folder does not exist (expected recipes/<experiment>)")
-    listed = set(on_demand(experiment))
+    present = {s.recipe: s for s in stages if os.path.isfile(os.path.join(experiment, s.recipe))}
+    demand = {s.recipe for s in stages if s.on_demand} | set(on_demand(experiment))
+    wanted = _closure([t for t in targets or [] if t in present],
+                      lambda r: present if present[r].after == EVERYTHING else present[r].after)
     steps: list[Step] = []
     for stage in stages:
         path = os.path.join(experiment, stage.recipe)
@@ -105,7 +107,7 @@ def plan(experiment: str, force: bool = False, stages: tuple[Stage, ...] = STAGE
             if stage.required:
                 raise UserError(f"{path}: recipe file does not exist (every experiment needs {stage.recipe})")
             continue
-        if (stage.on_demand or stage.recipe in listed) and stage.recipe not in wanted:
+        if stage.recipe in demand and stage.recipe not in wanted:
             continue
         output_dir = load_recipe_values(path).get("output_dir")
         if not output_dir:
@@ -119,18 +121,15 @@ def plan(experiment: str, force: bool = False, stages: tuple[Stage, ...] = STAGE
     return steps
 
 
-def _on_demand_wanted(experiment: str, stages: tuple[Stage, ...], targets: list[str]) -> set[str]:
-    """The on-demand recipes that ``targets`` name, directly or through the stages they come after."""
-    by_recipe = {s.recipe: s for s in stages if os.path.isfile(os.path.join(experiment, s.recipe))}
-    wanted, todo = set(), [t for t in targets if t in by_recipe]
+def _closure(targets: list[str], after_of) -> set[str]:
+    """``targets`` and every recipe they come after, directly or not (``after_of(recipe)``)."""
+    wanted, todo = set(), list(targets)
     while todo:
         recipe = todo.pop()
         if recipe not in wanted:
             wanted.add(recipe)
-            after = by_recipe[recipe].after
-            todo.extend(r for r in (by_recipe if after == EVERYTHING else after) if r in by_recipe)
-    listed = set(on_demand(experiment))
-    return {r for r in wanted if by_recipe[r].on_demand or r in listed}
+            todo.extend(after_of(recipe))
+    return wanted
 
 
 def only_targets(steps: list[Step], targets: list[str]) -> list[Step]:
@@ -140,12 +139,7 @@ def only_targets(steps: list[Step], targets: list[str]) -> list[Step]:
     if unknown:
         raise UserError(f"--targets: no stage reads {', '.join(unknown)} in this experiment "
                         f"(has {', '.join(by_recipe)})")
-    wanted, todo = set(), list(targets)
-    while todo:
-        recipe = todo.pop()
-        if recipe not in wanted:
-            wanted.add(recipe)
-            todo.extend(by_recipe[recipe].after)
+    wanted = _closure(targets, lambda r: by_recipe[r].after)
     return [s for s in steps if s.stage.recipe in wanted]
 
 
