@@ -37,7 +37,7 @@ from emprl.dpo_pairs import (
     save_pairs,
 )
 from emprl.errors import UserError, run_cli
-from emprl.io import atomic_dir, atomic_write_json, atomic_write_jsonl, write_model_card
+from emprl.io import atomic_dir, atomic_write_json, atomic_write_jsonl, read_jsonl, write_model_card
 from emprl.lifecycle import begin_stage, check_model_folder
 from emprl.policy import PAPER_DECODING
 
@@ -330,12 +330,8 @@ def finish(run: DPORun, stage, minutes: float) -> None:
                    "reward_evaluations": sum(r.get("reward_evaluations", 0) for r in run.rounds),
                    "pairs": sum(r.get("pairs", 0) for r in run.rounds)}
         atomic_write_json(os.path.join(out, "metrics.json"), metrics)
-        logs = []
-        for r in range(1, len(run.rounds) + 1):
-            path = os.path.join(run.round_dir(r), "log.jsonl")
-            if os.path.isfile(path):
-                with open(path, encoding="utf-8") as fh:
-                    logs += [json.loads(line) for line in fh if line.strip()]
+        logs = [row for r in range(1, len(run.rounds) + 1)
+                for row in read_jsonl(os.path.join(run.round_dir(r), "log.jsonl"))]
         atomic_write_jsonl(os.path.join(out, "log.jsonl"), logs)
         last = run.rounds[-1]
         card = {"rounds": len(run.rounds), "reward evaluations (samples scored)": metrics["reward_evaluations"],

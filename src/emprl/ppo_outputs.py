@@ -12,7 +12,7 @@ import warnings
 
 from emprl.config import config_to_dict, recipe_hash
 from emprl.errors import UserError
-from emprl.io import atomic_write_json, atomic_write_text, write_model_card
+from emprl.io import atomic_write_json, atomic_write_text, read_jsonl, write_model_card
 from emprl.lifecycle import newest_intact_checkpoint
 from emprl.ppo_checkpoint import list_checkpoints, rotate_checkpoints
 from emprl.ppo_curves import plot_training_curves
@@ -187,16 +187,7 @@ def _gather_checksums(trainer: EmpRLPPOTrainer) -> list[str]:
     return gather_object([trainer.weights_checksum()])
 
 
-def _read_jsonl(path: str) -> list[dict]:
-    rows = []
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:  # a line cut short by a crash
-                    continue
-    return rows
+_read_jsonl = read_jsonl  # the old name, re-exported by emprl.ppo
 
 
 def _read_text(path: str) -> str:
