@@ -66,11 +66,7 @@ def mean_ci95(values: Iterable[float]) -> tuple[float, float]:
     mean = sum(xs) / n
     if n == 1:
         return mean, math.nan
-    sem = float(stats.sem(xs))  # sample std (ddof=1) / sqrt(n)
-    if sem == 0.0:
-        return mean, 0.0  # identical values: scipy refuses a zero scale
-    _, high = stats.t.interval(0.95, n - 1, loc=mean, scale=sem)
-    return mean, float(high) - mean
+    return mean, float(stats.t.ppf(0.975, n - 1) * stats.sem(xs))  # Student t half-width, sem with ddof=1
 
 
 def perplexity(total_nll: float, total_tokens: int) -> float:
