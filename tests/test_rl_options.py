@@ -112,3 +112,56 @@ def test_sft_mixed_precision_auto_sets_bf16_from_the_choice(env, expected, monke
         assert args.use_cpu  # transformers refuses bf16 without a GPU otherwise
     with pytest.raises(ValueError, match="mixed_precision"):
         SFTTrainingArguments(output_dir=str(tmp_path), mixed_precision="fp8", report_to=[])
+
+
+def test_placebo_gold_levels_are_a_derangement_that_keeps_the_level_mix():
+    from datasets import Dataset
+
+    from emprl.data import MECHANISMS
+    from emprl.ppo_setup import shuffle_gold_levels
+
+    n = 50
+    rows = {"context": [[f"turn {i}"] for i in range(n)], "response": [f"reply {i}" for i in range(n)]}
+    # each row's levels encode its index, so we can see where they went
+    rows.update({m: [(i + j) % 3 for i in range(n)] for j, m in enumerate(MECHANISMS)})
+    rows["row"] = list(range(n))
+    split = Dataset.from_dict(rows)
+    out = shuffle_gold_levels(split, seed=3)
+    triples_in = sorted(zip(*(split[m] for m in MECHANISMS)))
+    triples_out = sorted(zip(*(out[m] for m in MECHANISMS)))
+    assert triples_out == triples_in                  # the same level mix, the three columns moved together
+    assert out["context"] == split["context"] and out["row"] == split["row"]  # contexts stay put
+    # recover the source row of each row's levels: no context keeps its own
+    moved = [t != (i % 3, (i + 1) % 3, (i + 2) % 3) for i, t in enumerate(zip(*(out[m] for m in MECHANISMS)))]
+    assert sum(moved) > 0.5 * n                      # levels with a period of 3 can coincide by chance, not mostly
+    assert shuffle_gold_levels(split, seed=3)[MECHANISMS[0]] == out[MECHANISMS[0]]   # seeded
+    assert shuffle_gold_levels(split, seed=4)[MECHANISMS[0]] != out[MECHANISMS[0]]
+
+
+def test_placebo_permutation_is_a_single_cycle_without_fixed_points():
+    from datasets import Dataset
+
+    from emprl.data import MECHANISMS
+    from emprl.ppo_setup import shuffle_gold_levels
+
+    n = 40
+    # distinct levels per row through a fourth column we can track: encode the row in the levels' columns
+    split = Dataset.from_dict({"context": [["c"]] * n, "response": ["r"] * n,
+                               **{m: list(range(n)) for m in MECHANISMS}})
+    out = shuffle_gold_levels(split, seed=11)
+    source = out[MECHANISMS[0]]
+    assert sorted(source) == list(range(n)) and all(source[i] != i for i in range(n))
+    seen, i = set(), 0
+    while i not in seen:
+        seen.add(i)
+        i = source[i]
+    assert len(seen) == n
+
+
+def test_reward_gold_key_is_checked():
+    import pytest
+
+    from emprl.ppo import PPOScriptConfig
+
+    with pytest.raises(ValueError, match="reward_gold"):
+        PPOScriptConfig(sft_model_path="x", labelled_data="y", reward_gold="mixed")

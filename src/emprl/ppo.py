@@ -103,6 +103,9 @@ class PPOScriptConfig:
     reward_baseline: str = field(default="none", metadata={
         "help": "none (the paper) | leave_one_out: subtract the mean reward of the other K-1 samples of the "
                 "same context before TRL sees it (an opt-in beyond the paper; needs samples_per_context >= 2)"})
+    reward_gold: str = field(default="own", metadata={
+        "help": "own (EmpRL) | shuffled: the placebo control, R_emp against the gold levels of another, seeded "
+                "training context (same reward scale, no information; docs/rl-effect.md)"})
     eval_batch_size: int | None = field(default=None, metadata={
         "help": "held-out generation batch (default: generation_batch_size); larger is faster on CPU"})
     # prompt settings: default to what the SFT stage saved with the model (emprl_prompt.json)
@@ -140,6 +143,8 @@ class PPOScriptConfig:
         if self.reward_baseline == "leave_one_out" and self.samples_per_context < 2:
             raise ValueError("key 'reward_baseline': leave_one_out needs samples_per_context >= 2, "
                              f"got {self.samples_per_context}")
+        if self.reward_gold not in ("own", "shuffled"):
+            raise ValueError(f"key 'reward_gold': expected own or shuffled, got {self.reward_gold!r}")
         if self.mixed_precision not in CHOICES:
             raise ValueError(f"key 'mixed_precision': expected one of {', '.join(CHOICES)}, "
                              f"got {self.mixed_precision!r}")
@@ -155,7 +160,7 @@ def main(argv=None):
     start = time.time()
     # Everything is checked before the output folder is touched (docs/lifecycle.md).
     _check_batch_sizes(ppo_cfg, cfg.samples_per_context)
-    data = _load_data(cfg)
+    data = _load_data(cfg, ppo_cfg.seed)
     check_model_folder(cfg.sft_model_path, "sft_model_path")
     stage = begin_stage(STAGE, cfg.output_dir, (cfg, ppo_cfg), in_place=True,
                         inputs=[cfg.sft_model_path, cfg.labelled_data, cfg.identifiers_dir],
@@ -213,7 +218,7 @@ class PPORun:
         _check_batch_sizes(ppo_cfg, cfg.samples_per_context)
         set_seed(ppo_cfg.seed)  # the value head and LoRA weights are initialised at random
 
-        self.train, self.eval_data = data or _load_data(cfg)
+        self.train, self.eval_data = data or _load_data(cfg, ppo_cfg.seed)
         model, ref_model, tokenizer, self.is_encoder_decoder, path = load_value_head_policy(cfg)
         self.builder = prompt_builder_for(path, tokenizer, self.is_encoder_decoder,
                                           max_source_tokens=cfg.max_source_tokens, speaker_tag=cfg.speaker_tag,

@@ -46,10 +46,30 @@ def load_labelled(labelled_data: str, splits: tuple[str, ...] = ("train",)):
     return data
 
 
-def _load_data(cfg):
-    """PPO's (train, held-out) splits."""
+def _load_data(cfg, seed: int = 0):
+    """PPO's (train, held-out) splits. ``reward_gold: shuffled`` (the placebo control) gives every
+    training context the gold levels of another one; the held-out split keeps its own."""
     data = load_labelled(cfg.labelled_data, ("train", cfg.eval_split))
-    return data["train"], data[cfg.eval_split]
+    train = data["train"]
+    if getattr(cfg, "reward_gold", "own") == "shuffled":
+        train = shuffle_gold_levels(train, seed)
+    return train, data[cfg.eval_split]
+
+
+def shuffle_gold_levels(split, seed: int):
+    """The placebo's training data: the three gold level columns moved together along a seeded
+    derangement of the rows (no context keeps its own levels), so the reward has R_emp's scale and
+    level mix but carries no information about the context (docs/rl-effect.md)."""
+    n = len(split)
+    if n < 2:
+        raise UserError(f"reward_gold: shuffled needs at least 2 training contexts, got {n}")
+    order = np.random.default_rng([seed, 7919]).permutation(n)
+    source = np.empty(n, dtype=np.int64)
+    source[order] = np.roll(order, -1)  # row order[i] takes the levels of row order[i + 1]: a single cycle
+    columns = {m: split[m] for m in MECHANISMS}
+    for m in MECHANISMS:
+        split = split.remove_columns(m).add_column(m, [columns[m][int(j)] for j in source])
+    return split
 
 
 def _eval_subset(n: int, k: int, seed: int) -> list[int]:
