@@ -116,23 +116,6 @@ def test_epitome_bad_level_names_file_and_line(tmp_path):
     assert len(load_epitome(str(folder), on_bad_rows="skip")["interpretations"]["train"]) == 16
 
 
-def test_pec_keeps_dyadic_conversations(tmp_path):
-    sep = "*" * 20
-    for sub in ("happy", "offmychest"):
-        d = tmp_path / "pec" / sub
-        d.mkdir(parents=True)
-        for split in ("train", "valid", "test"):
-            (d / f"{split}.txt").write_text(
-                f"ann---+---I got the job!\nbob---+---That is wonderful news.\nann---+---Thanks!\nbob---+---When do you start?\n{sep}\n"
-                f"ann---+---Rainy day.\nbob---+---Cozy though.\ncat---+---I like rain.\n{sep}\n")
-        (d / "persona.txt").write_text("")
-    dd = load_dialogues(f"pec:{tmp_path}/pec")
-    assert len(dd["train"]) == 2  # one dyadic conversation per subfolder; the three-party one is skipped
-    ex = dd["train"][0]
-    assert ex["context"] == ["I got the job!", "That is wonderful news.", "Thanks!"]
-    assert ex["response"] == "When do you start?"
-
-
 def test_dailydialog_every_later_turn_is_a_response(tmp_path):
     for split in ("train", "validation", "test"):
         (tmp_path / "dd" / split).mkdir(parents=True)

@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     # 1. The test examples, and what kind of data they are.
     from emprl.data import MECHANISMS, load_dialogues
 
-    dataset = load_dialogues(cfg.data, cfg.on_bad_rows)
+    dataset = load_dialogues(cfg.data, cfg.on_bad_rows, splits=(cfg.split,))
     if cfg.split not in dataset:
         raise UserError(f"data {cfg.data!r}: no split {cfg.split!r} (has {', '.join(dataset)})")
     rows = dataset[cfg.split]

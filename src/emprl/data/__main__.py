@@ -1,4 +1,5 @@
-"""``python -m emprl.data stats --format FORMAT --path PATH``: row counts as one JSON object."""
+"""``python -m emprl.data stats --format FORMAT --path PATH``: row counts as one JSON object (PEC adds
+the threads read, continuation lines joined, non-dyadic threads skipped, repeated contexts dropped)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from collections import Counter
 from emprl.data.readers import DIALOGUE_FORMATS, LEVEL_NAMES, MECHANISMS, load_dialogues, load_epitome
 from emprl.errors import UserError, run_cli
 
+# Examples per split the paper reports for PEC (happy + offmychest), beside ours for comparison
+PEC_PAPER_ROWS = {"train": 56808, "validation": 7115, "test": 7131}
+
 
 def stats(fmt: str, path: str, on_bad_rows: str = "error", seed: int = 42) -> dict:
     if fmt == "epitome":
@@ -17,17 +21,24 @@ def stats(fmt: str, path: str, on_bad_rows: str = "error", seed: int = 42) -> di
             mechanisms[mechanism] = {split: {"rows": len(ds), "levels": _level_counts(ds["level"])}
                                      for split, ds in dd.items()}
         return {"format": fmt, "path": path, "mechanisms": mechanisms}
-    dd = load_dialogues(f"{fmt}:{path}", on_bad_rows=on_bad_rows)
+    counts: dict = {}
+    dd = load_dialogues(f"{fmt}:{path}", on_bad_rows=on_bad_rows, counts=counts)
     splits = {}
     for split, ds in dd.items():
         entry = {"rows": len(ds), "conversations": len(set(ds["conv_id"]))}
+        # PEC: one thread per example, so "conversations" becomes the threads read, beside what was
+        # joined, skipped and dropped on the way to "rows" (docs/deviations.md has the paper's counts)
+        entry.update(counts.get(split, {}))
         if "emotion" in ds.column_names and any(ds["emotion"]):
             entry["emotions"] = len(set(ds["emotion"]) - {""})
         levels = {m: _level_counts(ds[m]) for m in MECHANISMS if m in ds.column_names}
         if levels:
             entry["levels"] = levels
         splits[split] = entry
-    return {"format": fmt, "path": path, "splits": splits}
+    out = {"format": fmt, "path": path, "splits": splits}
+    if fmt == "pec":
+        out["paper_rows"] = PEC_PAPER_ROWS
+    return out
 
 
 def _level_counts(levels: list[int]) -> dict[str, int]:

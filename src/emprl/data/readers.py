@@ -11,8 +11,8 @@ import csv
 import json
 import logging
 import os
-from collections import OrderedDict
-from collections.abc import Iterator
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Iterator
 
 from datasets import Dataset, DatasetDict
 
@@ -67,27 +67,49 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
                                 f"{err.start + 1}); convert the file to UTF-8") from None
 
 
-def load_dialogues(spec: str, on_bad_rows: str = "error") -> DatasetDict:
-    """Load ``FORMAT:PATH`` (see ``DIALOGUE_FORMATS``) into train/validation/test splits."""
+def load_dialogues(spec: str, on_bad_rows: str = "error", splits: Iterable[str] | None = None,
+                   counts: dict[str, Counter] | None = None) -> DatasetDict:
+    """Load ``FORMAT:PATH`` (see ``DIALOGUE_FORMATS``) into train/validation/test splits.
+
+    ``splits``: only these are read, so a folder needs only the files of the splits a stage uses
+    (DailyDialog's test/ alone for an evaluation); None: all three (``disk``: all it saved).
+    ``counts``: if given, filled per split with what the reader did beyond returning rows (PEC:
+    threads read, continuation lines joined, threads skipped and repeated contexts dropped)."""
     fmt, sep, path = spec.partition(":")
     if not sep or fmt not in DIALOGUE_FORMATS:
         raise UserError(f"data spec {spec!r}: expected FORMAT:PATH with FORMAT one of {', '.join(DIALOGUE_FORMATS)}")
+    wanted = tuple(SPLITS if splits is None else splits)
+    unknown = [s for s in wanted if s not in SPLITS]
+    if unknown or not wanted:
+        raise UserError(f"data spec {spec!r}: splits must be some of {', '.join(SPLITS)}, got {list(wanted)}")
     if not os.path.exists(path):
         raise UserError(f"data spec {spec!r}: path '{path}' does not exist")
     if fmt == "disk":
         from datasets import load_from_disk
 
         try:
-            return load_from_disk(path)
+            saved = load_from_disk(path)
         except (FileNotFoundError, ValueError) as err:
             raise UserError(f"data spec {spec!r}: not a dataset saved with save_to_disk "
                             f"({' '.join(str(err).split())[:120]})") from None
+        if splits is None:
+            return saved
+        missing = [s for s in wanted if s not in saved]
+        if missing:
+            raise UserError(f"data spec {spec!r}: no split {', '.join(missing)} (has {', '.join(saved)})")
+        return DatasetDict({s: saved[s] for s in wanted})
     bad = _BadRows(on_bad_rows)
     reader = {"empathetic_dialogues": _read_empathetic_dialogues, "pec": _read_pec,
               "dailydialog": _read_dailydialog, "emprl_json": _read_emprl_json}[fmt]
-    splits = {split: reader(path, split, bad) for split in SPLITS}
+    notes = {split: Counter() for split in wanted}
+    rows = {split: reader(path, split, bad, notes[split]) for split in wanted}
     bad.report(spec)
-    return DatasetDict({split: _to_dataset(rows, f"{spec} [{split}]", bad) for split, rows in splits.items()})
+    for split, note in notes.items():
+        if note:
+            logger.info("%s [%s]: %s", spec, split, ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in note.items()))
+    if counts is not None:
+        counts.update(notes)
+    return DatasetDict({split: _to_dataset(r, f"{spec} [{split}]", bad) for split, r in rows.items()})
 
 
 def _to_dataset(rows: list[dict], what: str, bad: _BadRows | None = None) -> Dataset:
@@ -124,7 +146,7 @@ def _ed_text(text: str) -> str:
     return text.replace("_comma_", ",").strip()
 
 
-def _read_empathetic_dialogues(folder: str, split: str, bad: _BadRows) -> list[dict]:
+def _read_empathetic_dialogues(folder: str, split: str, bad: _BadRows, counts: Counter) -> list[dict]:
     """One example per listener turn (even ``utterance_idx``), with all earlier turns as context.
 
     The official files escape commas in text as ``_comma_`` and do not quote, so every row has
@@ -167,23 +189,39 @@ _PEC_SEPARATOR = "*" * 20
 _PEC_SPLIT_FILES = {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"}
 
 
-def _read_pec(folder: str, split: str, bad: _BadRows) -> list[dict]:
-    """Dyadic conversations only; the last turn is the response to all turns before it."""
+def _read_pec(folder: str, split: str, bad: _BadRows, counts: Counter) -> list[dict]:
+    """One example per thread (the lines between two separator lines): its last utterance answers all
+    the earlier ones. Kept, as the paper describes its data: threads of exactly two speakers who take
+    turns (dyadic), and of the threads that share a context (replies to the same post or comment)
+    only the first in file order, happy/ before offmychest/ (one response per context; see
+    docs/deviations.md for the counts to expect)."""
     subfolders = [d for d in ("happy", "offmychest") if os.path.isdir(os.path.join(folder, d))]
     if not subfolders:
         raise UserError(f"{folder}: expected subfolders happy/ and/or offmychest/")
-    rows = []
+    rows, seen = [], set()
+    for key in ("conversations", "continuation_lines_joined", "non_dyadic_skipped", "repeated_contexts_dropped"):
+        counts[key] = 0  # reported even when 0, so a count of the release reads the same every time
     for sub in subfolders:
         path = _required_file(os.path.join(folder, sub, _PEC_SPLIT_FILES[split]))
-        for k, turns in enumerate(_pec_conversations(path, bad)):
+        for k, turns in enumerate(_pec_conversations(path, bad, counts)):
+            counts["conversations"] += 1
             speakers = [s for s, _ in turns]
             alternating = all(a != b for a, b in zip(speakers, speakers[1:]))
-            if len(turns) >= 2 and len(set(speakers)) == 2 and alternating:
-                rows.append(_example([t for _, t in turns[:-1]], turns[-1][1], f"{sub}:{split}:{k}", sub))
+            if not (len(turns) >= 2 and len(set(speakers)) == 2 and alternating):
+                counts["non_dyadic_skipped"] += 1
+                continue
+            context = tuple(t for _, t in turns[:-1])
+            if context in seen:
+                counts["repeated_contexts_dropped"] += 1
+                continue
+            seen.add(context)
+            rows.append(_example(list(context), turns[-1][1], f"{sub}:{split}:{k}", sub))
     return rows
 
 
-def _pec_conversations(path: str, bad: _BadRows) -> Iterator[list[tuple[str, str]]]:
+def _pec_conversations(path: str, bad: _BadRows, counts: Counter) -> Iterator[list[tuple[str, str]]]:
+    """The threads of one file as (speaker, utterance) lists. The release keeps the line breaks of
+    a Reddit post: a line without ``---+---`` continues the utterance before it (joined by a space)."""
     turns: list[tuple[str, str]] = []
     for lineno, line in _lines(path):
         line = line.strip()
@@ -193,10 +231,14 @@ def _pec_conversations(path: str, bad: _BadRows) -> Iterator[list[tuple[str, str
             turns = []
         elif line:
             speaker, sep, text = line.partition("---+---")
-            if not sep:
-                bad(path, lineno, "expected 'speaker---+---utterance'")
-                continue
-            turns.append((speaker.strip(), text.strip()))
+            if sep:
+                turns.append((speaker.strip(), text.strip()))
+            elif turns:
+                turns[-1] = (turns[-1][0], f"{turns[-1][1]} {line}".strip())
+                counts["continuation_lines_joined"] += 1
+            else:
+                bad(path, lineno, "expected 'speaker---+---utterance' (a line without ---+--- continues an "
+                    "utterance, but none precedes it in this thread)")
     if turns:
         yield turns
 
@@ -204,7 +246,7 @@ def _pec_conversations(path: str, bad: _BadRows) -> Iterator[list[tuple[str, str
 # -- DailyDialog ---------------------------------------------------------------------------------------
 
 
-def _read_dailydialog(folder: str, split: str, bad: _BadRows) -> list[dict]:
+def _read_dailydialog(folder: str, split: str, bad: _BadRows, counts: Counter) -> list[dict]:
     """Every turn after the first is a response to the turns before it."""
     path = _required_file(os.path.join(folder, split, f"dialogues_{split}.txt"))
     rows = []
@@ -226,7 +268,7 @@ _JSON_SPLIT_FILES = {"train": ("train.json",), "validation": ("valid.json", "val
                      "test": ("test.json",)}
 
 
-def _read_emprl_json(folder: str, split: str, bad: _BadRows) -> list[dict]:
+def _read_emprl_json(folder: str, split: str, bad: _BadRows, counts: Counter) -> list[dict]:
     """A JSON array of {input, output[, level columns]}; ``input`` is one string or a list of turns."""
     candidates = [os.path.join(folder, name) for name in _JSON_SPLIT_FILES[split]]
     path = next((p for p in candidates if os.path.isfile(p)), None)
