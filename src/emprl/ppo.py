@@ -106,6 +106,9 @@ class PPOScriptConfig:
     reward_gold: str = field(default="own", metadata={
         "help": "own (EmpRL) | shuffled: the placebo control, R_emp against the gold levels of another, seeded "
                 "training context (same reward scale, no information; docs/rl-effect.md)"})
+    reuse_encoder_states: bool = field(default=True, metadata={
+        "help": "encoder-decoder policies: encode each distinct context once per forward pass, shared by its K "
+                "samples (same outputs and gradients, less compute; emprl.encoder_reuse)"})
     eval_batch_size: int | None = field(default=None, metadata={
         "help": "held-out generation batch (default: generation_batch_size); larger is faster on CPU"})
     # prompt settings: default to what the SFT stage saved with the model (emprl_prompt.json)
@@ -233,6 +236,13 @@ class PPORun:
         self.trainer = EmpRLPPOTrainer(config=ppo_cfg, model=model, ref_model=ref_model, tokenizer=tokenizer,
                                        optimizer=optimizer, lr_scheduler=scheduler,
                                        fix_first_token=cfg.fix_first_token, prompt_builder=self.builder)
+        if cfg.reuse_encoder_states and self.is_encoder_decoder:  # after the reference was copied
+            from emprl.encoder_reuse import reuse_encoder_states
+
+            acc = self.trainer.accelerator
+            for m in (self.trainer.model, self.trainer.ref_model):
+                if m is not None:
+                    reuse_encoder_states(acc.unwrap_model(m))
         set_seed(ppo_cfg.seed + self.rank)  # each rank samples its own responses
 
         shared = {"identifiers_dir": cfg.identifiers_dir, "device": self.trainer.accelerator.device,
