@@ -61,6 +61,8 @@ STAGES = (
     Stage("t5 ppo", "emprl.ppo", "t5_ppo.yaml", after=("t5_sft.yaml", "label.yaml"), required=False),
     Stage("t5 ppo (w/o empathy reward)", "emprl.ppo", "t5_ppo_no_empathy.yaml", after=("t5_sft.yaml", "label.yaml"),
           required=False),
+    Stage("t5 ppo (placebo)", "emprl.ppo", "t5_ppo_placebo.yaml", after=("t5_sft.yaml", "label.yaml"),
+          required=False),
     Stage("ppo", "emprl.ppo", "ppo.yaml", after=("sft.yaml", "label.yaml")),
     Stage("ppo (w/o KL)", "emprl.ppo", "ppo_no_kl.yaml", after=("sft.yaml", "label.yaml"), required=False),
     Stage("ppo (w/o empathy reward)", "emprl.ppo", "ppo_no_empathy.yaml", after=("sft.yaml", "label.yaml"),
