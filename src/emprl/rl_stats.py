@@ -1,0 +1,434 @@
+"""Statistics of an RL comparison as the RL field reports them (Agarwal et al. 2021, "Deep RL at the edge
+of the statistical precipice", the rliable library): trained runs pooled, not one CI per run.
+
+The input is one value per trained run and test context, an array ``[runs, contexts]`` with the same
+context order for every arm (e.g. the mean R_emp of a policy's K samples of each context). An arm's runs
+are its trained seeds; the SFT baseline is one policy shared by all seeds (``[contexts]`` or
+``[1, contexts]``); a baseline with as many runs as the arm (the placebo of the same seed) is paired by
+seed. See docs/statistics.md.
+
+- ``pooled_difference``: mean over runs and contexts of arm - baseline, a two-level percentile bootstrap
+  (draw runs with replacement, then contexts; the same context draw for both systems), a sign-flip
+  permutation p on the pooled mean, per-run one-level CIs and the number of runs with a positive delta.
+- ``probability_of_improvement`` and ``interquartile_mean``: rliable's aggregates, with the same
+  two-level bootstrap.
+- ``pooled_corpus_difference``: the same for Emp-F1 from per-context confusion counts
+  ``[runs, contexts, mechanisms, 3, 3]`` (a corpus statistic, not a mean over contexts).
+- ``variance_components``, ``difference_components``, ``contexts_needed``: how the variance of a per-sample
+  metric splits into runs, contexts and samples, and the design that detects a given effect.
+
+Everything is vectorised: a replicate is a vector of draw counts (how often each run, each context was
+drawn), so a mean over a resample is a weighted sum and 10,000 replicates x 5 runs x 1,200 contexts are
+a few matrix products. rliable itself is not used: its bootstrap resamples runs within each task
+(no two-level draw with context indices shared between arms) and its probability of improvement runs
+one Mann-Whitney test per task in Python, far too slow for 1,200 contexts x 10,000 replicates.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+RESAMPLES = 10_000
+CONFIDENCE = 0.95
+_CHUNK_VALUES = 4_000_000  # floats per replicate block (~32 MB): bounds memory whatever the design
+
+
+# -- inputs and draws ------------------------------------------------------------------------------------
+
+
+def as_runs(values, name: str = "values") -> np.ndarray:
+    """[runs, contexts] float array; a 1-D array is one run."""
+    x = np.asarray(values, dtype=float)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name}: expected values of shape [runs, contexts], got shape {np.shape(values)}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name}: values must be finite numbers (got NaN or inf)")
+    return x
+
+
+def _pair(arm, baseline, any_runs: bool = False) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(arm [S, C], baseline [1 or S, C], paired by run); ``any_runs``: the baseline may have any number."""
+    a, b = as_runs(arm, "arm"), as_runs(baseline, "baseline")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"arm has {a.shape[1]} contexts but baseline {b.shape[1]}; expected the same contexts")
+    if b.shape[0] not in (1, a.shape[0]) and not any_runs:
+        raise ValueError(f"baseline has {b.shape[0]} runs; expected 1 (one policy for every run) or "
+                         f"{a.shape[0]} (one per run of the arm, paired by seed)")
+    return a, b, b.shape[0] == a.shape[0] and b.shape[0] > 1
+
+
+def _check(n_boot: int, confidence: float) -> None:
+    if n_boot < 1:
+        raise ValueError(f"n_boot: expected a positive number of resamples, got {n_boot}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence: expected a level in (0, 1), got {confidence}")
+
+
+def draw_counts(rng: np.random.Generator, n_boot: int, n: int) -> np.ndarray:
+    """[n_boot, n] counts: how often each of n items is drawn in a resample of size n with replacement."""
+    idx = rng.integers(0, n, size=(n_boot, n))
+    flat = (idx + n * np.arange(n_boot)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(float)
+
+
+class TwoLevelDraws:
+    """The replicates of a two-level bootstrap, in blocks: run counts then context counts per replicate.
+
+    Context draws come from their own stream seeded by ``seed`` alone, so every comparison of a study
+    (EmpRL - SFT, placebo - SFT, ...) sees the same context indices in replicate b, whatever its number
+    of runs; run draws come from a second stream."""
+
+    def __init__(self, n_boot: int, n_contexts: int, seed: int = 0, chunk: int | None = None):
+        self.n_boot, self.n_contexts = n_boot, n_contexts
+        self.chunk = chunk or max(1, _CHUNK_VALUES // max(1, n_contexts))
+        self.seed = seed
+
+    def blocks(self, *runs: int):
+        """Yields (context counts [b, C], run counts [b, S_i] for each S_i in ``runs``); a shared
+        baseline (S = 1) always counts 1."""
+        ctx = np.random.default_rng([self.seed, 0])
+        run_streams = [np.random.default_rng([self.seed, 1, i]) for i in range(len(runs))]
+        done = 0
+        while done < self.n_boot:
+            b = min(self.chunk, self.n_boot - done)
+            v = draw_counts(ctx, b, self.n_contexts)
+            ws = [np.ones((b, 1)) if s == 1 else draw_counts(r, b, s) for s, r in zip(runs, run_streams)]
+            yield v, ws
+            done += b
+
+
+def _interval(reps: np.ndarray, confidence: float) -> tuple[float, float]:
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(reps, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+# -- the pooled mean difference ---------------------------------------------------------------------------
+
+
+def pooled_difference(arm, baseline, *, n_boot: int = RESAMPLES, confidence: float = CONFIDENCE,
+                      seed: int = 0) -> dict:
+    """Pooled mean of arm - baseline over runs and contexts, with its two-level bootstrap CI, a sign-flip
+    permutation p, per-run CIs (one-level bootstrap over contexts) and the runs with a positive delta.
+
+    Paired by run (baseline [S, C]), a replicate draws runs once for both; against a shared baseline
+    only the arm's runs are drawn. The permutation test flips the sign of each context's run-averaged
+    difference: under "no effect" a context's difference is as likely negative as positive."""
+    _check(n_boot, confidence)
+    a, b, _ = _pair(arm, baseline)
+    d = a - b  # [S, C]: the shared baseline broadcasts over runs
+    n_runs, n_ctx = d.shape
+    reps, per_run = np.empty(n_boot), np.empty((n_boot, n_runs))
+    at = 0
+    for v, (w,) in TwoLevelDraws(n_boot, n_ctx, seed).blocks(n_runs):
+        by_run = v @ d.T / n_ctx  # [b, S]: each run's mean over the drawn contexts
+        reps[at:at + len(v)] = (w * by_run).sum(axis=1) / n_runs
+        per_run[at:at + len(v)] = by_run
+        at += len(v)
+    low, high = _interval(reps, confidence)
+    run_means = d.mean(axis=1)
+    runs = []
+    for s in range(n_runs):
+        lo, hi = _interval(per_run[:, s], confidence)
+        runs.append({"delta": float(run_means[s]), "ci_low": lo, "ci_high": hi})
+    return {"delta": float(d.mean()), "ci_low": low, "ci_high": high,
+            "p_value": sign_flip_p(d.mean(axis=0), n_boot=n_boot, seed=seed),
+            "test": "sign-flip permutation of the per-context run-averaged differences (two-sided)",
+            "mean_arm": float(a.mean()), "mean_baseline": float(b.mean()), "runs": n_runs, "contexts": n_ctx,
+            "runs_positive": int((run_means > 0).sum()), "per_run": runs, "confidence": confidence,
+            "n_boot": n_boot, "paired_by_run": b.shape[0] > 1}
+
+
+def sign_flip_p(differences, *, n_boot: int = RESAMPLES, seed: int = 0) -> float:
+    """Two-sided p of the mean of per-context differences: each replicate flips the sign of a random
+    subset; p = (1 + #|mean*| >= |mean|) / (1 + n_boot), exact enumeration when 2**n <= n_boot."""
+    d = np.asarray(differences, dtype=float).ravel()
+    observed = abs(d.mean())
+    if not np.any(d):
+        return 1.0
+    tol = 1e-12 * max(1.0, observed)  # a flip that reproduces the observed mean counts, rounding aside
+    if 2 ** len(d) <= n_boot:
+        signs = 1 - 2 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)
+        return float(np.mean(np.abs(signs @ d) / len(d) >= observed - tol))
+    rng = np.random.default_rng([seed, 2])
+    hits, done = 0, 0
+    chunk = max(1, _CHUNK_VALUES // len(d))
+    while done < n_boot:
+        b = min(chunk, n_boot - done)
+        signs = rng.integers(0, 2, size=(b, len(d)), dtype=np.int8) * 2 - 1
+        hits += int(np.sum(np.abs(signs @ d) / len(d) >= observed - tol))
+        done += b
+    return (1 + hits) / (1 + n_boot)
+
+
+# -- rliable's aggregates -----------------------------------------------------------------------------------
+
+
+def probability_of_improvement(arm, baseline, *, n_boot: int = RESAMPLES, confidence: float = CONFIDENCE,
+                               seed: int = 0) -> dict:
+    """P(X > Y) as rliable defines it: for each context (rliable's task) the share of (arm run, baseline
+    run) pairs where the arm scores higher, ties counting one half (the Mann-Whitney U / (m n)), averaged
+    over contexts; CI by the two-level bootstrap with runs of each side drawn independently."""
+    _check(n_boot, confidence)
+    x, y, _ = _pair(arm, baseline, any_runs=True)
+    sx, sy, n_ctx = x.shape[0], y.shape[0], x.shape[1]
+    u = (x[:, None, :] > y[None, :, :]) + 0.5 * (x[:, None, :] == y[None, :, :])  # [Sx, Sy, C]
+    u = u.reshape(sx * sy, n_ctx)
+    reps, at = np.empty(n_boot), 0
+    for v, (wx, wy) in TwoLevelDraws(n_boot, n_ctx, seed).blocks(sx, sy):
+        per_pair = (v @ u.T / n_ctx).reshape(len(v), sx, sy)
+        reps[at:at + len(v)] = np.einsum("bi,bij,bj->b", wx, per_pair, wy) / (sx * sy)
+        at += len(v)
+    low, high = _interval(reps, confidence)
+    return {"poi": float(u.mean()), "ci_low": low, "ci_high": high, "confidence": confidence, "n_boot": n_boot}
+
+
+def weighted_iqm(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Interquartile mean of ``values`` (1-D) repeated ``weights`` times ([b, N] draw counts): the mean of
+    the middle half, cutting a quarter of the total weight at each end (a fraction of a value where a
+    quarter is not whole). With unit weights and N divisible by 4 this is scipy's trim_mean(x, 0.25),
+    which rliable's IQM is."""
+    order = np.argsort(values, kind="stable")
+    return _iqm_sorted(values[order], np.atleast_2d(weights)[:, order])
+
+
+def _iqm_sorted(v: np.ndarray, w: np.ndarray, dtype=np.float64) -> np.ndarray:
+    w = w.astype(dtype, copy=False)
+    upper = np.cumsum(w, axis=1)
+    total = upper[:, -1:]
+    lo, hi = 0.25 * total, 0.75 * total
+    kept = np.clip(upper, lo, hi)
+    kept -= np.clip(upper - w, lo, hi)  # the weight of each value inside the middle half
+    return (kept @ v.astype(dtype)).astype(float) / (0.5 * total[:, 0].astype(float))
+
+
+def interquartile_mean(arm, baseline=None, *, n_boot: int = RESAMPLES, confidence: float = CONFIDENCE,
+                       seed: int = 0) -> dict:
+    """rliable's IQM: the mean of the middle 50% of all run x context scores, for the arm, the baseline
+    and their difference (arm IQM - baseline IQM), with two-level bootstrap CIs from shared draws."""
+    _check(n_boot, confidence)
+    a = as_runs(arm, "arm")
+    b = None if baseline is None else _pair(a, baseline)[1]
+    n_ctx = a.shape[1]
+    paired = b is not None and b.shape[0] > 1
+    systems = {"arm": a} if b is None else {"arm": a, "baseline": b}
+    reps = {k: np.empty(n_boot) for k in systems}
+    at = 0
+    runs = (a.shape[0],) if b is None or paired else (a.shape[0], b.shape[0])
+    # each system's scores sorted once; a replicate's weight of (run s, context c) is w_s * v_c
+    order = {k: np.argsort(x.ravel(), kind="stable") for k, x in systems.items()}
+    for v, ws in TwoLevelDraws(n_boot, n_ctx, seed, chunk=max(1, 1_000_000 // a.size)).blocks(*runs):
+        for key, x in systems.items():
+            w = ws[0] if key == "arm" or paired else ws[1]
+            run_of, ctx_of = np.divmod(order[key], n_ctx)
+            cell = w[:, run_of].astype(np.float32) * v[:, ctx_of].astype(np.float32)
+            # float32 halves the memory traffic of the bootstrap; the estimate itself is float64
+            reps[key][at:at + len(v)] = _iqm_sorted(x.ravel()[order[key]], cell, np.float32)
+        at += len(v)
+    out = {}
+    for key, x in systems.items():
+        low, high = _interval(reps[key], confidence)
+        out[key] = {"iqm": float(weighted_iqm(x.ravel(), np.ones((1, x.size)))[0]), "ci_low": low, "ci_high": high}
+    if b is not None:
+        low, high = _interval(reps["arm"] - reps["baseline"], confidence)
+        out["delta"] = {"iqm": out["arm"]["iqm"] - out["baseline"]["iqm"], "ci_low": low, "ci_high": high}
+    out.update(confidence=confidence, n_boot=n_boot)
+    return out
+
+
+# -- a corpus statistic: Emp-F1 from confusion counts -------------------------------------------------------
+
+
+def emp_f1_batched(counts) -> np.ndarray:
+    """Emp-F1 (x100) of confusion counts [..., mechanisms, gold level, predicted level]: per mechanism
+    the support-weighted F1 over levels (F1 = 0 for a level neither gold nor predicted), mean over
+    mechanisms; emprl.metrics.emp_f1_from_confusion for any leading axes."""
+    c = np.asarray(counts, dtype=float)
+    tp = np.diagonal(c, axis1=-2, axis2=-1)
+    support, predicted = c.sum(axis=-1), c.sum(axis=-2)
+    denom = support + predicted
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    total = support.sum(axis=-1)
+    per_mech = np.divide((f1 * support).sum(axis=-1), total, out=np.zeros_like(total), where=total > 0)
+    return 100.0 * per_mech.mean(axis=-1)
+
+
+def _as_counts(counts, name: str) -> np.ndarray:
+    c = np.asarray(counts, dtype=float)
+    if c.ndim == 4:
+        c = c[None]
+    if c.ndim != 5 or c.shape[-1] != c.shape[-2] or 0 in c.shape[:2]:
+        raise ValueError(f"{name}: expected confusion counts [runs, contexts, mechanisms, levels, levels], "
+                         f"got shape {np.shape(counts)}")
+    return c
+
+
+def pooled_corpus_difference(arm_counts, baseline_counts, *, statistic=emp_f1_batched, n_boot: int = RESAMPLES,
+                             confidence: float = CONFIDENCE, seed: int = 0) -> dict:
+    """Pooled difference of a corpus statistic (default Emp-F1) computed per run from summed per-context
+    counts: delta = mean over arm runs of stat(run) - mean over baseline runs of stat(run). The two-level
+    bootstrap redraws runs and contexts (each replicate's per-run counts are the context-count-weighted
+    sums); the permutation p swaps, within random contexts, the arm's counts with the baseline's (the
+    run-averaged counts of the other side), the corpus analogue of the sign flip."""
+    _check(n_boot, confidence)
+    a, b = _as_counts(arm_counts, "arm"), _as_counts(baseline_counts, "baseline")
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"arm counts {a.shape[1:]} and baseline counts {b.shape[1:]} differ in contexts or levels")
+    if b.shape[0] not in (1, a.shape[0]):
+        raise ValueError(f"baseline has {b.shape[0]} runs; expected 1 or {a.shape[0]}")
+    sa, sb, n_ctx = a.shape[0], b.shape[0], a.shape[1]
+    inner = a.shape[2:]
+    fa, fb = a.reshape(sa, n_ctx, -1), b.reshape(sb, n_ctx, -1)
+    paired = sb == sa and sb > 1
+
+    def per_run(flat, v):  # [S, C, F] counts, [n, C] context weights -> [n, S] statistic per run
+        summed = _weighted_sum(v, flat)
+        return statistic(summed.reshape(*summed.shape[:2], *inner))
+
+    stat_a, stat_b = per_run(fa, np.ones((1, n_ctx)))[0], per_run(fb, np.ones((1, n_ctx)))[0]
+    reps, at = np.empty(n_boot), 0
+    runs = (sa,) if paired else (sa, sb)
+    for v, ws in TwoLevelDraws(n_boot, n_ctx, seed, chunk=max(1, 2_000_000 // max(1, n_ctx))).blocks(*runs):
+        wa, wb = ws[0], ws[0] if paired else ws[1]
+        reps[at:at + len(v)] = ((wa * per_run(fa, v)).sum(1) / sa) - ((wb * per_run(fb, v)).sum(1) / sb)
+        at += len(v)
+    low, high = _interval(reps, confidence)
+    delta = float(stat_a.mean() - stat_b.mean())
+    return {"delta": delta, "ci_low": low, "ci_high": high, "mean_arm": float(stat_a.mean()),
+            "mean_baseline": float(stat_b.mean()), "per_run_arm": stat_a.tolist(),
+            "runs_positive": int((stat_a - stat_b > 0).sum()),
+            "p_value": _swap_p(fa, fb, inner, statistic, delta, n_boot, seed),
+            "test": "paired permutation: arm and baseline counts swapped within random contexts (two-sided)",
+            "runs": sa, "contexts": n_ctx, "confidence": confidence, "n_boot": n_boot}
+
+
+def _weighted_sum(v: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """[n, C] weights x [S, C, F] per-context counts -> [n, S, F] sums (one matrix product)."""
+    s, c, f = flat.shape
+    return (v @ flat.transpose(1, 0, 2).reshape(c, s * f)).reshape(len(v), s, f)
+
+
+def _swap_p(fa, fb, inner, statistic, observed, n_boot, seed) -> float:
+    sa, sb = fa.shape[0], fb.shape[0]
+    paired = sa == sb and sb > 1
+    if observed == 0:
+        return 1.0
+    # What each side receives in a swapped context: the other side's counts of the same run when paired,
+    # else the other side's run-averaged counts.
+    into_a = fb if paired else np.broadcast_to(fb.mean(axis=0, keepdims=True), fa.shape)
+    into_b = fa if paired else fa.mean(axis=0, keepdims=True)
+    gain_a, gain_b = into_a - fa, into_b - fb  # [S, C, F]: change of a run's counts if context c is swapped
+    tot_a, tot_b = fa.sum(axis=1), fb.sum(axis=1)  # [S, F]
+    rng = np.random.default_rng([seed, 3])
+    hits, done, n_ctx = 0, 0, fa.shape[1]
+    chunk = max(1, 2_000_000 // max(1, n_ctx))
+    tol = 1e-9 * max(1.0, abs(observed))
+    while done < n_boot:
+        n = min(chunk, n_boot - done)
+        m = rng.integers(0, 2, size=(n, n_ctx)).astype(float)
+        ca = tot_a[None] + _weighted_sum(m, gain_a)
+        cb = tot_b[None] + _weighted_sum(m, gain_b)
+        d = statistic(ca.reshape(n, sa, *inner)).mean(1) - statistic(cb.reshape(n, sb, *inner)).mean(1)
+        hits += int(np.sum(np.abs(d) >= abs(observed) - tol))
+        done += n
+    return (1 + hits) / (1 + n_boot)
+
+
+# -- variance components and the design that detects an effect -------------------------------------------------
+
+
+def variance_components(values, contexts) -> dict:
+    """One-way random-effects split of a per-sample metric: between-context variance (of the contexts'
+    true means) and within-context variance (between samples of one context), ANOVA estimators that
+    allow unequal samples per context; icc = between / (between + within)."""
+    x = np.asarray(values, dtype=float)
+    ids = np.asarray(contexts)
+    if x.ndim != 1 or len(x) != len(ids) or len(x) == 0:
+        raise ValueError(f"expected one context id per value, got {x.shape} values and {ids.shape} ids")
+    _, inverse, n = np.unique(ids, return_inverse=True, return_counts=True)
+    k, total = len(n), len(x)
+    means = np.bincount(inverse, weights=x) / n
+    grand = x.mean()
+    ss_within = float(((x - means[inverse]) ** 2).sum())
+    ms_within = ss_within / (total - k) if total > k else math.nan
+    ms_between = float((n * (means - grand) ** 2).sum() / (k - 1)) if k > 1 else math.nan
+    n0 = (total - (n ** 2).sum() / total) / (k - 1) if k > 1 else math.nan
+    between = max(0.0, (ms_between - ms_within) / n0) if k > 1 and not math.isnan(ms_within) else math.nan
+    icc = between / (between + ms_within) if between + ms_within > 0 else math.nan
+    return {"mean": float(grand), "between_context": between, "within_context": ms_within, "contexts": k,
+            "samples_per_context": float(total / k), "icc": icc}
+
+
+def difference_components(arm, baseline, *, within_arm: float, within_baseline: float, samples_arm: float,
+                          samples_baseline: float) -> dict:
+    """Variance of a pooled paired difference split into its sources, from per-run per-context means
+    ``arm`` [S, C] against a shared ``baseline`` [C] and the per-sample within-context variances:
+
+        Var(pooled) = run / S + (context + within_baseline / n) / K + (run_x_context + within_arm / n) / (S K)
+
+    run: between trained runs; context: how the true difference varies between contexts (the baseline's
+    sampling noise removed); run_x_context: how runs differ context by context (the arm's sampling noise
+    removed). Two-way ANOVA mean squares on the differences; components clipped at 0."""
+    a, b, paired = _pair(arm, baseline)
+    if paired:
+        raise ValueError("difference_components: expected a shared baseline (one run)")
+    d = a - b
+    s, k = d.shape
+    grand, run_m, ctx_m = d.mean(), d.mean(axis=1), d.mean(axis=0)
+    ms_ctx = s * float(((ctx_m - grand) ** 2).sum()) / (k - 1) if k > 1 else math.nan
+    if s > 1:
+        resid = d - run_m[:, None] - ctx_m[None, :] + grand
+        ms_res = float((resid ** 2).sum()) / ((s - 1) * (k - 1))
+        ms_run = k * float(((run_m - grand) ** 2).sum()) / (s - 1)
+        run = max(0.0, (ms_run - ms_res) / k)
+        ctx_total = max(0.0, (ms_ctx - ms_res) / s)
+    else:  # one run: run and run x context cannot be told apart from the context term
+        ms_res, run, ctx_total = within_arm / samples_arm, 0.0, max(0.0, ms_ctx - within_arm / samples_arm)
+    return {"run": run, "context": max(0.0, ctx_total - within_baseline / samples_baseline),
+            "run_x_context": max(0.0, ms_res - within_arm / samples_arm),
+            "within_arm": within_arm, "within_baseline": within_baseline,
+            "runs": s, "contexts": k, "samples_arm": samples_arm, "samples_baseline": samples_baseline,
+            "sd_context_difference": float(np.std(ctx_m, ddof=1)) if k > 1 else math.nan}
+
+
+def pooled_variance(components: dict, runs: int, contexts: int, samples: float) -> float:
+    """Var of the pooled mean difference for a design of ``runs`` x ``contexts`` x ``samples`` per
+    context and system (the formula of difference_components)."""
+    c = components
+    return (c["run"] / runs + (c["context"] + c["within_baseline"] / samples) / contexts
+            + (c["run_x_context"] + c["within_arm"] / samples) / (runs * contexts))
+
+
+def _z(p: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(p))
+
+
+def power(components: dict, effect: float, runs: int, contexts: int, samples: float, alpha: float = 0.05) -> float:
+    """Power of a two-sided level-alpha test of the pooled mean to see ``effect`` (normal approximation)."""
+    from scipy.stats import norm
+
+    se = math.sqrt(pooled_variance(components, runs, contexts, samples))
+    if se == 0:
+        return 1.0
+    z = _z(1 - alpha / 2)
+    return float(norm.cdf(abs(effect) / se - z) + norm.cdf(-abs(effect) / se - z))
+
+
+def contexts_needed(components: dict, effect: float, runs: int, samples: float, *, target_power: float = 0.8,
+                    alpha: float = 0.05) -> int | None:
+    """Smallest number of contexts for ``target_power`` (two-sided ``alpha``) to see ``effect`` with
+    ``runs`` trained runs and ``samples`` per context; None when the between-run variance alone is too
+    large for that many runs (more contexts cannot help, only more runs)."""
+    c = components
+    budget = (abs(effect) / (_z(1 - alpha / 2) + _z(target_power))) ** 2  # the variance the test can afford
+    spare = budget - c["run"] / runs
+    if effect == 0 or spare <= 0:
+        return None
+    per_context = c["context"] + c["within_baseline"] / samples + (c["run_x_context"] + c["within_arm"] / samples) / runs
+    return max(1, math.ceil(per_context / spare))
