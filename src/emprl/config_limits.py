@@ -27,10 +27,10 @@ LIMITS: dict[str, str] = {
         "identifier_max_response_len", "max_turns", "max_turn_len", "max_target_len", "max_decode_len",
         "vocab_size", "embedding_dim", "hidden_size", "lora_r", "num_threads", "eval_repeats", "min_freq",
         "max_train_samples", "max_eval_samples", "max_train_examples", "max_eval_examples", "max_examples",
-        "nan_patience", "lr_decay_epochs"), POSITIVE_INT),
+        "nan_patience", "lr_decay_epochs", "lr_decay_steps"), POSITIVE_INT),
     # rates and weights
     **dict.fromkeys(("learning_rate", "lr", "head_learning_rate", "lora_alpha", "cliprange", "cliprange_value",
-                     "vf_coef", "max_grad_norm", "grad_clip"), POSITIVE),
+                     "vf_coef", "max_grad_norm", "grad_clip", "lr_decay_over_epochs"), POSITIVE),
     **dict.fromkeys(("weight_decay", "warmup_steps", "init_kl_coef", "num_train_epochs", "eval_samples", "top_k",
                      "save_steps", "coverage_weight", "gamma", "lam",
                      "early_stopping_patience"), NON_NEGATIVE),  # patience 0 = no early stopping

@@ -118,6 +118,10 @@ class PPOScriptConfig:
     system_prompt: str | None = None
     lr_scheduler_type: str = field(default="constant", metadata={"help": "transformers scheduler name"})
     warmup_steps: int = 0
+    lr_decay_steps: int | None = field(default=None, metadata={
+        "help": "PPO steps the schedule spans (linear: reaches 0 there); null: steps"})
+    lr_decay_over_epochs: float | None = field(default=None, metadata={
+        "help": "or: the schedule spans this many passes over the training contexts (the authors: 3)"})
     # evaluation, checkpoints, safety
     eval_steps: int = 100
     eval_samples: int = 200
@@ -151,6 +155,8 @@ class PPOScriptConfig:
         if self.mixed_precision not in CHOICES:
             raise ValueError(f"key 'mixed_precision': expected one of {', '.join(CHOICES)}, "
                              f"got {self.mixed_precision!r}")
+        if self.lr_decay_steps is not None and self.lr_decay_over_epochs is not None:
+            raise ValueError("keys 'lr_decay_steps' and 'lr_decay_over_epochs': set one of them, not both")
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise ValueError(f"key 'min_new_tokens': expected 0 to max_new_tokens ({self.max_new_tokens}), "
                              f"got {self.min_new_tokens}")
@@ -232,7 +238,7 @@ class PPORun:
         _configure_logging(cfg, ppo_cfg)
         self.precision = _choose_precision(cfg, ppo_cfg)
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=ppo_cfg.learning_rate)
-        scheduler = _scheduler(cfg, ppo_cfg, optimizer, self.world)
+        scheduler = _scheduler(cfg, ppo_cfg, optimizer, self.world, n_train=len(self.train))
         self.trainer = EmpRLPPOTrainer(config=ppo_cfg, model=model, ref_model=ref_model, tokenizer=tokenizer,
                                        optimizer=optimizer, lr_scheduler=scheduler,
                                        fix_first_token=cfg.fix_first_token, prompt_builder=self.builder)

@@ -5,6 +5,7 @@ rollout decoding and the empathy reward used for the held-out evaluation."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 import numpy as np
@@ -153,12 +154,35 @@ def _choose_precision(cfg, ppo_cfg) -> str:
     return chosen
 
 
-def _scheduler(cfg, ppo_cfg, optimizer, world: int):
+def lr_decay_horizon(cfg, ppo_cfg, n_train: int, world: int = 1) -> int:
+    """PPO steps over which the schedule runs (reaches 0 for ``linear``): ``lr_decay_steps``, or
+    ``lr_decay_over_epochs`` passes over the ``n_train`` training contexts (each step takes
+    batch_size / samples_per_context contexts per process), or else ``steps``. The epoch form is the
+    authors' rule (epochs x ceil(contexts / contexts per step)) without fixing a dataset size."""
+    steps_key, epochs_key = getattr(cfg, "lr_decay_steps", None), getattr(cfg, "lr_decay_over_epochs", None)
+    if steps_key is not None and epochs_key is not None:
+        raise UserError("lr_decay_steps / lr_decay_over_epochs: set one of them, not both")
+    if steps_key is not None:
+        return steps_key
+    if epochs_key is None:
+        return ppo_cfg.steps
+    per_step = ppo_cfg.batch_size // getattr(cfg, "samples_per_context", 1) * world
+    return max(1, math.ceil(epochs_key * math.ceil(n_train / per_step)))
+
+
+def _scheduler(cfg, ppo_cfg, optimizer, world: int, n_train: int | None = None):
     from transformers import get_scheduler
 
+    if n_train is None and getattr(cfg, "lr_decay_over_epochs", None) is not None:
+        raise UserError("lr_decay_over_epochs: the number of training contexts is needed to size the decay")
+    horizon = lr_decay_horizon(cfg, ppo_cfg, n_train or 0, world)
+    if horizon < ppo_cfg.steps and cfg.lr_scheduler_type != "constant":
+        logger.warning("the %s learning-rate schedule ends at step %d of %d", cfg.lr_scheduler_type, horizon,
+                       ppo_cfg.steps)
+    logger.info("lr schedule: %s over %d PPO steps (%d run)", cfg.lr_scheduler_type, horizon, ppo_cfg.steps)
     # accelerate steps a prepared scheduler once per process per optimisation step
     return get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=cfg.warmup_steps * world,
-                         num_training_steps=ppo_cfg.steps * world)
+                         num_training_steps=horizon * world)
 
 
 def _stop_ids(model, tokenizer, builder) -> list[int]:
