@@ -9,6 +9,11 @@ empathy, relevance and fluency), ab.csv (the first system against each other one
 A better, lose = B better, tie), instructions.md, and key.json, which maps item ids to systems and
 must not reach the annotators. Each annotator fills a copy; `score` reads all copies.
 
+An A/B item's outcome is the answer most evaluators gave. When three evaluators split 1-1-1 (win,
+lose, tie) a fourth evaluator decides, as in the paper: `score` lists those items, the fourth
+evaluator answers them in a copy of ab.csv (other rows may stay blank) and `--ab-fourth` passes it.
+Without it the items are reported as unresolved and left out of the sign test.
+
 The sheets (writing them, reading the filled copies) live in ``emprl.human_eval_sheets``; this module
 holds the statistics, the report and the command line.
 """
@@ -31,6 +36,7 @@ from emprl.human_eval_sheets import (  # noqa: F401 (export, render_context, rea
     _parse_choice,
     _parse_scores,
     _read_copy,
+    _read_fourth_copy,
     _write_atomically,
     export,
     read_generations,
@@ -75,10 +81,18 @@ def _kappa(copies: list[dict], items, categories) -> float | None:
     return _clean(fleiss_kappa(table))
 
 
-def _majority(votes: Counter) -> str:
-    """An item's outcome for the first system: the side more annotators preferred, else a tie."""
-    if votes["win"] != votes["lose"]:
-        return "win" if votes["win"] > votes["lose"] else "lose"
+UNRESOLVED = "unresolved"
+
+
+def _majority(votes: Counter, fourth: str | None = None) -> str:
+    """An item's outcome for the first system: the answer most evaluators gave. Three evaluators
+    split 1-1-1 are resolved by the fourth evaluator's answer (``fourth``), else ``unresolved``; any
+    other equal split (two evaluators who disagree, 2-2 among four) counts as a tie."""
+    counts = sorted(votes.values(), reverse=True)
+    if len(counts) == 1 or counts[0] > counts[1]:
+        return votes.most_common(1)[0][0]
+    if sum(counts) == 3 and len(counts) == 3:
+        return fourth if fourth is not None else UNRESOLVED
     return "tie"
 
 
@@ -86,10 +100,13 @@ def _clean(x: float | None) -> float | None:
     return None if x is None or math.isnan(x) else x
 
 
-def score(key_path: str, ratings: list[str], ab: list[str], out: str) -> dict:
-    """Compute the report from all filled copies; write `out` (Markdown) and the same stem .json."""
+def score(key_path: str, ratings: list[str], ab: list[str], out: str, ab_fourth: str | None = None) -> dict:
+    """Compute the report from all filled copies; write `out` (Markdown) and the same stem .json.
+    ``ab_fourth``: the fourth evaluator's A/B copy, read only for items three evaluators split 1-1-1."""
     if not ratings and not ab:
         raise UserError("give filled sheets with --ratings and/or --ab")
+    if ab_fourth and len(ab) != 3:
+        raise UserError(f"--ab-fourth: the fourth evaluator resolves splits among three A/B copies, got {len(ab)}")
     if Path(out).suffix == ".json":
         raise UserError(f"--out {out}: give the Markdown path; the JSON report is written next to it")
     key = _load_key(key_path)
@@ -115,7 +132,9 @@ def score(key_path: str, ratings: list[str], ab: list[str], out: str) -> dict:
 
     if ab:
         copies = [_read_copy(p, AB_COLUMNS, key["ab"], _parse_choice) for p in ab]
-        report["ab"] = {}
+        fourth = _read_fourth_copy(ab_fourth, key["ab"]) if ab_fourth else {}
+        report["ab"], report["ab_fourth_file"] = {}, ab_fourth
+        split_items: list[str] = []
         for other in systems[1:]:
             items = [i for i, v in key["ab"].items() if v["other"] == other]
             judgments, item_outcomes = Counter(), Counter()
@@ -127,17 +146,30 @@ def score(key_path: str, ratings: list[str], ab: list[str], out: str) -> dict:
                     outcome = "tie" if c[i] == "tie" else ("win" if (c[i] == "win") == main_is_a else "lose")
                     votes[outcome] += 1
                 judgments.update(votes)
-                item_outcomes[_majority(votes)] += 1
+                # The fourth answer is about A vs B too: turn it into the first system's outcome.
+                answer = fourth.get(i)
+                if answer is not None and answer != "tie":
+                    answer = "win" if (answer == "win") == main_is_a else "lose"
+                outcome = _majority(votes, answer)
+                if len(copies) == 3 and len(votes) == 3:
+                    split_items.append(i)
+                if outcome == UNRESOLVED and ab_fourth:
+                    raise UserError(f"{ab_fourth}: item {i} was split 1-1-1 by the three evaluators; "
+                                    "the fourth evaluator's copy needs a choice for it")
+                item_outcomes[outcome] += 1
             total = sum(judgments.values())
             report["ab"][other] = {
                 **{k: 100.0 * judgments[k] / total for k in CHOICES},
                 "judgments": total,
                 "items": {k: item_outcomes[k] for k in CHOICES},
+                "items_unresolved": item_outcomes[UNRESOLVED],
                 "sign_test_p": _clean(sign_test(item_outcomes["win"], item_outcomes["lose"])),
                 # Raw A/B answers: the A/B order is random per item, so these marginals are balanced.
                 "kappa": _kappa(copies, items, CHOICES),
             }
         report["ab_kappa"] = _kappa(copies, list(key["ab"]), CHOICES)
+        report["ab_split_items"] = split_items  # 1-1-1 among three: the fourth evaluator's items
+        report["ab_unresolved"] = [] if ab_fourth else split_items
 
     out_md = Path(out)
     out_json = out_md.with_suffix(".json")
@@ -181,9 +213,16 @@ def _markdown(r: dict) -> str:
             f"Win: {r['main']}'s response judged better. "
             f"Fleiss' kappa over all A/B items: {_fmt(r['ab_kappa'], 3)}.",
             "Sign test: two-sided exact binomial on items whose annotators' majority preferred one side "
-            "(items with equal votes left out).",
+            "(ties and unresolved items left out).",
             "",
         ]
+        if r["ab_unresolved"]:
+            lines += [f"Unresolved: {len(r['ab_unresolved'])} item(s) split 1-1-1 among the three evaluators "
+                      f"({', '.join(r['ab_unresolved'])}); a fourth evaluator answers them in a copy of ab.csv, "
+                      "passed with --ab-fourth.", ""]
+        elif r["ab_split_items"]:
+            lines += [f"{len(r['ab_split_items'])} item(s) split 1-1-1 were decided by the fourth evaluator "
+                      f"({r['ab_fourth_file']}).", ""]
     return "\n".join(lines)
 
 
@@ -215,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     sc.add_argument("--key", required=True, help="key.json written by export")
     sc.add_argument("--ratings", nargs="*", default=[], help="filled ratings.csv copies, one per annotator")
     sc.add_argument("--ab", nargs="*", default=[], help="filled ab.csv copies, one per annotator")
+    sc.add_argument("--ab-fourth", default=None, metavar="PATH",
+                    help="the fourth evaluator's ab.csv copy: decides items the three --ab copies split 1-1-1")
     sc.add_argument("--out", required=True, help="report .md path; the .json goes next to it")
     args = parser.parse_args(argv)
 
@@ -228,8 +269,11 @@ def main(argv: list[str] | None = None) -> None:
             f"wrote {out}/ratings.csv, ab.csv, instructions.md and key.json (keep key.json from annotators)"
         )
     else:
-        score(args.key, args.ratings, args.ab, args.out)
+        report = score(args.key, args.ratings, args.ab, args.out, ab_fourth=args.ab_fourth)
         print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}")
+        if report.get("ab_unresolved"):
+            print(f"{len(report['ab_unresolved'])} A/B item(s) split 1-1-1 are unresolved "
+                  f"({', '.join(report['ab_unresolved'])}): give a fourth evaluator's copy with --ab-fourth")
 
 
 if __name__ == "__main__":

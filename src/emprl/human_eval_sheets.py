@@ -229,6 +229,23 @@ def _read_copy(path: str, columns, items: dict, parse) -> dict:
     return seen
 
 
+def _read_fourth_copy(path: str, items: dict) -> dict:
+    """{item_id: choice} of the fourth evaluator's ab.csv copy: only the items the three evaluators
+    split 1-1-1 need an answer, so blank choices are allowed (and left out)."""
+    seen: dict[str, str] = {}
+    lines: set[str] = set()
+    for line, row in _read_sheet(path, AB_COLUMNS):
+        item = row["item_id"].strip()
+        if item not in items:
+            raise UserError(f"{path}:{line}: unknown item_id {item!r} (is this the right key?)")
+        if item in lines:
+            raise UserError(f"{path}:{line}: item_id {item} appears twice")
+        lines.add(item)
+        if row["choice"].strip():
+            seen[item] = _parse_choice(row, f"{path}:{line}")
+    return seen
+
+
 def _parse_scores(row: dict, where: str) -> dict:
     scores = {}
     for aspect in ASPECTS:
