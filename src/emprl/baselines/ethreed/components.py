@@ -196,14 +196,16 @@ class PointerGeneratorDecoder(nn.Module):
         self.init_state = nn.Linear(hidden_size, hidden_size)
         # D13 (paper Eq. 15): s_i = GRU(s_{i-1}, emb(y_{i-1})); the option also feeds c_{i-1}
         self.cell = nn.GRUCell(E + (enc_dim if input_context else 0), hidden_size)
-        # D14: score_ij = s_{i-1}^T tanh(W_a h_j + W_r cover_ij + b)
+        # D14: score_ij = s_{i-1}^T tanh(W_a h_j + W_r cover_ij + b) (not Eq. 18's form: docs/ethreed.md)
         self.attention = nn.Linear(enc_dim, hidden_size)  # W_a h_j + b
         self.coverage_proj = nn.Linear(1, hidden_size, bias=False)  # W_r cover_ij
         if emo_dim:
             # D15: con_i = FFN(c_i), emo = FFN(R^_e) bring both to one magnitude; beta_i = sigma(con_i^T W_g emo + b_g)
+            # (separate maps and a bilinear gate: departures from Eq. 13-14 and 20, docs/ethreed.md)
             self.con_ffn = nn.Linear(enc_dim, emo_dim)
             self.emo_ffn = nn.Linear(emo_dim, emo_dim)
             self.emotion_gate = nn.Bilinear(emo_dim, emo_dim, 1)
+        # Two output maps and p_gen's inputs depart from Eq. 22-23 (docs/ethreed.md)
         self.pre_output = nn.Linear(hidden_size + enc_dim + emo_dim, E)
         self.output = nn.Linear(E, V)
         if tie_embeddings:
