@@ -34,7 +34,7 @@ help:
 	@echo "make train-all [RECIPE=recipes/demo] [ACCELERATE_CONFIG=...] [FORCE=1] [JOBS=2]   whole pipeline"
 	@echo "make test                                   test suite (tiny models, no network)"
 	@echo "make sft | identifiers | label | ppo | ablations | ethreed | evaluate  [RECIPE=recipes/<exp>]"
-	@echo "make rl-study                               T5 lane PPO x 3 seeds + control (+ DPO), paired against SFT"
+	@echo "make rl-study [RECIPE=recipes/<exp>]        trained seeds x arms, one evaluation, pooled statistics"
 	@echo "make dpo [DPO_TARGET=dpo_evaluate.yaml]     EmpRL-DPO and its evaluation beside PPO (docs/dpo.md)"
 	@echo "make smoke | check [RECIPE=recipes/<exp>]   the chain end to end on tiny models | its paths only"
 	@echo "make bench-reward | bench-ppo [SCALE=paper] speed figures"
@@ -82,10 +82,16 @@ ethreed: $(VENV)/.demo
 	$(LAUNCH) ethreed $(RECIPE)/ethreed.yaml
 
 # Does PPO raise R_emp beyond seed noise? The T5 lane's PPO with 3 seeds + its control, paired with SFT.
+# The study recipe: rl_study.yaml in the demo, study.yaml in the paper's experiments; its `prerequisites`
+# (pipeline stages it reads) are brought up to date first.
+STUDY ?= $(if $(wildcard $(RECIPE)/rl_study.yaml),rl_study.yaml,study.yaml)
 rl-study: $(VENV)/.demo
-	$(PY) -m emprl.pipeline --recipe $(RECIPE) --accelerate_config $(ACCELERATE_CONFIG) \
-		--targets t5_sft.yaml label.yaml $(if $(JOBS),--jobs $(JOBS))
-	$(PY) -m emprl.study $(RECIPE)/rl_study.yaml
+	@set -e; targets="$$($(PY) -m emprl.study --prerequisites $(RECIPE)/$(STUDY))"; \
+	if [ -n "$$targets" ]; then \
+		$(PY) -m emprl.pipeline --recipe $(RECIPE) --accelerate_config $(ACCELERATE_CONFIG) \
+			--targets $$targets $(if $(JOBS),--jobs $(JOBS)); \
+	fi
+	$(PY) -m emprl.study $(RECIPE)/$(STUDY)
 
 # EmpRL-DPO (docs/dpo.md): the DPO stage and an evaluation with an "EmpRL-DPO" row paired against its SFT
 # policy, with the stages they read. Not in train-all. Demo default: the T5 lane; elsewhere dpo_evaluate.yaml.
