@@ -81,7 +81,7 @@ ethreed: $(VENV)/.demo
 	$(LAUNCH) emotion_classifier $(RECIPE)/emotion_classifier.yaml
 	$(LAUNCH) ethreed $(RECIPE)/ethreed.yaml
 
-# Does PPO raise R_emp beyond seed noise? The T5 lane's PPO with 3 seeds + its control, paired with SFT.
+# Does RL raise empathy alignment beyond seed noise? Every arm x trained seed, one evaluation, runs pooled.
 # The study recipe: rl_study.yaml in the demo, study.yaml in the paper's experiments; its `prerequisites`
 # (pipeline stages it reads) are brought up to date first.
 STUDY ?= $(if $(wildcard $(RECIPE)/rl_study.yaml),rl_study.yaml,study.yaml)
