@@ -520,3 +520,43 @@ def test_bad_reward_settings_are_one_line_errors(assets, tmp_path, overrides, me
     assert proc.stderr.strip().startswith("emprl: error:") and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not os.path.exists(os.path.join(tmp_path, "out"))
+
+
+def test_grouped_permutation_keeps_each_contexts_samples_together():
+    import numpy as np
+
+    from emprl.ppo_trainer import _GroupedNumpy
+
+    np.random.seed(0)
+    grouped = _GroupedNumpy(4)
+    perm = grouped.random.permutation(32)
+    assert sorted(perm.tolist()) == list(range(32))
+    for g in range(8):
+        block = perm[4 * g: 4 * g + 4]
+        assert block.tolist() == list(range(block[0], block[0] + 4)) and block[0] % 4 == 0
+    assert grouped.random.permutation(6).shape == (6,)   # not a multiple of K: numpy's own shuffle
+    assert grouped.zeros(3).tolist() == [0, 0, 0]        # everything else is numpy
+
+
+def test_ppo_minibatches_take_a_contexts_samples_together(assets, tmp_path, monkeypatch):
+    """group_minibatches: TRL's training mini-batches hold whole groups of K samples of one context, so the
+    distinct-rows encoder computes each context once; TRL's numpy is restored after the step."""
+    import trl.trainer.ppo_trainer as trl_ppo
+
+    from emprl import ppo
+    from emprl.ppo_trainer import EmpRLPPOTrainer
+
+    seen = []
+    real = EmpRLPPOTrainer.batched_forward_pass
+
+    def spy(self, model, queries, responses, model_inputs, return_logits=False, response_masks=None):
+        if torch.is_grad_enabled():  # the training passes (the old/ref log-probs run without grad)
+            seen.append([q.tolist() for q in queries])
+        return real(self, model, queries, responses, model_inputs, return_logits, response_masks)
+
+    monkeypatch.setattr(EmpRLPPOTrainer, "batched_forward_pass", spy)
+    recipe = write_recipe(tmp_path, assets, steps=2, eval_steps=0, save_steps=0, samples_per_context=2,
+                          reward_baseline="leave_one_out", mini_batch_size=2, ppo_epochs=2)
+    ppo.main([recipe])
+    assert seen and all(len(q) == 2 and q[0] == q[1] for q in seen)
+    assert trl_ppo.np is __import__("numpy")

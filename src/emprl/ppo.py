@@ -109,6 +109,9 @@ class PPOScriptConfig:
     reuse_encoder_states: bool = field(default=True, metadata={
         "help": "encoder-decoder policies: encode each distinct context once per forward pass, shared by its K "
                 "samples (same outputs and gradients, less compute; emprl.encoder_reuse)"})
+    group_minibatches: bool = field(default=True, metadata={
+        "help": "with samples_per_context K > 1, PPO mini-batches take a context's K samples together, so each "
+                "is encoded once (false: TRL's row-level shuffle)"})
     eval_batch_size: int | None = field(default=None, metadata={
         "help": "held-out generation batch (default: generation_batch_size); larger is faster on CPU"})
     # prompt settings: default to what the SFT stage saved with the model (emprl_prompt.json)
@@ -241,7 +244,8 @@ class PPORun:
         scheduler = _scheduler(cfg, ppo_cfg, optimizer, self.world, n_train=len(self.train))
         self.trainer = EmpRLPPOTrainer(config=ppo_cfg, model=model, ref_model=ref_model, tokenizer=tokenizer,
                                        optimizer=optimizer, lr_scheduler=scheduler,
-                                       fix_first_token=cfg.fix_first_token, prompt_builder=self.builder)
+                                       fix_first_token=cfg.fix_first_token, prompt_builder=self.builder,
+                                       context_group=cfg.samples_per_context if cfg.group_minibatches else 1)
         if cfg.reuse_encoder_states and self.is_encoder_decoder:  # after the reference was copied
             from emprl.encoder_reuse import reuse_encoder_states
 

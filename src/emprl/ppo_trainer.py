@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from trl import PPOTrainer
@@ -52,8 +53,10 @@ trl_module = sys.modules[PPOTrainer.__module__]  # where TRL looks up the Accele
 class EmpRLPPOTrainer(PPOTrainer):
     """``trl.PPOTrainer`` plus the first-token fix, rollouts and full checkpoints (see module doc)."""
 
-    def __init__(self, *args, fix_first_token: bool = True, prompt_builder=None, **kwargs):
+    def __init__(self, *args, fix_first_token: bool = True, prompt_builder=None, context_group: int = 1, **kwargs):
         self.fix_first_token = fix_first_token
+        # K > 1: TRL's mini-batches take whole groups of a context's K samples (see ``step``).
+        self.context_group = context_group
         # Exported folders carry the prompt settings, so chat and evaluation prompt the policy
         # exactly as it was trained (emprl.policy.prompt_builder_for reads them back).
         self.prompt_builder = prompt_builder
@@ -68,6 +71,18 @@ class EmpRLPPOTrainer(PPOTrainer):
             finally:
                 trl_module.Accelerator = Accelerator
         self.running = _RunningMoments(self.accelerator)
+
+    def step(self, queries, responses, scores, response_masks=None):
+        """TRL's step; with ``context_group`` K > 1 its shuffled mini-batches are drawn as whole groups of
+        K consecutive rows (a context's K samples), so every mini-batch encodes its contexts once
+        (emprl.encoder_reuse) instead of scattering the copies over mini-batches. Same global RNG as TRL."""
+        if self.context_group <= 1 or len(queries) % self.context_group:
+            return super().step(queries, responses, scores, response_masks)
+        trl_module.np = _GroupedNumpy(self.context_group)
+        try:
+            return super().step(queries, responses, scores, response_masks)
+        finally:
+            trl_module.np = np
 
     # -- 1. the first-token fix ------------------------------------------------------------------
     def batched_forward_pass(self, model, queries, responses, model_inputs, return_logits=False,
@@ -225,6 +240,31 @@ class _RunningMoments(RunningMoments):
         self.mean = torch.tensor(float(state["mean"]), dtype=torch.float64)
         self.std = torch.tensor(float(state["std"]), dtype=torch.float64)
         self.var, self.count = float(state["var"]), float(state["count"])
+
+
+class _GroupedNumpy:
+    """numpy as TRL's ``step`` sees it while mini-batches follow context groups: ``random.permutation(n)``
+    shuffles the n / K groups of K consecutive indices and keeps each group together; all else is numpy."""
+
+    def __init__(self, group: int):
+        self.random = _GroupedRandom(group)
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+class _GroupedRandom:
+    def __init__(self, group: int):
+        self.group = group
+
+    def permutation(self, n):
+        if isinstance(n, (int, np.integer)) and n % self.group == 0:
+            groups = np.random.permutation(int(n) // self.group)
+            return (groups[:, None] * self.group + np.arange(self.group)).reshape(-1)
+        return np.random.permutation(n)
+
+    def __getattr__(self, name):
+        return getattr(np.random, name)
 
 
 class _FrozenAwareAccelerator(Accelerator):
