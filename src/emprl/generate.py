@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     settings = settings_from(args)
     if os.path.isdir(args.out):
         raise UserError(f"--out: '{args.out}' is a folder; expected the path of a JSONL file to write")
-    data = load_dialogues(args.data, args.on_bad_rows)
+    data = load_dialogues(args.data, args.on_bad_rows, splits=(args.split,))  # only the split it answers
     if args.split not in data:
         raise UserError(f"--data: {args.data} has no '{args.split}' split (has {', '.join(data)})")
     rows = data[args.split]
