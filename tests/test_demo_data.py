@@ -273,7 +273,7 @@ def _large_conversations(split: str) -> dict[str, list[list[str]]]:
 
 def test_large_corpus_sizes_and_format():
     total_bytes = sum((LARGE_DIR / f"{s}.csv").stat().st_size for s in ED_SPLITS)
-    assert total_bytes < 3_000_000
+    assert total_bytes < 3_500_000
     listener = {}
     for split in ED_SPLITS:
         convs = _large_conversations(split)
@@ -284,7 +284,8 @@ def test_large_corpus_sizes_and_format():
                 assert 1 <= len(t[5].replace("_comma_", ",").split()) <= compose_demo.LARGE_MAX_REPLY_WORDS, t[5]
         listener[split] = sum(len(t) // 2 for t in convs.values())
     assert 4000 <= listener["train"] <= 6000
-    assert listener["valid"] >= 300 and listener["test"] >= 300
+    # the test split resolves a paired R_emp change of ~+0.012 (~1,000 contexts); validation chooses settings
+    assert 600 <= listener["valid"] <= 800 and 1100 <= listener["test"] <= 1300
 
 
 def test_large_held_out_first_turns_are_not_training_ones():
@@ -295,7 +296,7 @@ def test_large_held_out_first_turns_are_not_training_ones():
 
 
 def test_large_levels_vary_and_depend_partly_on_the_cues():
-    _, summary = compose_demo.compose_empathetic_dialogues_large()
+    _, _, summary = compose_demo.compose_empathetic_dialogues_large()
     for mech, counts in summary["levels"].items():
         assert min(counts) / sum(counts) > 0.2, (mech, counts)
     assert 0.55 < summary["followed_cue"] < 0.75
@@ -320,3 +321,21 @@ def test_large_corpus_loads_with_the_reader():
     ds = load_dialogues(f"empathetic_dialogues:{LARGE_DIR}")
     assert len(ds["validation"]) == sum(len(t) // 2 for t in _large_conversations("valid").values())
     assert all(c[-1] for c in ds["test"]["context"]) and "_comma_" not in "".join(ds["train"]["response"][:200])
+
+
+def test_large_sidecars_hold_the_composed_levels_of_every_listener_reply():
+    from emprl.data import load_dialogues
+
+    ds = load_dialogues(f"empathetic_dialogues:{LARGE_DIR}")  # the reader ignores the sidecars
+    for split, name in (("train", "train"), ("validation", "valid"), ("test", "test")):
+        lines = (LARGE_DIR / f"{name}_levels.csv").read_text(encoding="utf-8").splitlines()
+        assert lines[0] == "conv_id,utterance_idx,emotional_reactions,interpretations,explorations"
+        keys = [tuple(line.split(",")[:2]) for line in lines[1:]]
+        assert all(set(line.split(",")[2:]) <= {"0", "1", "2"} for line in lines[1:])
+        replies = [(t[0], t[1]) for turns in _large_conversations(name).values() for t in turns[1::2]]
+        assert keys == replies  # one row per listener reply, in file order
+        assert len(keys) == len(ds[split])
+    levels = [line.split(",")[2:] for line in (LARGE_DIR / "test_levels.csv").read_text().splitlines()[1:]]
+    for m in range(3):  # every level occurs for every mechanism
+        assert {row[m] for row in levels} == {"0", "1", "2"}
+

@@ -89,7 +89,9 @@ LARGE_FOLLOW_CUE = 0.65
 LARGE_CUE_WEIGHTS = {"er": {"high": 35, "none": 35, "low": 30}, "ip": {"named": 40, "vague": 25, "none": 35},
                      "ex": {"more": 30, "none": 35, "advice": 35}}
 
-LARGE_SPLIT_CONVS = {"train": 3500, "valid": 320, "test": 320}  # ~4,600/420/420 replies, < 3 MB in all
+# ~4,600/680/1,200 replies: the test split is sized for a paired R_emp effect of ~+0.012 (per-context SD of a
+# difference ~0.135 needs ~1,000 contexts for 80% power); validation for choosing settings without the test split.
+LARGE_SPLIT_CONVS = {"train": 3500, "valid": 520, "test": 920}
 LARGE_FOUR_TURN_SHARE = 0.3   # the rest are one speaker turn and one reply
 LARGE_MAX_REPLY_WORDS = 45    # keeps target sequences short for the small policy's PPO
 LARGE_SEED_OFFSET = "ed-large"
@@ -397,8 +399,8 @@ def _large_reply(rng: random.Random, inst: dict, levels: dict[str, int], asked: 
         n_advice = rng.choice((1, 1, 2))
     else:
         n_advice = 1 if rng.random() < 0.6 else 0
-    for attempt in range(30):  # other fragments first, then less advice, then none
-        text, _ = _compose_response(rng, inst, levels, n_advice=(n_advice, min(n_advice, 1), 0)[attempt // 10])
+    for attempt in range(90):  # other fragments first, then less advice, then none
+        text, _ = _compose_response(rng, inst, levels, n_advice=(n_advice, min(n_advice, 1), 0)[attempt // 30])
         if len(text.split()) <= LARGE_MAX_REPLY_WORDS:
             return text
     raise ValueError(f"no reply of at most {LARGE_MAX_REPLY_WORDS} words for {inst['event']!r} at {levels}")
@@ -415,21 +417,28 @@ def compose_empathetic_dialogues_large(seed: int = SEED) -> tuple[dict[str, list
     training split never uses, so no validation or test context is a training context."""
     rng = random.Random(f"{seed}-{LARGE_SEED_OFFSET}")
     n_held = {s: n for s, n in LARGE_SPLIT_CONVS.items() if s != "train"}
-    per_sit = -(-sum(n_held.values()) // len(SITUATIONS))  # held-out keys reserved per situation
-    reserved: dict[str, list[tuple]] = {s: [] for s in n_held}
-    train_keys: list[list[tuple]] = []
     all_cues = [(a, b, c) for a in LARGE_CUE_LEVEL["er"] for b in LARGE_CUE_LEVEL["ip"] for c in LARGE_CUE_LEVEL["ex"]]
+    sizes = [len(_fill_options(sit["slots"])) * len(all_cues) for sit in SITUATIONS]
+    # Held-out keys per situation: the same quota for all, but never more than half of a situation's keys,
+    # so situations with few slot fills keep training keys.
+    quota = 0
+    while sum(min(n // 2, quota) for n in sizes) < sum(n_held.values()):
+        if quota > max(sizes):
+            raise ValueError(f"not enough (situation, fill, cues) keys for {sum(n_held.values())} held-out conversations")
+        quota += 1
+    held: list[tuple] = []
+    train_keys: list[list[tuple]] = []
     for k, sit in enumerate(SITUATIONS):
         keys = [(k, combo, cues) for combo in _fill_options(sit["slots"]) for cues in all_cues]
         rng.shuffle(keys)
-        held = keys[:per_sit]
-        train_keys.append(keys[per_sit:])
-        for i, key in enumerate(held):
-            reserved["valid" if i % 2 == 0 else "test"].append(key)
+        n = min(len(keys) // 2, quota)
+        held += keys[:n]
+        train_keys.append(keys[n:])
+    rng.shuffle(held)
     plan: dict[str, list[tuple]] = {}
-    for split, keys in reserved.items():
-        rng.shuffle(keys)
-        plan[split] = keys[:n_held[split]]
+    start = 0
+    for split, n in n_held.items():
+        plan[split], start = held[start:start + n], start + n
     order = list(range(len(SITUATIONS)))
     rng.shuffle(order)
     plan["train"] = []
@@ -439,6 +448,7 @@ def compose_empathetic_dialogues_large(seed: int = SEED) -> tuple[dict[str, list
         options = [key for key in train_keys[k] if key[2] == cues] or train_keys[k]
         plan["train"].append(rng.choice(options))
     rows: dict[str, list[list[str]]] = {s: [] for s in ED_SPLIT_FILES}
+    true_levels: dict[str, list[list[str]]] = {s: [] for s in ED_SPLIT_FILES}  # the sidecar rows, per split
     level_counts = {m: [0, 0, 0] for m in MECHS}
     followed = total = 0
     hit = 0
@@ -477,16 +487,78 @@ def compose_empathetic_dialogues_large(seed: int = SEED) -> tuple[dict[str, list
             for idx, text in enumerate(turns, start=1):
                 rows[split].append([conv_id, str(idx), emotion, _ed_field(prompt), str(speaker_ids[(idx - 1) % 2]),
                                     _ed_field(text), "", ""])
+            for idx, lv in zip((2, 4), all_levels):  # listener turns are the even utterances
+                true_levels[split].append([conv_id, str(idx)] + [str(lv[m]) for m in MECHS])
     summary = {s: {"conversations": len({r[0] for r in rs}), "utterances": len(rs),
                    "listener_turns": sum(int(r[1]) % 2 == 0 for r in rs),
                    "emotions": len({r[2] for r in rs})} for s, rs in rows.items()}
     summary["levels"] = level_counts
     summary["followed_cue"] = round(followed / total, 3)
-    return rows, summary
+    return rows, true_levels, summary
 
 
-def ed_large_files(rows: dict[str, list[list[str]]]) -> dict[str, bytes]:
-    return {k.replace("empathetic_dialogues/", "empathetic_dialogues_large/", 1): v for k, v in ed_files(rows).items()}
+LEVELS_HEADER = "conv_id,utterance_idx," + ",".join(MECH_NAMES[m] for m in MECHS)
+
+
+def ed_large_files(rows: dict[str, list[list[str]]], true_levels: dict[str, list[list[str]]]) -> dict[str, bytes]:
+    """The ED CSVs (official format, untouched) and, beside each, ``<split>_levels.csv``: the levels the
+    composer chose for every listener reply, which the ED reader never opens (it reads the three CSVs)."""
+    files = {k.replace("empathetic_dialogues/", "empathetic_dialogues_large/", 1): v for k, v in ed_files(rows).items()}
+    for split, name in ED_SPLIT_FILES.items():
+        lines = [LEVELS_HEADER] + [",".join(r) for r in true_levels[split]]
+        files[f"empathetic_dialogues_large/{name[:-4]}_levels.csv"] = ("\n".join(lines) + "\n").encode("utf-8")
+    files["empathetic_dialogues_large/judge_phrases.json"] = judge_phrases()
+    return files
+
+
+# -- the oracle judge's phrase patterns ---------------------------------------------------------------------
+
+# Slots that stand for a whole sentence (a shared experience) may hold sentence punctuation; the others
+# (event, feeling) never do, which keeps a pattern inside one fragment.
+_SENTENCE_SLOTS = {"mine"}
+_SLOT = re.compile(r"\{(\w+)\}")
+
+
+def fragment_pattern(template: str) -> str:
+    """A case-insensitive regular expression that finds ``template`` in a reply as the composer writes it:
+    any slot value (an event is also written "all this" after its first mention), lower case, and the
+    final full stop dropped. A slot at either end is left out: the fixed words identify the fragment."""
+    parts = _SLOT.split(template)  # literal, slot, literal, slot, ..., literal
+    literals, slots = parts[0::2], parts[1::2]
+    if not literals[0].strip():
+        literals, slots = literals[1:], slots[1:]
+    if literals and not literals[-1].strip():
+        literals, slots = literals[:-1], slots[:-1]
+    out = []
+    for i, literal in enumerate(literals):
+        literal = literal.strip() if len(literals) == 1 else literal.lstrip() if i == 0 else \
+            literal.rstrip() if i == len(literals) - 1 else literal
+        out.append(r"\s+".join(re.escape(w) for w in literal.split(" ")) if literal.strip() else r"\s*")
+        if i < len(slots):
+            out.append(r".+?" if slots[i] in _SENTENCE_SLOTS else r"[^.!?]+?")
+    pattern = "".join(out).replace(r"\s+\s+", r"\s+")
+    if pattern.endswith(r"\."):
+        pattern = pattern[:-2] + r"\.?"
+    head = r"(?<!\w)" if re.match(r"\w", literals[0].strip()) else ""
+    tail = r"(?!\w)" if re.search(r"\w\W?$", literals[-1].strip()) else ""
+    return head + pattern + tail
+
+
+def judge_phrases() -> bytes:
+    """The ER/IP/EX fragments of both valences as patterns, by mechanism and level, for emprl.judges
+    (the phrase banks live in tools/, which is not installed)."""
+    import json
+
+    banks = {"er": ER_BANK, "ip": IP_BANK, "ex": EX_BANK}
+    patterns = {MECH_NAMES[m]: {str(level): sorted({fragment_pattern(t) for valence in sorted(banks[m])
+                                                    for t in banks[m][valence].get(level, [])})
+                                for level in (1, 2)} for m in MECHS}
+    data = {"format": "emprl-phrasebank-1",
+            "about": "Patterns of the empathy fragments tools/compose_demo.py composes replies from (Python re, "
+                     "case-insensitive, on a reply whose whitespace is collapsed). A reply's level for a mechanism "
+                     "is the highest level with a matching pattern, else 0.",
+            "mechanisms": [MECH_NAMES[m] for m in MECHS], "patterns": patterns}
+    return (json.dumps(data, indent=1, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
 
 
 # -- DailyDialog and PEC ---------------------------------------------------------------------------------
@@ -561,11 +633,11 @@ def build_all(seed: int = SEED) -> tuple[dict[str, bytes], dict]:
     """Every demo file as relative path -> bytes, and the counts printed by ``main``."""
     ep_rows, ep_summary = compose_epitome(seed)
     ed_rows, ed_summary = compose_empathetic_dialogues(seed)
-    edl_rows, edl_summary = compose_empathetic_dialogues_large(seed)
+    edl_rows, edl_levels, edl_summary = compose_empathetic_dialogues_large(seed)
     files = {}
     files.update(epitome_files(ep_rows))
     files.update(ed_files(ed_rows))
-    files.update(ed_large_files(edl_rows))
+    files.update(ed_large_files(edl_rows, edl_levels))
     files.update(dailydialog_files())
     files.update(pec_files())
     files["DATA_CARD.md"] = data_card(ep_summary, ed_summary, edl_summary)
