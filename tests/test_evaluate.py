@@ -106,7 +106,7 @@ def test_two_systems_two_seeds_write_every_output(tmp_path, setup):
     assert (out / "generations" / "llama" / "seed1.jsonl").is_file()
     # The table: one row per system, paper reference block since the data is EmpatheticDialogues.
     md = (out / "results.md").read_text()
-    assert "| System | PPL | Dist-1 | Dist-2 | Emp-F1 | R_emp | F_BERT | Length |" in md
+    assert "| System | PPL | Dist-1 | Dist-2 | Emp-F1 (reward) | R_emp | F_BERT | Length |" in md
     assert "| System | ER | IP | EX | Empty (%) | Length |" in md and "Paired differences" not in md
     assert "| T5 (SFT) | " in md and "| Llama | " in md and " ± " in md
     assert "65.70" in md and "69.43" in md and "not comparable" in md
@@ -274,3 +274,90 @@ def test_paper_table_prints_the_rows_of_the_chosen_table():
     report["paper_reference"] = _paper_reference("pec")
     md = results_markdown(report)
     assert "| EmpRL | 20.25 | 4.96 | 28.43 | 72.73 |" in md and "31.49" not in md
+
+
+# -- independent judges, true levels and the per-sample files ------------------------------------------------
+
+
+def write_true_levels(folder) -> None:
+    """Sidecars as the demo composer writes them: one row per listener reply, (conv_id, utterance_idx)."""
+    lines = ["conv_id,utterance_idx,emotional_reactions,interpretations,explorations"]
+    for k, (_, _, turns) in enumerate(DIALOGUES):
+        lines += [f"hit:{k}_conv:{k},{i},{k % 3},{(k + i) % 3},{i % 3}" for i in range(2, len(turns) + 1, 2)]
+    for name in ("train", "valid", "test"):
+        (folder / f"{name}_levels.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_judges_grade_against_the_true_levels_and_samples_are_written(tmp_path, setup):
+    import yaml
+
+    from emprl.judges import PhraseBankJudge
+    from emprl.label import main as label_main
+
+    ed = tmp_path / "ed"
+    data = write_ed(ed)
+    write_true_levels(ed)
+    recipe_path = tmp_path / "label.yaml"
+    recipe_path.write_text(yaml.safe_dump({"data": data, "identifiers_dir": setup["identifiers"],
+                                           "output_dir": str(tmp_path / "labelled"), "max_context_len": 64}))
+    label_main([str(recipe_path)])
+    phrases = tmp_path / "phrases.json"
+    phrases.write_text(json.dumps({"format": "emprl-phrasebank-1", "patterns": {
+        "emotional_reactions": {"1": [r"(?<!\w)sorry(?!\w)"], "2": [r"so sorry"]},
+        "interpretations": {"1": [r"i understand"], "2": [r"must be"]},
+        "explorations": {"1": [r"\?"], "2": [r"how do you feel"]}}}))
+    assert PhraseBankJudge(str(phrases)).level("Oh no, I am SO sorry .  How do you feel?") == [2, 0, 2]
+
+    out = tmp_path / "judged"
+    systems = {"T5 (SFT)": setup["t5"], "Llama (RL)": setup["llama"]}
+    main(recipe(tmp_path, setup, systems, out, data=f"disk:{tmp_path / 'labelled'}", samples_per_context=2,
+                seeds=[0, 1], max_examples=6, paired={"Llama (RL)": "T5 (SFT)"}, paired_resamples=100,
+                judges={"oracle": f"phrasebank:{phrases}", "ids": setup["identifiers"]}))
+    results = json.loads((out / "results.json").read_text())
+    assert results["judges"]["reference"].startswith("true levels")
+    assert results["reward_identifiers"] == setup["identifiers"]
+    contexts = [json.loads(line) for line in (out / "contexts.jsonl").read_text().splitlines()]
+    assert [c["context"] for c in contexts] == list(range(6))
+    assert contexts[0]["conv_id"] == "hit:0_conv:0" and contexts[0]["true"] == [0, 2, 2]
+    assert contexts[1]["true"] == [0, 1, 1] and all(len(c["gold"]) == 3 for c in contexts)
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 2 * 2 * 6 * 2  # systems x seeds x contexts x K
+    first = samples[0]
+    assert set(first) == {"system", "seed", "context", "sample", "r_emp", "f_bert", "words", "empty", "levels",
+                          "judges"}
+    assert first["system"] == "T5 (SFT)" and (first["seed"], first["context"], first["sample"]) == (0, 0, 0)
+    assert isinstance(first["f_bert"], float) and set(first["judges"]) == {"oracle", "ids"}
+    judge = PhraseBankJudge(str(phrases))
+    gens = [json.loads(line) for line in (out / "generations" / "t5-sft" / "seed0.jsonl").read_text().splitlines()]
+    for sample, gen in zip(samples, gens):  # the oracle's levels are those of the generated reply
+        assert sample["judges"]["oracle"] == judge.level(gen["response"])
+        assert sample["words"] == len(gen["response"].split()) and sample["empty"] == (not gen["response"].strip())
+    # Per-seed judge metrics against the true levels, recomputed from the samples.
+    from emprl.evaluate_scoring import judge_metrics
+    from emprl.metrics import level_confusion
+
+    true = {c["context"]: c["true"] for c in contexts}
+    rows = [s for s in samples if s["system"] == "Llama (RL)" and s["seed"] == 1]
+    expect = judge_metrics(level_confusion([s["judges"]["ids"] for s in rows], [true[s["context"]] for s in rows]))
+    got = results["systems"]["Llama (RL)"]["judges"]["ids"]["per_seed"]["1"]
+    assert got["emp_f1"] == pytest.approx(expect["emp_f1"]) and got["accuracy"] == pytest.approx(expect["accuracy"])
+    paired = results["paired"][0]["judges"]
+    assert set(paired) == {"oracle", "ids"}
+    for d in paired["oracle"].values():
+        assert d["ci_low"] <= d["delta"] <= d["ci_high"] and d["delta"] == pytest.approx(d["mean_a"] - d["mean_b"])
+    md = (out / "results.md").read_text()
+    assert "| Emp-F1 [oracle] | Acc [oracle] | Emp-F1 [ids] | Acc [ids] |" in md
+    assert "Paired differences under the independent judges" in md and "| Llama (RL) | T5 (SFT) | oracle |" in md
+    assert f"(`{setup['identifiers']}`), the ones that trained the RL policies" in md
+
+
+def test_true_levels_columns_required_and_bad_judges_exit_2(tmp_path, setup, capsys):
+    argv = recipe(tmp_path, setup, {"T5": setup["t5"]}, tmp_path / "z", judges={"oracle": "phrasebank:/nope.json"})
+    with pytest.raises(SystemExit) as exc:
+        run_cli(main, argv)
+    assert exc.value.code == 2 and "oracle" in capsys.readouterr().err and not (tmp_path / "z").exists()
+    argv = recipe(tmp_path, setup, {"T5": setup["t5"]}, tmp_path / "w", true_levels="columns", max_examples=2,
+                  judges={"ids": setup["identifiers"]})
+    with pytest.raises(SystemExit) as exc:
+        run_cli(main, argv)
+    assert exc.value.code == 2 and "true_levels" in capsys.readouterr().err

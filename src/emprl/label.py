@@ -5,10 +5,16 @@
 These levels are the gold l_i of the empathy reward (PPO) and the references of Emp-F1, so they are
 computed here and stored as int columns ``emotional_reactions``, ``interpretations``, ``explorations``
 of a saved DatasetDict (``load_dialogues("disk:<output_dir>")``), never per PPO step.
+
+Composed data knows better than the identifiers: where an EmpatheticDialogues-format folder has a
+``<split>_levels.csv`` sidecar (the demo composer writes one), its levels are attached as
+``true_emotional_reactions``, ``true_interpretations``, ``true_explorations``, the reference an
+independent judge is scored against (docs/judges.md). Real data has no sidecar and gets no such columns.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from dataclasses import dataclass, field
@@ -18,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from emprl.config import config_to_dict, parse_recipe
-from emprl.data import LEVEL_NAMES, load_dialogues, serialize_context
+from emprl.data import LEVEL_NAMES, MECHANISMS, load_dialogues, serialize_context
 from emprl.errors import UserError, run_cli
 from emprl.io import atomic_dir, atomic_write_json, write_model_card
 from emprl.lifecycle import begin_stage
@@ -78,6 +84,62 @@ def label_split(split, reward: EmpathyReward, cfg: LabelConfig, name: str):
     return split
 
 
+TRUE_PREFIX = "true_"
+TRUE_COLUMNS = tuple(TRUE_PREFIX + m for m in MECHANISMS)
+SIDECAR_FILES = {"train": "train_levels.csv", "validation": "valid_levels.csv", "test": "test_levels.csv"}
+_SIDECAR_HEADER = ["conv_id", "utterance_idx", *MECHANISMS]
+
+
+def read_sidecar(data_spec: str, split: str) -> tuple[str, dict[tuple[str, int], list[int]]] | None:
+    """(path, (conv_id, utterance_idx) -> true levels) of a split's sidecar, or None where there is none."""
+    fmt, _, folder = data_spec.partition(":")
+    if fmt != "empathetic_dialogues" or split not in SIDECAR_FILES:
+        return None
+    path = os.path.join(folder, SIDECAR_FILES[split])
+    if not os.path.isfile(path):
+        return None
+    table = {}
+    with open(path, encoding="utf-8", newline="") as fh:
+        for lineno, row in enumerate(csv.reader(fh), start=1):
+            if lineno == 1:
+                if row != _SIDECAR_HEADER:
+                    raise UserError(f"{path}:1: expected the header {','.join(_SIDECAR_HEADER)}")
+                continue
+            try:
+                conv_id, idx, *levels = row
+                key, levels = (conv_id, int(idx)), [int(v) for v in levels]
+                if len(levels) != 3 or not all(0 <= v <= 2 for v in levels) or key in table:
+                    raise ValueError
+            except ValueError:
+                raise UserError(f"{path}:{lineno}: expected a new conv_id,utterance_idx and three levels 0-2, "
+                                f"got {','.join(row)[:80]!r}") from None
+            table[key] = levels
+    return path, table
+
+
+def attach_true_levels(split, data_spec: str, name: str, strict: bool = True):
+    """The split with the sidecar's levels as ``true_*`` columns (unchanged where there is no sidecar).
+    A reply is row (conv_id, utterance position = number of earlier turns + 1) of the sidecar; a reply
+    without a row, or (``strict``) a row without a reply, is a UserError."""
+    found = read_sidecar(data_spec, name)
+    if found is None:
+        return split
+    path, table = found
+    keys = [(conv_id, len(context) + 1) for conv_id, context in zip(split["conv_id"], split["context"])]
+    missing = next((k for k in keys if k not in table), None)
+    if missing:
+        raise UserError(f"{path}: no row for the reply conv_id {missing[0]} utterance_idx {missing[1]} of the "
+                        f"{name} split; regenerate the sidecar with its data")
+    extra = next((k for k in table if k not in set(keys)), None) if strict else None
+    if extra:
+        raise UserError(f"{path}: row conv_id {extra[0]} utterance_idx {extra[1]} matches no reply of the {name} "
+                        "split; regenerate the sidecar with its data")
+    split = split.remove_columns([c for c in TRUE_COLUMNS if c in split.column_names])
+    for i, column in enumerate(TRUE_COLUMNS):
+        split = split.add_column(column, [table[k][i] for k in keys])
+    return split
+
+
 def subset(split, n: int | None, seed: int):
     """At most ``n`` rows: a seeded random choice, kept in corpus order."""
     if n is None or n >= len(split):
@@ -100,6 +162,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     unknown = sorted(set(cfg.max_rows) - set(dataset))
     if unknown:
         raise UserError(f"max_rows: no split {', '.join(unknown)} in {cfg.data} (has {', '.join(dataset)})")
+    for name in list(dataset):  # the composer's true levels, where the folder has them (checked here too)
+        dataset[name] = attach_true_levels(dataset[name], cfg.data, name, strict=cfg.on_bad_rows == "error")
     run = begin_stage("label", cfg.output_dir, (cfg,), inputs=[cfg.data, cfg.identifiers_dir],
                       overwrite=cfg.overwrite_output_dir)
     if run is None:
@@ -131,7 +195,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         run.stamp(tmp)  # last: marks the folder complete
     for name, s in stats.items():
         print(f"{name}: {s['rows']} rows; " + "; ".join(
-            f"{m}: " + "/".join(str(s[m][lvl]) for lvl in LEVEL_NAMES) for m in reward.mechanisms))
+            f"{m}: " + "/".join(str(s[m][lvl]) for lvl in LEVEL_NAMES) for m in reward.mechanisms)
+            + ("; with the composer's true levels" if TRUE_COLUMNS[0] in dataset[name].column_names else ""))
     print(f"wrote {cfg.output_dir} (levels as no/weak/strong counts)")
     run.release()
     if state is not None:
