@@ -88,3 +88,24 @@ def test_a_sidecar_that_does_not_match_is_one_line(tmp_path):
     (folder / "test_levels.csv").write_text(rows[0] + "\nhit:1_conv:2,2,0,3,1\n")
     with pytest.raises(UserError, match="test_levels.csv:2"):
         attach_true_levels(split, spec, "test")
+
+
+def test_pair_halves_are_disjoint_and_shared_by_the_mechanisms():
+    from emprl.config import parse_recipe
+    from emprl.data import load_epitome
+    from emprl.identifiers import IdentifiersConfig, pair_half
+
+    (cfg,) = parse_recipe((IdentifiersConfig,), ["recipes/demo/identifiers_judge.yaml"])
+    assert cfg.pair_half == "second" and cfg.seed != 42  # the reward's identifiers: seed 42, all pairs
+    epitome = str(DEMO / "epitome")
+
+    def pairs(splits):
+        return {m: {(r["seeker_post"], r["response_post"]) for part in d.values() for r in part}
+                for m, d in splits.items()}
+
+    first = pairs(pair_half(load_epitome(epitome, seed=42), "first", 0))
+    second = pairs(pair_half(load_epitome(epitome, seed=cfg.seed), "second", cfg.pair_half_seed))
+    every = pairs(load_epitome(epitome))
+    for m in every:
+        assert not first[m] & second[m] and first[m] | second[m] == every[m]
+        assert abs(len(first[m]) - len(second[m])) <= 1 and first[m] == first["emotional_reactions"]
