@@ -159,8 +159,11 @@ def test_dailydialog_adds_reference_metrics(tmp_path, setup):
     data = write_dailydialog(tmp_path / "dd")
     assert detect_data_kind(data) == "dailydialog"
     out = tmp_path / "dd-eval"
-    main(recipe(tmp_path, setup, {"t5": setup["t5"]}, out, data=data, seeds=[3], max_examples=4))
+    main(recipe(tmp_path, setup, {"t5": setup["t5"]}, out, data=data, seeds=[3], max_examples=4,
+                notes=["This run is too small to resolve the RL effect."]))
     results = json.loads((out / "results.json").read_text())
+    assert results["notes"] == ["This run is too small to resolve the RL effect."]
+    assert "**Note.** This run is too small to resolve the RL effect." in (out / "results.md").read_text()
     run = results["systems"]["t5"]["per_seed"]["3"]
     assert {"bleu-1", "bleu-2", "rouge-l"} <= set(run) and results["num_examples"] == 4
     assert results["paper_reference"] is None

@@ -113,6 +113,8 @@ class EvaluateConfig:
     external_ppl: dict[str, float] = field(default_factory=dict, metadata={
         "help": "PPL of jsonl: systems, by row name (else metrics.json beside the file: test_ppl or ppl)"})
     num_examples_shown: int = field(default=5, metadata={"help": "contexts in examples.md"})
+    notes: list[str] = field(default_factory=list, metadata={
+        "help": "lines printed under the results table (e.g. why a stage is left out, what the run can resolve)"})
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:1 ..."})
     dtype: str | None = field(default=None, metadata={"help": "model dtype: float32, bfloat16, float16, auto"})
     samples_per_context: int = field(default=1, metadata={

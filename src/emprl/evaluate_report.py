@@ -50,6 +50,7 @@ def write_outputs(cfg, results, run, contexts, references, conv_ids, *, kind, wi
         "decoding": {k: getattr(cfg, k) for k in ("top_k", "top_p", "temperature", "max_new_tokens", "do_sample")},
         "reference_metrics": with_refs, "runtime_s": round(runtime_s, 1), "systems": {},
         "samples_per_context": cfg.samples_per_context, "relevance_encoder": cfg.relevance_encoder,
+        "notes": list(cfg.notes),
         "paired": paired_differences(cfg, results),
         "paper_reference": _paper_reference(cfg.paper_table or "ed") if with_paper else None,
         # who grades: the reward's identifiers trained the RL policies; the judges did not
@@ -103,6 +104,7 @@ def results_markdown(report: dict) -> str:
         f"{report['num_examples']} examples, seeds {report['seeds']}, {k} sampled response{'s' if k > 1 else ''} "
         f"per example and seed; decoding: {sampling}, at most {decoding['max_new_tokens']} new tokens.", "",
         results_table(report), "",
+        *(f"**Note.** {note}" for note in report.get("notes") or []), *([""] if report.get("notes") else []),
         "PPL: corpus-level perplexity of the reference responses under teacher forcing (all token NLLs of the "
         "test set summed, divided by the token count; one value per system, no sampling). Other columns: "
         f"mean ± 95% confidence interval (Student t) over {n_seeds} seed{'s' if n_seeds > 1 else ''}. "
