@@ -28,6 +28,7 @@ import resource
 import statistics
 import sys
 import tempfile
+import time
 
 import torch
 
@@ -50,12 +51,19 @@ def bench_recipe(recipe: str, steps: int, extra: list[str] | None = None) -> dic
         cfg, ppo_cfg = parse_recipe((PPOScriptConfig, PPOConfig), argv)
         join_cpu_ranks()
         run = PPORun(cfg, ppo_cfg)
-        rows = [run.train_step(step) for step in range(1, steps + 1)]
+        rows, cpu = [], []
+        for step in range(1, steps + 1):
+            started = time.process_time()  # this process's CPU seconds: steady when other work shares the cores
+            rows.append(run.train_step(step))
+            cpu.append(time.process_time() - started)
     timed = rows[1:] if len(rows) > 1 else rows
+    cpu = cpu[1:] if len(cpu) > 1 else cpu
     result = {f"time/{p}": statistics.mean(r[f"time/{p}"] for r in timed) for p in PHASES}
     result["time/step"] = statistics.mean(r["time/step"] for r in timed)
     result["samples_per_step"] = ppo_cfg.batch_size * run.world
     result["samples_per_s"] = result["samples_per_step"] / result["time/step"]
+    result["cpu_s_per_step"] = statistics.mean(cpu)
+    result["samples_per_cpu_s"] = result["samples_per_step"] / result["cpu_s_per_step"]
     result["response_tokens"] = statistics.mean(r["response_tokens"] for r in timed)
     result["steps_timed"] = len(timed)
     result["precision"] = run.precision
@@ -75,7 +83,8 @@ def report(name: str, result: dict) -> None:
     step = result["time/step"]
     print(f"\n{name}: {step:.2f} s per PPO step ({result['steps_timed']} timed), "
           f"{result['samples_per_step']} samples per step, {result['samples_per_s']:.2f} samples/s, "
-          f"{result['response_tokens']:.1f} tokens per response, precision {result.get('precision', '?')}")
+          f"{result['response_tokens']:.1f} tokens per response, precision {result.get('precision', '?')}; "
+          f"{result['cpu_s_per_step']:.2f} CPU-s per step = {result['samples_per_cpu_s']:.2f} samples per CPU-s")
     for phase in PHASES:
         seconds = result[f"time/{phase}"]
         print(f"  {phase:<13} {seconds:7.3f} s  {100 * seconds / step:5.1f}%")
