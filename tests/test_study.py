@@ -180,3 +180,27 @@ def test_paper_study_recipes_train_empRL_with_five_seeds(experiment, monkeypatch
     runs = plan_runs(cfg)
     assert [r.arm for r in runs] == ["empathy"] * 5 and cfg.evaluate_recipe == f"recipes/{experiment}/evaluate.yaml"
     assert set(cfg.prerequisites) <= set(os.listdir(f"recipes/{experiment}"))
+
+
+def test_arm_seeds_give_one_equal_budget_dpo_row_and_the_report_still_pools(tmp_path):
+    """arm_seeds: DPO on one seed beside 3 EmpRL and placebo seeds; the pooled report handles the short arm."""
+    from emprl.study import RLStudyConfig, build_report, plan_runs, report_markdown
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        (cfg,) = parse_recipe((RLStudyConfig,), [
+            "recipes/demo/rl_study.yaml", "--output_dir", str(tmp_path), "--control_recipe", "null",
+            "--resamples", "200", "--seeds", "[11, 12, 13]", "--arm_seeds", '{"dpo": [11]}'])
+    finally:
+        os.chdir(cwd)
+    runs = plan_runs(cfg)
+    assert [(r.arm, r.seed) for r in runs if r.arm == "dpo"] == [("dpo", 11)]
+    assert sorted(r.seed for r in runs if r.arm == "empathy") == [11, 12, 13]
+    systems = {"SFT": (0.0, 0.5), **{r.title: ((0.05, 0.8) if r.arm == "empathy" else (0.0, 0.5)) for r in runs}}
+    eval_dir = tmp_path / "eval"
+    write_fixture_eval(str(eval_dir), systems)
+    report = build_report(cfg, runs, str(eval_dir), {}, 1.0)
+    assert "EmpRL-DPO, seed 11" in report_markdown(report)
+    with pytest.raises(ValueError, match="arm_seeds"):
+        RLStudyConfig(ppo_recipe="a", evaluate_recipe="b", arm_seeds={"ppo2": [1]})

@@ -77,6 +77,9 @@ class RLStudyConfig:
         "help": "EmpRL-DPO recipe: another arm with the same seeds (null: none)", "existing_path": True})
     dpo_overrides: list[str] = field(default_factory=list, metadata={
         "help": "extra --key value arguments for every DPO run"})
+    arm_seeds: dict[str, list[int]] = field(default_factory=dict, metadata={
+        "help": "an arm's own seeds when it runs on fewer than `seeds`, e.g. {dpo: [11]} for one equal-budget "
+                "DPO row (arms: empathy, placebo, control, dpo)"})
     resamples: int = field(default=10_000, metadata={"help": "bootstrap and permutation resamples of the report"})
     detectable_effect: float = field(default=0.012, metadata={
         "help": "the Delta R_emp the design is sized for (contexts x samples at 80% power, two-sided 0.05)"})
@@ -91,6 +94,11 @@ class RLStudyConfig:
             raise ValueError(f"key 'seeds': seeds repeat: {self.seeds}")
         if self.jobs is not None and self.jobs < 1:
             raise ValueError(f"key 'jobs': expected a positive integer, got {self.jobs}")
+        for arm, seeds in self.arm_seeds.items():
+            if arm not in ARM_TITLES:
+                raise ValueError(f"key 'arm_seeds': unknown arm {arm!r} (expected one of {', '.join(ARM_TITLES)})")
+            if not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds):
+                raise ValueError(f"key 'arm_seeds': {arm}: expected a non-empty list of different seeds, got {seeds!r}")
         if self.resamples < 100:
             raise ValueError(f"key 'resamples': expected at least 100, got {self.resamples}")
         if not self.detectable_effect > 0:
@@ -150,9 +158,9 @@ class Run:
 
 def plan_runs(cfg: RLStudyConfig) -> list[Run]:
     runs = []
-    for seed in cfg.seeds:
+    for seed in dict.fromkeys([*cfg.seeds, *(s for seeds in cfg.arm_seeds.values() for s in seeds)]):
         for arm, recipe in cfg.recipes().items():
-            if recipe is None:
+            if recipe is None or seed not in cfg.arm_seeds.get(arm, cfg.seeds):
                 continue
             # Always started: the stage itself skips a run that is complete for the same recipe values.
             out = os.path.join(cfg.output_dir, f"{arm}_seed{seed}")
