@@ -213,18 +213,23 @@ def _load_key(path: str) -> dict:
     return key
 
 
-def _read_copy(path: str, columns, items: dict, parse) -> dict:
-    """{item_id: parsed answer} of one annotator's copy; every item of the key exactly once."""
+def _read_copy(path: str, columns, items: dict, parse, complete: bool = True) -> dict:
+    """{item_id: parsed answer} of one annotator's copy; every item of the key at most once, and exactly
+    once when ``complete`` (an answer that ``parse`` returns as None is left out)."""
     seen: dict[str, object] = {}
+    lines: set[str] = set()
     for line, row in _read_sheet(path, columns):
         item = row["item_id"].strip()
         if item not in items:
             raise UserError(f"{path}:{line}: unknown item_id {item!r} (is this the right key?)")
-        if item in seen:
+        if item in lines:
             raise UserError(f"{path}:{line}: item_id {item} appears twice")
-        seen[item] = parse(row, f"{path}:{line}")
+        lines.add(item)
+        value = parse(row, f"{path}:{line}")
+        if value is not None:
+            seen[item] = value
     missing = sorted(set(items) - set(seen))
-    if missing:
+    if complete and missing:
         raise UserError(f"{path}: {len(missing)} item(s) missing, first {missing[0]}")
     return seen
 
@@ -232,18 +237,8 @@ def _read_copy(path: str, columns, items: dict, parse) -> dict:
 def _read_fourth_copy(path: str, items: dict) -> dict:
     """{item_id: choice} of the fourth evaluator's ab.csv copy: only the items the three evaluators
     split 1-1-1 need an answer, so blank choices are allowed (and left out)."""
-    seen: dict[str, str] = {}
-    lines: set[str] = set()
-    for line, row in _read_sheet(path, AB_COLUMNS):
-        item = row["item_id"].strip()
-        if item not in items:
-            raise UserError(f"{path}:{line}: unknown item_id {item!r} (is this the right key?)")
-        if item in lines:
-            raise UserError(f"{path}:{line}: item_id {item} appears twice")
-        lines.add(item)
-        if row["choice"].strip():
-            seen[item] = _parse_choice(row, f"{path}:{line}")
-    return seen
+    return _read_copy(path, AB_COLUMNS, items, complete=False,
+                      parse=lambda row, where: _parse_choice(row, where) if row["choice"].strip() else None)
 
 
 def _parse_scores(row: dict, where: str) -> dict:
