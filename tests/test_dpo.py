@@ -280,7 +280,7 @@ def test_study_runs_dpo_as_a_third_arm_and_states_the_reward_budget(tmp_path):
         (cfg,) = parse_recipe((RLStudyConfig,), ["recipes/demo/rl_study.yaml", "--output_dir", str(tmp_path)])
         runs = plan_runs(cfg)
         dpo_runs = [r for r in runs if r.arm == "dpo"]
-        assert [r.seed for r in dpo_runs] == cfg.seeds and all(r.step.stage.module == "emprl.dpo" for r in dpo_runs)
+        assert [r.seed for r in dpo_runs] == cfg.arm_seeds.get("dpo", cfg.seeds) and all(r.step.stage.module == "emprl.dpo" for r in dpo_runs)
         assert step_args(dpo_runs[0].step, cfg)[-2:] == ["--seed", str(cfg.seeds[0])]
         ppo = next(r for r in runs if r.arm == "empathy")
         # The demo's DPO recipe is sized to PPO's training budget: steps x batch = contexts x K x rounds.
