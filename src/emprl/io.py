@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+from emprl.errors import UserError
+
 
 def atomic_write_text(path: str, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see either the old file or the whole new one."""
@@ -31,16 +33,21 @@ def atomic_write_json(path: str, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
-def read_jsonl(path: str) -> list[dict]:
-    """The rows of a JSONL log, [] when the file is missing; a line cut short by a crash is skipped."""
+def read_jsonl(path: str, strict: bool = False) -> list[dict]:
+    """The rows of a JSONL file, [] when it is missing. A log's line cut short by a crash is skipped;
+    ``strict`` (files written whole, e.g. an evaluation's samples.jsonl): such a line is a UserError
+    naming it. Blank lines are skipped either way."""
     rows = []
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as fh:
-            for line in fh:
+            for i, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
                 try:
                     rows.append(json.loads(line))
-                except ValueError:
-                    continue
+                except ValueError as err:
+                    if strict:
+                        raise UserError(f"{path}:{i}: not a JSON object ({err})") from None
     return rows
 
 

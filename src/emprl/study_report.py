@@ -11,7 +11,6 @@ per-context means.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import numpy as np
 
 from emprl import rl_stats
 from emprl.errors import UserError
+from emprl.io import read_jsonl
 
 SFT_ROW = "SFT"
 REWARD_JUDGE = "reward identifiers"  # the reward's own levels against the true levels: not independent
@@ -84,25 +84,12 @@ class Samples:
         return names + [REWARD_JUDGE]
 
 
-def _read_lines(path: str) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except ValueError as err:
-                raise UserError(f"{path}:{i}: not a JSON object ({err})") from None
-    return rows
-
-
 def load_samples(eval_dir: str) -> Samples | None:
     """The per-sample files of an evaluation, or None when it wrote none (an older evaluation)."""
     sample_path, context_path = os.path.join(eval_dir, "samples.jsonl"), os.path.join(eval_dir, "contexts.jsonl")
     if not (os.path.isfile(sample_path) and os.path.isfile(context_path)):
         return None
-    contexts = sorted(_read_lines(context_path), key=lambda r: r["context"])
+    contexts = sorted(read_jsonl(context_path, strict=True), key=lambda r: r["context"])
     if not contexts:
         raise UserError(f"{context_path}: no contexts")
     position = {r["context"]: i for i, r in enumerate(contexts)}
@@ -110,7 +97,7 @@ def load_samples(eval_dir: str) -> Samples | None:
     trues = [r.get("true") for r in contexts]
     true = np.array(trues, dtype=int) if all(t is not None for t in trues) else None
     by_system: dict[str, list[dict]] = {}
-    for i, row in enumerate(_read_lines(sample_path), 1):
+    for i, row in enumerate(read_jsonl(sample_path, strict=True), 1):
         if row.get("context") not in position:
             raise UserError(f"{sample_path}:{i}: context {row.get('context')!r} is not in {context_path}")
         by_system.setdefault(row["system"], []).append(row)
