@@ -52,7 +52,7 @@ def _load_data(cfg, seed: int = 0):
     training context the gold levels of another one; the held-out split keeps its own."""
     data = load_labelled(cfg.labelled_data, ("train", cfg.eval_split))
     train = data["train"]
-    if getattr(cfg, "reward_gold", "own") == "shuffled":
+    if cfg.reward_gold == "shuffled":
         train = shuffle_gold_levels(train, seed)
     return train, data[cfg.eval_split]
 
@@ -159,23 +159,19 @@ def lr_decay_horizon(cfg, ppo_cfg, n_train: int, world: int = 1) -> int:
     ``lr_decay_over_epochs`` passes over the ``n_train`` training contexts (each step takes
     batch_size / samples_per_context contexts per process), or else ``steps``. The epoch form is the
     authors' rule (epochs x ceil(contexts / contexts per step)) without fixing a dataset size."""
-    steps_key, epochs_key = getattr(cfg, "lr_decay_steps", None), getattr(cfg, "lr_decay_over_epochs", None)
-    if steps_key is not None and epochs_key is not None:
-        raise UserError("lr_decay_steps / lr_decay_over_epochs: set one of them, not both")
-    if steps_key is not None:
-        return steps_key
-    if epochs_key is None:
+    # (PPOScriptConfig refuses both keys at once.)
+    if cfg.lr_decay_steps is not None:
+        return cfg.lr_decay_steps
+    if cfg.lr_decay_over_epochs is None:
         return ppo_cfg.steps
-    per_step = ppo_cfg.batch_size // getattr(cfg, "samples_per_context", 1) * world
-    return max(1, math.ceil(epochs_key * math.ceil(n_train / per_step)))
+    per_step = ppo_cfg.batch_size // cfg.samples_per_context * world
+    return max(1, math.ceil(cfg.lr_decay_over_epochs * math.ceil(n_train / per_step)))
 
 
-def _scheduler(cfg, ppo_cfg, optimizer, world: int, n_train: int | None = None):
+def _scheduler(cfg, ppo_cfg, optimizer, world: int, n_train: int):
     from transformers import get_scheduler
 
-    if n_train is None and getattr(cfg, "lr_decay_over_epochs", None) is not None:
-        raise UserError("lr_decay_over_epochs: the number of training contexts is needed to size the decay")
-    horizon = lr_decay_horizon(cfg, ppo_cfg, n_train or 0, world)
+    horizon = lr_decay_horizon(cfg, ppo_cfg, n_train, world)
     if horizon < ppo_cfg.steps and cfg.lr_scheduler_type != "constant":
         logger.warning("the %s learning-rate schedule ends at step %d of %d", cfg.lr_scheduler_type, horizon,
                        ppo_cfg.steps)
