@@ -84,12 +84,18 @@ class IdentifiersJudge:
                                                     max_response_len=max_response_len, batch_size=batch_size)
         self.max_context_len, self.tags = max_context_len, (speaker_tag, listener_tag)
         self.path = folder
+        self._serialised: dict[tuple, str] = {}  # each context is serialised once, not once per seed and sample
 
     def levels(self, contexts, responses) -> list[list[int]]:
         from emprl.data import serialize_context
 
         tok = next(iter(self.reward.tokenizers.values()))
-        text = [serialize_context(turns, tok, self.max_context_len, *self.tags) for turns in contexts]
+        text = []
+        for turns in contexts:
+            key = tuple(turns)
+            if key not in self._serialised:
+                self._serialised[key] = serialize_context(list(turns), tok, self.max_context_len, *self.tags)
+            text.append(self._serialised[key])
         return self.reward.levels(text, list(responses)).cpu().tolist()
 
 
