@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from emprl.errors import UserError, run_cli
+from emprl.common.errors import UserError, run_cli
 
 from .identifier import EmpathyIdentifier, EmpathyIdentifierConfig
 
@@ -141,7 +141,7 @@ def convert(checkpoint: str, encoder: str, out: str, pooling: str = "mean", drop
 
 def _resolve_encoder(name: str) -> str:
     try:
-        from emprl.models import resolve_model
+        from emprl.common.models import resolve_model
     except ImportError:
         return name
     return resolve_model(name)

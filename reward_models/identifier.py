@@ -24,8 +24,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-from emprl.errors import UserError
-from emprl.io import atomic_dir
+from emprl.common.errors import UserError
+from emprl.common.io import atomic_dir
 
 POOLINGS = ("max", "mean")
 HEADS = ("linear", "mlp")

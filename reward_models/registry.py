@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-from emprl.errors import UserError
+from emprl.common.errors import UserError
 
 from .reward import MECHANISMS, EmpathyReward
 

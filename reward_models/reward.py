@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from emprl.errors import UserError
-from emprl.mechanisms import MECHANISMS
+from emprl.common.errors import UserError
+from emprl.common.mechanisms import MECHANISMS
 
 from .identifier import EmpathyIdentifier
 
@@ -107,7 +107,7 @@ class EmpathyReward:
     def _autocast(self):
         # bf16 where the device computes it natively (CUDA, CPUs with AVX512-BF16/AMX): about twice the
         # pairs per second on such a CPU, with 99.9% of levels unchanged (docs/rl-effect.md).
-        from emprl.precision import choose_mixed_precision
+        from emprl.common.precision import choose_mixed_precision
 
         if self.dtype is None and self.device.type in ("cuda", "cpu") and \
                 choose_mixed_precision("auto", self.device.type)[0] == "bf16":

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-import emprl.chain as chain
-from emprl.chain import READ_KEYS, check_chain, full_chain, needed_links
-from emprl.errors import UserError
-from emprl.smoke import DEMO_DATA, SIZES, smoke_values
+import emprl.pipeline.chain as chain
+from emprl.common.errors import UserError
+from emprl.pipeline.chain import READ_KEYS, check_chain, full_chain, needed_links
+from emprl.pipeline.smoke import DEMO_DATA, SIZES, smoke_values
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(d for d in os.listdir(os.path.join(ROOT, "recipes")) if d != "accelerate")
@@ -90,12 +90,12 @@ def test_after_experiments_count_as_earlier_stages_and_only_needed_ones_are_kept
 
 def test_read_keys_are_the_stage_configs_existing_path_fields():
     from emprl.baselines.ethreed.train import EthreedTrainConfig
-    from emprl.dpo import DPOScriptConfig
+    from emprl.dpo.train import DPOScriptConfig
     from emprl.emotion_classifier import EmotionClassifierConfig
-    from emprl.evaluate import EvaluateConfig
+    from emprl.evaluate.run import EvaluateConfig
     from emprl.identifiers import IdentifiersConfig
     from emprl.label import LabelConfig
-    from emprl.ppo import PPOScriptConfig
+    from emprl.ppo.train import PPOScriptConfig
     from emprl.sft import SFTScriptConfig
 
     classes = {"emprl.sft": SFTScriptConfig, "emprl.identifiers": IdentifiersConfig, "emprl.label": LabelConfig,
@@ -111,12 +111,12 @@ def test_smoke_sizes_name_keys_the_stages_have():
     from trl import PPOConfig
 
     from emprl.baselines.ethreed.train import EthreedTrainConfig
-    from emprl.dpo import DPOScriptConfig, DPOTrainingArguments
+    from emprl.dpo.train import DPOScriptConfig, DPOTrainingArguments
     from emprl.emotion_classifier import EmotionClassifierConfig
-    from emprl.evaluate import EvaluateConfig
+    from emprl.evaluate.run import EvaluateConfig
     from emprl.identifiers import IdentifiersConfig
     from emprl.label import LabelConfig
-    from emprl.ppo import PPOScriptConfig
+    from emprl.ppo.train import PPOScriptConfig
     from emprl.sft import SFTScriptConfig, SFTTrainingArguments
 
     classes = {"emprl.sft": (SFTScriptConfig, SFTTrainingArguments), "emprl.identifiers": (IdentifiersConfig,),
@@ -159,7 +159,7 @@ def test_smoke_rewrites_models_data_sizes_and_outputs(tmp_path):
 
 def test_smoke_sizes_pass_the_recipe_range_checks():
     """A smoke size that the stage's own range check refuses would stop `make smoke` in CI."""
-    from emprl.config_limits import out_of_range
+    from emprl.pipeline.config_limits import out_of_range
 
     refused = [(module, key, value) for module, keys in SIZES.items() for key, value in keys.items()
                if value is not None and not isinstance(value, (dict, list, str, bool)) and out_of_range(key, value)]

@@ -8,8 +8,8 @@ import pytest
 from transformers import Seq2SeqTrainingArguments
 from trl import PPOConfig
 
-from emprl.config import config_to_dict, parse_recipe, recipe_hash
-from emprl.errors import UserError
+from emprl.common.errors import UserError
+from emprl.pipeline.config import config_to_dict, parse_recipe, recipe_hash
 
 
 @dataclass
@@ -100,7 +100,7 @@ def test_recipe_hash_follows_values_not_volatile_keys(tmp_path):
 
 def test_cli_prints_one_line_and_exits_2(tmp_path):
     recipe = write(tmp_path, "learnin_rate: 1\n")
-    code = ("import sys; from emprl.config import parse_recipe; from emprl.errors import run_cli; from trl import PPOConfig;"
+    code = ("import sys; from emprl.pipeline.config import parse_recipe; from emprl.common.errors import run_cli; from trl import PPOConfig;"
             "run_cli(lambda argv: parse_recipe((PPOConfig,), argv))")
     proc = subprocess.run([sys.executable, "-c", code, recipe], capture_output=True, text=True)
     assert proc.returncode == 2

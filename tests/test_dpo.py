@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_ppo import build_assets, write_stage_recipe
 
-from emprl.errors import UserError
+from emprl.common.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,7 +47,7 @@ def weights(model) -> dict[str, torch.Tensor]:
 
 
 def test_select_pair_takes_best_and_worst_only_beyond_the_margin():
-    from emprl.dpo_pairs import select_pair
+    from emprl.dpo.pairs import select_pair
 
     assert select_pair([0.2, 0.5, 0.1, 0.4], 0.0) == (1, 2)
     assert select_pair([0.2, 0.5, 0.1, 0.4], 0.39) == (1, 2)
@@ -63,7 +63,7 @@ def test_pairs_are_built_from_the_scored_samples(assets, tmp_path, model):
     best and the worst of them; every context whose spread exceeds the margin has its pair, one only."""
     from datasets import load_from_disk
 
-    from emprl.dpo import main
+    from emprl.dpo.train import main
 
     run = main([write_recipe(tmp_path, assets, model, min_reward_margin=0.004)])
     round_dir = os.path.join(str(tmp_path), "out", "rounds", "round-1")
@@ -95,8 +95,8 @@ def test_pairs_are_built_from_the_scored_samples(assets, tmp_path, model):
 def test_t5_dpo_step_changes_the_policy_and_not_the_reference(assets, tmp_path):
     from safetensors.torch import load_file
 
-    from emprl.dpo import main
-    from emprl.io import read_stage_stamp
+    from emprl.common.io import read_stage_stamp
+    from emprl.dpo.train import main
 
     sft = load_file(os.path.join(assets.t5, "model.safetensors"))
     run = main([write_recipe(tmp_path, assets, "t5")])
@@ -118,8 +118,8 @@ def test_t5_dpo_step_changes_the_policy_and_not_the_reference(assets, tmp_path):
 def test_llama_lora_dpo_step_trains_adapters_only_and_exports_merged(assets, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from emprl import dpo
-    from emprl.policy import load_policy
+    from emprl.common.policy import load_policy
+    from emprl.dpo import train as dpo
 
     sft = load_file(os.path.join(assets.llama, "model.safetensors"))
     after_round, original = [], dpo.DPORun.train_round
@@ -151,7 +151,7 @@ def test_llama_lora_dpo_step_trains_adapters_only_and_exports_merged(assets, tmp
 
 
 def test_resume_of_interrupted_pair_sampling_does_not_resample_saved_shards(assets, tmp_path, monkeypatch):
-    from emprl import dpo
+    from emprl.dpo import train as dpo
 
     recipe = write_recipe(tmp_path / "a", assets, "t5")            # 8 contexts in shards of 3: 3 shards
     sampled: list[list] = []
@@ -193,7 +193,7 @@ def test_resume_of_interrupted_pair_sampling_does_not_resample_saved_shards(asse
 
 
 def test_a_finished_round_is_not_sampled_or_trained_again(assets, tmp_path, monkeypatch):
-    from emprl import dpo
+    from emprl.dpo import train as dpo
 
     recipe = write_recipe(tmp_path, assets, "t5", rounds=2, contexts_per_round=4)
     original = dpo.DPORun.train_round
@@ -224,7 +224,7 @@ def test_a_finished_round_is_not_sampled_or_trained_again(assets, tmp_path, monk
     ({"loss_type": "nonsense"}, "loss_type"),
 ])
 def test_bad_settings_are_one_line_errors(assets, tmp_path, overrides, message):
-    from emprl.dpo import main
+    from emprl.dpo.train import main
 
     with pytest.raises(UserError, match=message):
         main([write_recipe(tmp_path, assets, "t5", **overrides)])
@@ -232,7 +232,7 @@ def test_bad_settings_are_one_line_errors(assets, tmp_path, overrides, message):
 
 
 def test_no_pair_at_all_is_a_user_error(assets, tmp_path):
-    from emprl.dpo import main
+    from emprl.dpo.train import main
 
     with pytest.raises(UserError, match="no round produced a preference pair"):
         main([write_recipe(tmp_path, assets, "t5", min_reward_margin=10.0, contexts_per_round=3)])
@@ -242,8 +242,8 @@ def test_no_pair_at_all_is_a_user_error(assets, tmp_path):
                                     "recipes/t5-base_empathetic-dialogues/dpo.yaml",
                                     "recipes/llama-3-8b-lora_empathetic-dialogues/dpo.yaml"])
 def test_dpo_recipes_parse(recipe, tmp_path):
-    from emprl.config import parse_recipe
-    from emprl.dpo import DPOScriptConfig, DPOTrainingArguments
+    from emprl.dpo.train import DPOScriptConfig, DPOTrainingArguments
+    from emprl.pipeline.config import parse_recipe
 
     overrides = []
     for key in ("sft_model_path", "labelled_data", "identifiers_dir"):
@@ -257,7 +257,7 @@ def test_dpo_recipes_parse(recipe, tmp_path):
 
 
 def test_dpo_stages_are_on_demand_and_pulled_in_by_targets():
-    from emprl.pipeline import plan
+    from emprl.pipeline.run import plan
 
     cwd = os.getcwd()
     os.chdir(ROOT)
@@ -271,8 +271,8 @@ def test_dpo_stages_are_on_demand_and_pulled_in_by_targets():
 
 
 def test_study_runs_dpo_as_a_third_arm_and_states_the_reward_budget(tmp_path):
-    from emprl.config import parse_recipe
-    from emprl.study import RLStudyConfig, plan_runs, report_markdown, reward_evaluations, step_args
+    from emprl.pipeline.config import parse_recipe
+    from emprl.study.run import RLStudyConfig, plan_runs, report_markdown, reward_evaluations, step_args
 
     cwd = os.getcwd()
     os.chdir(ROOT)
@@ -284,7 +284,7 @@ def test_study_runs_dpo_as_a_third_arm_and_states_the_reward_budget(tmp_path):
         assert step_args(dpo_runs[0].step, cfg)[-2:] == ["--seed", str(cfg.seeds[0])]
         ppo = next(r for r in runs if r.arm == "empathy")
         # The demo's DPO recipe is sized to PPO's training budget: steps x batch = contexts x K x rounds.
-        from emprl.config import load_recipe_values
+        from emprl.pipeline.config import load_recipe_values
 
         ppo_values, dpo_values = load_recipe_values(cfg.ppo_recipe), load_recipe_values(cfg.dpo_recipe)
         budget = ppo_values["steps"] * ppo_values["batch_size"]

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from emprl.baselines.ethreed.batching import ED_EMOTIONS
-from emprl.errors import UserError
+from emprl.common.errors import UserError
 
 # Situations whose emotion a keyword gives away (all words are in the tiny tokenizer's vocabulary).
 _KEYWORDS = {"sad": "sad", "proud": "proud", "afraid": "scared", "lonely": "lonely"}
@@ -82,8 +82,8 @@ def test_stage_trains_labels_every_utterance_and_ethreed_reads_the_labels(tmp_pa
 
     from emprl.baselines.ethreed.train import EthreedTrainConfig, load_splits
     from emprl.baselines.ethreed.train import main as ethreed_main
-    from emprl.config import recipe_file_hash
     from emprl.emotion_classifier import main
+    from emprl.pipeline.config import recipe_file_hash
 
     convs = _write_ed(tmp_path / "ed")
     out = tmp_path / "clf"

@@ -1,4 +1,4 @@
-"""Encoding each context once (emprl.encoder_reuse) changes neither outputs nor gradients."""
+"""Encoding each context once (emprl.ppo.encoder_reuse) changes neither outputs nor gradients."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def _loss_and_grads(model, ids, mask, labels):
 
 
 def test_outputs_and_gradients_match_the_plain_encoder(t5):
-    from emprl.encoder_reuse import reuse_encoder_states
+    from emprl.ppo.encoder_reuse import reuse_encoder_states
 
     plain, reused = copy.deepcopy(t5), copy.deepcopy(t5)
     assert reuse_encoder_states(reused)
@@ -61,7 +61,7 @@ def test_outputs_and_gradients_match_the_plain_encoder(t5):
 
 
 def test_the_encoder_runs_on_distinct_rows_only(t5):
-    from emprl.encoder_reuse import reuse_encoder_states
+    from emprl.ppo.encoder_reuse import reuse_encoder_states
 
     model = copy.deepcopy(t5)
     seen = []
@@ -77,7 +77,7 @@ def test_the_encoder_runs_on_distinct_rows_only(t5):
 
 
 def test_generation_and_state_dict_are_unchanged(t5):
-    from emprl.encoder_reuse import reuse_encoder_states
+    from emprl.ppo.encoder_reuse import reuse_encoder_states
 
     plain, reused = copy.deepcopy(t5), copy.deepcopy(t5)
     reuse_encoder_states(reused)
@@ -91,7 +91,7 @@ def test_generation_and_state_dict_are_unchanged(t5):
 def test_decoder_only_models_are_left_alone(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from emprl.encoder_reuse import reuse_encoder_states
+    from emprl.ppo.encoder_reuse import reuse_encoder_states
     from tests.tiny import make_tiny_llama
 
     make_tiny_llama(str(tmp_path))

@@ -512,8 +512,8 @@ def test_stage_main_from_recipe(tmp_path):
 
 def test_stage_writes_one_sampled_run_per_seed_and_the_stamp_last(tmp_path):
     from emprl.baselines.ethreed.train import generate_responses, generate_runs
-    from emprl.config import recipe_hash
-    from emprl.evaluate import read_external_generations
+    from emprl.evaluate.run import read_external_generations
+    from emprl.pipeline.config import recipe_hash
 
     rows = _examples(20)
     splits = {"train": rows[:12], "validation": rows[12:16], "test": rows[16:]}

@@ -9,8 +9,8 @@ import pytest
 import tiny
 import torch
 
-from emprl.errors import run_cli
-from emprl.evaluate import detect_data_kind, main
+from emprl.common.errors import run_cli
+from emprl.evaluate.run import detect_data_kind, main
 
 ED_HEADER = "conv_id,utterance_idx,context,prompt,speaker_idx,utterance,selfeval,tags"
 # (emotion, situation, turns): speaker and listener alternate, listener turns become examples.
@@ -130,8 +130,8 @@ def test_two_systems_two_seeds_write_every_output(tmp_path, setup):
 def test_ppl_is_corpus_level_token_perplexity(tmp_path, setup):
     from transformers import AutoTokenizer, T5ForConditionalGeneration
 
+    from emprl.common.prompts import PromptBuilder
     from emprl.data import load_dialogues
-    from emprl.prompts import PromptBuilder
 
     out = tmp_path / "ppl"
     main(recipe(tmp_path, setup, {"t5": setup["t5"]}, out, seeds=[0], batch_size=3, max_new_tokens=2))
@@ -199,7 +199,7 @@ def test_missing_system_exits_2_with_one_line(tmp_path, setup, capsys):
 
 
 def test_one_identifier_pass_gives_the_rewards_levels_and_r_emp(setup):
-    from emprl.evaluate import EvaluateConfig, Scorer
+    from emprl.evaluate.run import EvaluateConfig, Scorer
 
     cfg = EvaluateConfig(systems={"x": setup["t5"]}, identifiers_dir=setup["identifiers"],
                          identifier_max_context_len=64, relevance_encoder=None)
@@ -266,7 +266,7 @@ def test_paired_names_must_be_systems(tmp_path, setup, capsys):
 
 
 def test_paper_table_prints_the_rows_of_the_chosen_table():
-    from emprl.evaluate import _paper_reference, results_markdown
+    from emprl.evaluate.run import _paper_reference, results_markdown
 
     report = {"data": "dailydialog:x", "split": "test", "num_examples": 1, "seeds": [0], "runtime_s": 1.0,
               "decoding": {"top_k": 20, "top_p": 1.0, "temperature": 0.9, "max_new_tokens": 30, "do_sample": True},
@@ -294,7 +294,7 @@ def write_true_levels(folder) -> None:
 def test_judges_grade_against_the_true_levels_and_samples_are_written(tmp_path, setup):
     import yaml
 
-    from emprl.judges import PhraseBankJudge
+    from emprl.evaluate.judges import PhraseBankJudge
     from emprl.label import main as label_main
 
     ed = tmp_path / "ed"
@@ -336,7 +336,7 @@ def test_judges_grade_against_the_true_levels_and_samples_are_written(tmp_path, 
         assert sample["judges"]["oracle"] == judge.level(gen["response"])
         assert sample["words"] == len(gen["response"].split()) and sample["empty"] == (not gen["response"].strip())
     # Per-seed judge metrics against the true levels, recomputed from the samples.
-    from emprl.evaluate_scoring import judge_metrics
+    from emprl.evaluate.scoring import judge_metrics
     from emprl.metrics import level_confusion
 
     true = {c["context"]: c["true"] for c in contexts}

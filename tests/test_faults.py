@@ -19,9 +19,9 @@ from test_ppo import build_assets
 from test_ppo import write_recipe as write_ppo_recipe
 from test_readers import write_epitome
 
-from emprl.errors import run_cli
-from emprl.io import write_stage_stamp
-from emprl.lifecycle import fingerprint_inputs
+from emprl.common.errors import run_cli
+from emprl.common.io import write_stage_stamp
+from emprl.pipeline.lifecycle import fingerprint_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ("sft", "identifiers", "label", "ppo", "evaluate")
@@ -100,7 +100,7 @@ def recipe_file(tmp_path, name, values) -> str:
 def stage_recipe(stage, assets, tmp_path, output_dir) -> tuple:
     """(main, argv) of a stage whose inputs are all valid, writing ``output_dir``."""
     if stage == "evaluate":
-        from emprl.evaluate import main
+        from emprl.evaluate.run import main
         values = {"systems": {"sft": assets.t5}, "data": assets.ed, "identifiers_dir": assets.ids, "seeds": [0]}
     elif stage == "identifiers":
         from emprl.identifiers import main
@@ -140,7 +140,7 @@ def test_stage_refuses_to_replace_a_folder_it_did_not_make(stage, assets, experi
     (["--mini_batch_size", "8"], "`batch_size` must be a multiple of `mini_batch_size"),
 ])
 def test_ppo_bad_number_leaves_the_finished_run(override, message, assets, experiment, tmp_path, capsys):
-    from emprl.ppo import main
+    from emprl.ppo.train import main
 
     before = snapshot(experiment)
     recipe = write_ppo_recipe(tmp_path, assets, output_dir=str(experiment / "ppo"))
@@ -149,7 +149,7 @@ def test_ppo_bad_number_leaves_the_finished_run(override, message, assets, exper
 
 
 def test_ppo_into_the_sft_folder_is_refused(assets, experiment, tmp_path, capsys):
-    from emprl.ppo import main
+    from emprl.ppo.train import main
 
     before = snapshot(experiment)
     recipe = write_ppo_recipe(tmp_path, assets)
@@ -163,8 +163,8 @@ def test_ppo_into_the_sft_folder_is_refused(assets, experiment, tmp_path, capsys
 
 def test_train_all_reruns_what_read_changed_data(tmp_path, assets, capsys):
     """An EPITOME row added, then a relabelling: recipe hashes alone said "up to date" both times."""
-    from emprl.pipeline import main as pipeline_main
-    from emprl.pipeline import plan
+    from emprl.pipeline.run import main as pipeline_main
+    from emprl.pipeline.run import plan
 
     epitome = tmp_path / "epitome"
     write_epitome(epitome)
@@ -199,7 +199,7 @@ def test_train_all_reruns_what_read_changed_data(tmp_path, assets, capsys):
 def stamp_like_a_stage(folder, stage, recipe, inputs, **extra) -> None:
     from dataclasses import dataclass
 
-    from emprl.config import parse_recipe
+    from emprl.pipeline.config import parse_recipe
 
     @dataclass
     class Cfg:
@@ -230,10 +230,10 @@ def test_stage_run_alone_reruns_when_an_input_changed(assets, tmp_path, capsys):
 
 
 def test_second_run_on_a_locked_folder_names_the_holder(assets, experiment, tmp_path, capsys):
-    from emprl.ppo import main
+    from emprl.ppo.train import main
 
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from emprl.lifecycle import acquire_lock; "
+        "import sys, time; from emprl.pipeline.lifecycle import acquire_lock; "
         f"acquire_lock({str(experiment / 'ppo')!r}, 'ppo'); print('locked', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     try:
@@ -267,14 +267,14 @@ def write_checkpoint(folder, step: int, damaged: bool = False) -> None:
 
 
 def ppo_cfg(assets, output_dir, **kw):
-    from emprl.ppo import PPOScriptConfig
+    from emprl.ppo.train import PPOScriptConfig
 
     return PPOScriptConfig(sft_model_path=assets.t5, labelled_data=assets.labelled, output_dir=str(output_dir), **kw)
 
 
 def test_resume_skips_a_damaged_newest_checkpoint(assets, tmp_path, capsys):
-    from emprl.errors import UserError
-    from emprl.ppo import _prepare_output_dir
+    from emprl.common.errors import UserError
+    from emprl.ppo.train import _prepare_output_dir
 
     out = tmp_path / "ppo"
     out.mkdir()
@@ -294,10 +294,10 @@ def test_resume_skips_a_damaged_newest_checkpoint(assets, tmp_path, capsys):
 def test_interrupted_run_after_sigkill_is_kept_and_its_temporaries_removed(assets, tmp_path, capsys):
     """A PPO run killed with SIGKILL mid-save: its lock dies with it, its checkpoints stay, its
     half-written folders go, and a plain rerun asks for --resume instead of starting over."""
-    from emprl.ppo import main
+    from emprl.ppo.train import main
 
     out = tmp_path / "ppo"
-    script = ("import os, signal; from emprl.lifecycle import begin_stage, OWNER_FILE; "
+    script = ("import os, signal; from emprl.pipeline.lifecycle import begin_stage, OWNER_FILE; "
               f"out = {str(out)!r}; begin_stage('ppo', out, (), in_place=True); "
               "os.makedirs(os.path.join(out, '.tmp-checkpoint-4-x')); "
               "open(os.path.join(out, '.tmp-checkpoint-4-x', 'trainable.safetensors'), 'wb').write(b'0' * 999); "
@@ -314,8 +314,8 @@ def test_interrupted_run_after_sigkill_is_kept_and_its_temporaries_removed(asset
 
 
 def test_temporary_folder_of_a_killed_stage_is_removed_by_the_next_run(assets, tmp_path, capsys):
-    from emprl.config import parse_recipe
     from emprl.identifiers import IdentifiersConfig, main
+    from emprl.pipeline.config import parse_recipe
 
     out = tmp_path / "identifiers"
     main_, argv = stage_recipe("identifiers", assets, tmp_path, out)
@@ -419,7 +419,7 @@ def test_truncated_model_weights_are_one_line(command, assets, experiment, tmp_p
         from emprl.generate import main
         argv = ["--model", model, "--data", assets.ed, "--out", tmp_path / "p.jsonl"]
     else:
-        from emprl.ppo import main
+        from emprl.ppo.train import main
         argv = [write_ppo_recipe(tmp_path, assets, sft_model_path=str(model), output_dir=str(experiment / "ppo"))]
     assert "model.safetensors is damaged or cut short" in refused(main, argv, capsys)
     assert snapshot(experiment) == before
@@ -430,7 +430,7 @@ def test_truncated_model_weights_are_one_line(command, assets, experiment, tmp_p
 
 def test_emprl_launch_keeps_exit_code_2_and_one_line(assets, experiment, tmp_path, capfd, monkeypatch):
     """`emprl launch` as its console script runs it (in this process; accelerate starts the stage)."""
-    from emprl.cli import main
+    from emprl.pipeline.cli import main
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(sys.path))
@@ -451,8 +451,8 @@ def test_emprl_launch_keeps_exit_code_2_and_one_line(assets, experiment, tmp_pat
 
 
 def test_hub_id_takes_the_pinned_revision_and_names_it(tmp_path, monkeypatch, caplog):
-    from emprl.errors import UserError
-    from emprl.models import hub_revision, resolve_model
+    from emprl.common.errors import UserError
+    from emprl.common.models import hub_revision, resolve_model
 
     commit = "0123456789abcdef0123456789abcdef01234567"
     snapshot_dir = tmp_path / "hub" / "models--org--tiny" / "snapshots" / commit
@@ -477,7 +477,7 @@ def test_hub_id_takes_the_pinned_revision_and_names_it(tmp_path, monkeypatch, ca
 
 
 def test_unknown_key_and_yaml_syntax_error(assets, experiment, tmp_path, capsys):
-    from emprl.ppo import main
+    from emprl.ppo.train import main
 
     before = snapshot(experiment)
     recipe = write_ppo_recipe(tmp_path, assets, output_dir=str(experiment / "ppo"))
@@ -491,7 +491,7 @@ def test_unknown_key_and_yaml_syntax_error(assets, experiment, tmp_path, capsys)
 
 
 def test_base_loop_and_missing_files(assets, experiment, tmp_path, capsys):
-    from emprl.ppo import main
+    from emprl.ppo.train import main
 
     before = snapshot(experiment)
     (tmp_path / "a.yaml").write_text("base: b.yaml\nsteps: 2\n")

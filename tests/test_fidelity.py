@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from emprl.config import parse_recipe
-from emprl.errors import UserError
+from emprl.common.errors import UserError
+from emprl.pipeline.config import parse_recipe
 
 ED = "recipes/t5-base_empathetic-dialogues"
 # One example per listener turn of the ED release's train split: about 40k (19,533 conversations of
@@ -19,7 +19,7 @@ ED_TRAIN = (38_500, 40_000, 42_000)
 def _ppo_configs(recipe, tmp_path, *extra):
     from trl import PPOConfig
 
-    from emprl.ppo import PPOScriptConfig
+    from emprl.ppo.train import PPOScriptConfig
 
     for name in ("sft", "labelled", "identifiers"):
         (tmp_path / name).mkdir(exist_ok=True)
@@ -30,7 +30,7 @@ def _ppo_configs(recipe, tmp_path, *extra):
 
 def _lr_fraction_at(cfg, ppo_cfg, n_train, step, world=1):
     """The scheduler's LR after ``step`` PPO steps, as a fraction of the peak (the real _scheduler)."""
-    from emprl.ppo_setup import _scheduler
+    from emprl.ppo.setup import _scheduler
 
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.Adam([param], lr=ppo_cfg.learning_rate)
@@ -49,7 +49,7 @@ def test_ed_recipe_lr_at_checkpoint_1600_is_55_to_60_percent_of_peak(tmp_path, n
 
 
 def test_lr_horizon_follows_the_authors_rule(tmp_path):
-    from emprl.ppo_setup import lr_decay_horizon
+    from emprl.ppo.setup import lr_decay_horizon
 
     cfg, ppo_cfg = _ppo_configs(f"{ED}/ppo.yaml", tmp_path)
     assert lr_decay_horizon(cfg, ppo_cfg, 40_000) == 3 * 1250
@@ -68,7 +68,7 @@ def test_lr_horizon_follows_the_authors_rule(tmp_path):
 
 
 def test_lr_decay_keys(tmp_path):
-    from emprl.ppo_setup import lr_decay_horizon
+    from emprl.ppo.setup import lr_decay_horizon
 
     plain, plain_ppo = _ppo_configs(f"{ED}/ppo.yaml", tmp_path, "--lr_decay_over_epochs", "null")
     assert lr_decay_horizon(plain, plain_ppo, 40_000) == 1600  # null: decay to 0 at `steps`
@@ -107,7 +107,7 @@ def test_identifier_recipes_train_as_the_authors_did(tmp_path, folder):
 def test_majority_rule():
     from collections import Counter
 
-    from emprl.human_eval import UNRESOLVED, _majority
+    from emprl.human_eval.run import UNRESOLVED, _majority
 
     assert _majority(Counter(win=2, lose=1)) == "win"
     assert _majority(Counter(win=1, tie=2)) == "tie"  # the answer most evaluators gave
@@ -117,7 +117,7 @@ def test_majority_rule():
 
 
 def _kit(tmp_path):
-    from emprl import human_eval
+    from emprl.human_eval import run as human_eval
 
     gens = {}
     for name in ("EmpRL", "T5"):
@@ -141,8 +141,8 @@ def _fill(path, rows, choices):
 
 
 def test_fourth_evaluator_resolves_three_way_splits(tmp_path, capsys):
-    from emprl import human_eval
-    from emprl.errors import run_cli
+    from emprl.common.errors import run_cli
+    from emprl.human_eval import run as human_eval
 
     out, key, rows = _kit(tmp_path)
     # The first system's side in each row's own A/B order.

@@ -9,9 +9,9 @@ import tiny
 import torch
 
 from emprl import chat, generate
-from emprl.errors import run_cli
-from emprl.policy import GenerationSettings, generate_responses, load_policy, prompt_builder_for
-from emprl.prompts import PromptBuilder
+from emprl.common.errors import run_cli
+from emprl.common.policy import GenerationSettings, generate_responses, load_policy, prompt_builder_for
+from emprl.common.prompts import PromptBuilder
 
 ED_HEADER = "conv_id,utterance_idx,context,prompt,speaker_idx,utterance,selfeval,tags\n"
 TURNS = [
@@ -114,7 +114,7 @@ def test_value_head_folder_loads_as_plain_model(setup, tmp_path):
 def test_prompt_settings_saved_by_sft_are_reused(setup, tmp_path):
     import shutil
 
-    from emprl.policy import save_prompt_settings
+    from emprl.common.policy import save_prompt_settings
 
     folder = tmp_path / "model"
     shutil.copytree(setup["t5"], folder)

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from emprl.models import resolve_model
+from emprl.common.models import resolve_model
 
 
 @pytest.mark.slow

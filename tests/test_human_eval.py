@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from emprl import human_eval
-from emprl.errors import UserError, run_cli
-from emprl.human_eval import fleiss_kappa, sign_test
+from emprl.common.errors import UserError, run_cli
+from emprl.human_eval import run as human_eval
+from emprl.human_eval.run import fleiss_kappa, sign_test
 
 SYSTEMS = ("EmpRL", "T5", "MoEL")
 

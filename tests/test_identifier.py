@@ -9,7 +9,7 @@ import tiny
 import torch
 from transformers import BertConfig, BertModel, T5Config, T5EncoderModel
 
-from emprl.errors import UserError
+from emprl.common.errors import UserError
 from reward_models import EmpathyIdentifier, EmpathyIdentifierConfig, masked_pool
 from reward_models.convert_authors import convert_state_dict
 from reward_models.convert_authors import main as convert_main

@@ -11,8 +11,8 @@ import torch
 import yaml
 from datasets import load_from_disk
 
+from emprl.common.errors import UserError
 from emprl.data import MECHANISMS, serialize_context
-from emprl.errors import UserError
 from reward_models import EmpathyIdentifier, EmpathyReward
 
 SEEKERS = ["i feel so sad today , my dog is lost", "i lost my job this week and i am worried",

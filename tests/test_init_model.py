@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_sft import write_ed_dataset, write_recipe
 
-from emprl.errors import run_cli
+from emprl.common.errors import run_cli
 from emprl.init_model import main, train_tokenizer
 
 TINY = dict(vocab_size=200, d_model=16, d_ff=32, d_kv=8, num_heads=2, num_layers=1, num_decoder_layers=1,
@@ -42,7 +42,7 @@ def test_tokenizer_appends_eos_pads_with_zero_and_round_trips():
 
 
 def test_init_stage_writes_a_loadable_t5_folder(init_dir):
-    from emprl.policy import load_policy
+    from emprl.common.policy import load_policy
 
     out, recipe, info = init_dir
     stamp = json.loads((out / "stage.json").read_text())
@@ -75,7 +75,7 @@ def test_seed_changes_the_initial_weights(tmp_path, init_dir):
 def test_one_sft_step_on_the_init_folder_changes_the_weights(tmp_path, init_dir):
     from transformers import T5ForConditionalGeneration
 
-    from emprl.policy import GenerationSettings, generate_responses, load_policy, prompt_builder_for
+    from emprl.common.policy import GenerationSettings, generate_responses, load_policy, prompt_builder_for
     from emprl.sft import main as sft_main
 
     out, _, _ = init_dir
@@ -111,9 +111,9 @@ def test_bad_recipe_value_is_one_line_and_exit_code_2(tmp_path, capsys, key, val
 @pytest.mark.parametrize("recipe", ["recipes/demo/t5_init.yaml", "recipes/demo/t5_sft.yaml",
                                     "recipes/demo/label.yaml"])
 def test_t5_lane_recipes_parse(recipe):
-    from emprl.config import parse_recipe
     from emprl.init_model import InitModelConfig
     from emprl.label import LabelConfig
+    from emprl.pipeline.config import parse_recipe
     from emprl.sft import SFTScriptConfig, SFTTrainingArguments
 
     root = os.path.join(os.path.dirname(__file__), "..")
@@ -126,7 +126,7 @@ def test_t5_lane_recipes_parse(recipe):
         assert cfg.model_name_or_path == "outputs/demo/t5_init" and not cfg.use_lora
         assert args.output_dir == "outputs/demo/t5_sft" and args.load_best_model_at_end
     else:
-        from emprl.config import load_recipe_values
+        from emprl.pipeline.config import load_recipe_values
 
         values = load_recipe_values(path)
         assert set(values) <= {f for f in LabelConfig.__dataclass_fields__}
@@ -135,8 +135,8 @@ def test_t5_lane_recipes_parse(recipe):
 
 
 def test_emprl_launch_knows_the_init_stage_and_checks_its_recipe(tmp_path):
-    from emprl.cli import STAGES, validate
-    from emprl.errors import UserError
+    from emprl.common.errors import UserError
+    from emprl.pipeline.cli import STAGES, validate
 
     assert STAGES["init_model"][0] == "emprl.init_model"
     validate("init_model", ["recipes/demo/t5_init.yaml"])  # the shipped recipe parses

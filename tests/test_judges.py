@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import emprl
+from emprl.common.errors import UserError
 from emprl.data import load_dialogues
-from emprl.errors import UserError
-from emprl.judges import PhraseBankJudge, load_judge
+from emprl.evaluate.judges import PhraseBankJudge, load_judge
 from emprl.label import TRUE_COLUMNS, attach_true_levels
 
 DEMO = Path(emprl.__file__).parent / "demo_data"
@@ -91,9 +91,9 @@ def test_a_sidecar_that_does_not_match_is_one_line(tmp_path):
 
 
 def test_pair_halves_are_disjoint_and_shared_by_the_mechanisms():
-    from emprl.config import parse_recipe
     from emprl.data import load_epitome
     from emprl.identifiers import IdentifiersConfig, pair_half
+    from emprl.pipeline.config import parse_recipe
 
     (cfg,) = parse_recipe((IdentifiersConfig,), ["recipes/demo/identifiers_judge.yaml"])
     assert cfg.pair_half == "second" and cfg.seed != 42  # the reward's identifiers: seed 42, all pairs

@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
+from emprl.evaluate.paired import (
+    group_by_context,
+    paired_bootstrap_statistic,
+    paired_difference,
+    per_context_means,
+)
 from emprl.metrics import emp_f1_from_confusion, level_confusion
-from emprl.paired import group_by_context, paired_bootstrap_statistic, paired_difference, per_context_means
 
 
 def test_identical_systems_give_zero_delta_and_p_one():

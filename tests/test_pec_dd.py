@@ -9,10 +9,10 @@ import pytest
 import tiny
 from test_evaluate import make_identifiers, recipe, write_dailydialog
 
+from emprl.common.errors import UserError
 from emprl.data import load_dialogues
 from emprl.data.__main__ import stats
-from emprl.errors import UserError
-from emprl.evaluate import main
+from emprl.evaluate.run import main
 
 SEP = "*" * 20
 

@@ -5,10 +5,10 @@ import sys
 
 import pytest
 
-from emprl.config import recipe_file_hash
-from emprl.errors import UserError
-from emprl.io import write_stage_stamp
-from emprl.pipeline import Stage, Step, plan, run_steps
+from emprl.common.errors import UserError
+from emprl.common.io import write_stage_stamp
+from emprl.pipeline.config import recipe_file_hash
+from emprl.pipeline.run import Stage, Step, plan, run_steps
 
 REQUIRED = ("sft", "identifiers", "label", "ppo", "evaluate")
 
@@ -29,7 +29,7 @@ def stamp(tmp_path, name, recipe):
         output_dir: str = ""
         seed: int = 0
 
-    from emprl.config import parse_recipe
+    from emprl.pipeline.config import parse_recipe
 
     (cfg,) = parse_recipe((Cfg,), [str(recipe)])
     write_stage_stamp(f"{tmp_path}/out/{name}", name, cfg, inputs={})  # read nothing beyond its recipe
@@ -142,8 +142,8 @@ def test_a_failed_stage_stops_what_needs_it_and_reports_its_log(tmp_path, capsys
 
 
 def test_targets_keep_only_the_stages_they_read_from(tmp_path):
-    from emprl.errors import UserError
-    from emprl.pipeline import STAGES, Step, only_targets
+    from emprl.common.errors import UserError
+    from emprl.pipeline.run import STAGES, Step, only_targets
 
     steps = [Step(s, f"{tmp_path}/{s.recipe}", f"{tmp_path}/out/{s.recipe}", True,
                   tuple(r for r in s.after if r != "*")) for s in STAGES]

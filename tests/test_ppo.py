@@ -108,7 +108,7 @@ def t5_run(assets, tmp_path_factory):
     """A PPORun on the tiny T5, built without running the loop (for the unit-level checks)."""
     from trl import PPOConfig
 
-    from emprl.ppo import PPORun, PPOScriptConfig
+    from emprl.ppo.train import PPORun, PPOScriptConfig
 
     out = tmp_path_factory.mktemp("t5_run")
     cfg = PPOScriptConfig(sft_model_path=assets.t5, labelled_data=assets.labelled, identifiers_dir=assets.identifiers,
@@ -125,8 +125,8 @@ def test_t5_ppo_updates_the_policy_and_trl_receives_r_emp(assets, tmp_path, monk
     from transformers import AutoModelForSeq2SeqLM
     from trl import AutoModelForSeq2SeqLMWithValueHead
 
-    from emprl import ppo
-    from emprl.ppo_trainer import EmpRLPPOTrainer
+    from emprl.ppo import train as ppo
+    from emprl.ppo.trainer import EmpRLPPOTrainer
     from reward_models import EmpathyReward
 
     rollouts, steps = [], []
@@ -205,7 +205,7 @@ def test_llama_lora_ppo_trains_adapters_only_and_exports_merged(assets, tmp_path
     from transformers import AutoModelForCausalLM
     from trl import AutoModelForCausalLMWithValueHead
 
-    from emprl import ppo
+    from emprl.ppo import train as ppo
 
     run = ppo.main([write_recipe(tmp_path, assets, model="llama", steps=2)])
     out = os.path.join(tmp_path, "out")
@@ -234,7 +234,7 @@ def test_llama_lora_ppo_trains_adapters_only_and_exports_merged(assets, tmp_path
     best = load_file(os.path.join(out, "best", "model.safetensors"))
     assert not any("lora_" in k for k in best)
     # The exported folders prompt like the policy was trained: chat and evaluation read this back.
-    from emprl.policy import PROMPT_FILE, prompt_builder_for
+    from emprl.common.policy import PROMPT_FILE, prompt_builder_for
 
     for folder in (out, os.path.join(out, "best")):
         assert os.path.isfile(os.path.join(folder, PROMPT_FILE))
@@ -300,9 +300,9 @@ def test_first_token_gets_a_policy_gradient_only_with_the_fix(t5_run, fix):
 
 
 def test_resume_after_a_kill_ends_with_the_same_weights(assets, tmp_path, monkeypatch):
-    from emprl import ppo
-    from emprl.errors import UserError
-    from emprl.ppo_trainer import EmpRLPPOTrainer
+    from emprl.common.errors import UserError
+    from emprl.ppo import train as ppo
+    from emprl.ppo.trainer import EmpRLPPOTrainer
 
     # Score scaling/normalisation make the running score moments part of the state to restore.
     common = dict(steps=4, save_steps=2, eval_steps=2, save_total_limit=1, use_score_scaling=True,
@@ -358,8 +358,8 @@ class FlakyReward:
 def test_three_nan_rewards_in_a_row_stop_the_run_and_keep_the_last_good_checkpoint(assets, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from emprl import ppo
-    from emprl.errors import UserError
+    from emprl.common.errors import UserError
+    from emprl.ppo import train as ppo
     from reward_models.registry import REWARD_REGISTRY
 
     monkeypatch.setitem(REWARD_REGISTRY, "flaky", FlakyReward)
@@ -385,7 +385,7 @@ def test_three_nan_rewards_in_a_row_stop_the_run_and_keep_the_last_good_checkpoi
 def test_empty_responses_do_not_crash(assets, tmp_path, model, fix):
     from trl import PPOConfig
 
-    from emprl.ppo import PPORun, PPOScriptConfig
+    from emprl.ppo.train import PPORun, PPOScriptConfig
 
     cfg = PPOScriptConfig(sft_model_path=getattr(assets, model), labelled_data=assets.labelled,
                           identifiers_dir=assets.identifiers, output_dir=str(tmp_path), eval_samples=0,
@@ -413,8 +413,8 @@ def test_empty_responses_do_not_crash(assets, tmp_path, model, fix):
 def test_labelled_data_without_gold_levels_is_a_user_error(assets, tmp_path):
     from datasets import load_from_disk
 
-    from emprl import ppo
-    from emprl.errors import UserError
+    from emprl.common.errors import UserError
+    from emprl.ppo import train as ppo
 
     data = load_from_disk(assets.labelled)
     for name in data:
@@ -433,8 +433,8 @@ def test_ppo_recipes_parse(recipe, tmp_path):
     """Every key of the shipped PPO recipes is known and well typed (input paths swapped for stand-ins)."""
     from trl import PPOConfig
 
-    from emprl.config import load_recipe_values, parse_recipe
-    from emprl.ppo import PPOScriptConfig
+    from emprl.pipeline.config import load_recipe_values, parse_recipe
+    from emprl.ppo.train import PPOScriptConfig
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     values = load_recipe_values(os.path.join(root, recipe))  # ablations extend ppo.yaml (base:)
@@ -466,8 +466,8 @@ def test_bench_ppo_tiny_reports_the_time_split(capsys):
 def test_k_samples_per_context_and_the_leave_one_out_baseline_reach_trl(assets, tmp_path, monkeypatch):
     """Issue 11: each context is sampled K times in a row, TRL gets R_emp minus the mean of the other
     K-1 samples of the same context, and the held-out evaluation is paired with step 0."""
-    from emprl import ppo
-    from emprl.ppo_trainer import EmpRLPPOTrainer
+    from emprl.ppo import train as ppo
+    from emprl.ppo.trainer import EmpRLPPOTrainer
     from reward_models import EmpathyReward
 
     rollouts, steps = [], []
@@ -525,7 +525,7 @@ def test_bad_reward_settings_are_one_line_errors(assets, tmp_path, overrides, me
 def test_grouped_permutation_keeps_each_contexts_samples_together():
     import numpy as np
 
-    from emprl.ppo_trainer import _GroupedNumpy
+    from emprl.ppo.trainer import _GroupedNumpy
 
     np.random.seed(0)
     grouped = _GroupedNumpy(4)
@@ -543,8 +543,8 @@ def test_ppo_minibatches_take_a_contexts_samples_together(assets, tmp_path, monk
     distinct-rows encoder computes each context once; TRL's numpy is restored after the step."""
     import trl.trainer.ppo_trainer as trl_ppo
 
-    from emprl import ppo
-    from emprl.ppo_trainer import EmpRLPPOTrainer
+    from emprl.ppo import train as ppo
+    from emprl.ppo.trainer import EmpRLPPOTrainer
 
     seen = []
     real = EmpRLPPOTrainer.batched_forward_pass

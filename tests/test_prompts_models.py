@@ -7,11 +7,11 @@ import pathlib
 import pytest
 import tiny
 
+from emprl.common.errors import UserError
+from emprl.common.io import atomic_dir, atomic_write_json
+from emprl.common.models import is_encoder_decoder, resolve_model
+from emprl.common.prompts import PromptBuilder
 from emprl.data import serialize_context, turn_roles
-from emprl.errors import UserError
-from emprl.io import atomic_dir, atomic_write_json
-from emprl.models import is_encoder_decoder, resolve_model
-from emprl.prompts import PromptBuilder
 
 TURNS = ["i lost my job today", "oh no , what happened ?", "they closed the whole office so i am worried"]
 

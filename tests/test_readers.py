@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
+from emprl.common.errors import UserError
 from emprl.data import MECHANISMS, load_dialogues, load_epitome
 from emprl.data.__main__ import stats
-from emprl.errors import UserError
 
 ED_HEADER = "conv_id,utterance_idx,context,prompt,speaker_idx,utterance,selfeval,tags\n"
 

@@ -9,7 +9,7 @@ import tiny
 import torch
 from transformers import BertConfig
 
-from emprl.errors import UserError
+from emprl.common.errors import UserError
 from reward_models import (
     MECHANISMS,
     CompositeReward,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emprl.precision import choose_mixed_precision, cpu_flags, cpu_supports_bf16
+from emprl.common.precision import choose_mixed_precision, cpu_flags, cpu_supports_bf16
 from reward_models.baseline import apply_baseline, leave_one_out
 
 
@@ -118,7 +118,7 @@ def test_placebo_gold_levels_are_a_derangement_that_keeps_the_level_mix():
     from datasets import Dataset
 
     from emprl.data import MECHANISMS
-    from emprl.ppo_setup import shuffle_gold_levels
+    from emprl.ppo.setup import shuffle_gold_levels
 
     n = 50
     rows = {"context": [[f"turn {i}"] for i in range(n)], "response": [f"reply {i}" for i in range(n)]}
@@ -142,7 +142,7 @@ def test_placebo_permutation_is_a_single_cycle_without_fixed_points():
     from datasets import Dataset
 
     from emprl.data import MECHANISMS
-    from emprl.ppo_setup import shuffle_gold_levels
+    from emprl.ppo.setup import shuffle_gold_levels
 
     n = 40
     # distinct levels per row through a fourth column we can track: encode the row in the levels' columns
@@ -161,7 +161,7 @@ def test_placebo_permutation_is_a_single_cycle_without_fixed_points():
 def test_reward_gold_key_is_checked():
     import pytest
 
-    from emprl.ppo import PPOScriptConfig
+    from emprl.ppo.train import PPOScriptConfig
 
     with pytest.raises(ValueError, match="reward_gold"):
         PPOScriptConfig(sft_model_path="x", labelled_data="y", reward_gold="mixed")

@@ -1,4 +1,4 @@
-"""emprl.rl_stats on synthetic data with a known effect: pooled two-level bootstrap, sign-flip p, rliable's
+"""emprl.study.rl_stats on synthetic data with a known effect: pooled two-level bootstrap, sign-flip p, rliable's
 aggregates, the Emp-F1 corpus variant, variance components and the design sizing."""
 
 import time
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from emprl import rl_stats
 from emprl.metrics import emp_f1_from_confusion, level_confusion
+from emprl.study import rl_stats
 
 
 def synthetic(effect=0.0, runs=5, contexts=400, run_sd=0.0, noise=0.1, seed=0):

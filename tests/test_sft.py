@@ -7,9 +7,9 @@ import pytest
 import tiny
 import torch
 
-from emprl.errors import run_cli
-from emprl.policy import load_policy, response_suffix
-from emprl.prompts import PromptBuilder
+from emprl.common.errors import run_cli
+from emprl.common.policy import load_policy, response_suffix
+from emprl.common.prompts import PromptBuilder
 from emprl.sft import causal_example, main
 
 ED_HEADER = "conv_id,utterance_idx,context,prompt,speaker_idx,utterance,selfeval,tags\n"
@@ -91,7 +91,7 @@ def test_t5_full_finetuning_lowers_validation_loss_and_writes_stage(tmp_path, ed
 def test_llama_lora_is_merged_into_a_plain_model(tmp_path, ed_data):
     from transformers import AutoModelForCausalLM
 
-    from emprl.policy import GenerationSettings, generate_responses, prompt_builder_for
+    from emprl.common.policy import GenerationSettings, generate_responses, prompt_builder_for
 
     base, _ = tiny.make_tiny_llama(str(tmp_path / "llama"))
     recipe = base_recipe(tmp_path, tmp_path / "llama", ed_data, use_lora=True, lora_r=8, lora_alpha=16,
@@ -164,7 +164,7 @@ def test_recipe_typo_is_one_line_and_exit_code_2(tmp_path, ed_data, capsys):
 @pytest.mark.parametrize("recipe", ["recipes/demo/sft.yaml", "recipes/t5-base_empathetic-dialogues/sft.yaml",
                                     "recipes/llama-3-8b-lora_empathetic-dialogues/sft.yaml"])
 def test_shipped_recipes_parse(recipe, tmp_path):
-    from emprl.config import parse_recipe
+    from emprl.pipeline.config import parse_recipe
     from emprl.sft import SFTScriptConfig, SFTTrainingArguments
 
     root = os.path.join(os.path.dirname(__file__), "..")

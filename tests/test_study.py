@@ -1,4 +1,4 @@
-"""The RL study (emprl.study, emprl.study_report) on a fixture evaluation: per-sample files written by a
+"""The RL study (emprl.study, emprl.study.report) on a fixture evaluation: per-sample files written by a
 small generator, a known effect for EmpRL and none for the placebo; no model is trained or loaded."""
 
 import json
@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from emprl.config import parse_recipe
-from emprl.errors import UserError
+from emprl.common.errors import UserError
+from emprl.pipeline.config import parse_recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTEXTS, K = 80, 2
@@ -56,7 +56,7 @@ def write_fixture_eval(eval_dir, systems: dict[str, tuple[float, float]], *, wit
 
 
 def study_cfg(tmp_path, *extra):
-    from emprl.study import RLStudyConfig
+    from emprl.study.run import RLStudyConfig
 
     cwd = os.getcwd()
     os.chdir(ROOT)
@@ -70,7 +70,7 @@ def study_cfg(tmp_path, *extra):
 
 
 def fixture_systems(cfg, placebo_effect=0.0):
-    from emprl.study import plan_runs
+    from emprl.study.run import plan_runs
 
     systems = {"SFT": (0.0, 0.5)}
     for run in plan_runs(cfg):
@@ -79,7 +79,7 @@ def fixture_systems(cfg, placebo_effect=0.0):
 
 
 def test_report_pools_runs_and_states_each_criterion(tmp_path):
-    from emprl.study import build_report, plan_runs, report_markdown
+    from emprl.study.run import build_report, plan_runs, report_markdown
 
     cfg = study_cfg(tmp_path)
     runs = plan_runs(cfg)
@@ -109,7 +109,7 @@ def test_report_pools_runs_and_states_each_criterion(tmp_path):
 
 
 def test_a_placebo_as_good_as_empraL_fails_that_criterion(tmp_path):
-    from emprl.study import build_report, plan_runs
+    from emprl.study.run import build_report, plan_runs
 
     cfg = study_cfg(tmp_path)
     write_fixture_eval(tmp_path / "eval", fixture_systems(cfg, placebo_effect=0.05))
@@ -120,7 +120,7 @@ def test_a_placebo_as_good_as_empraL_fails_that_criterion(tmp_path):
 
 
 def test_without_per_sample_files_r_emp_is_pooled_from_results_json(tmp_path):
-    from emprl.study import build_report, plan_runs, report_markdown
+    from emprl.study.run import build_report, plan_runs, report_markdown
 
     cfg = study_cfg(tmp_path, "--seeds", "[1, 2]", "--choice_seeds", "[1]")
     write_fixture_eval(tmp_path / "eval", fixture_systems(cfg), with_samples=False)
@@ -133,7 +133,7 @@ def test_without_per_sample_files_r_emp_is_pooled_from_results_json(tmp_path):
 
 
 def test_a_system_missing_contexts_is_a_one_line_error(tmp_path):
-    from emprl.study_report import load_samples
+    from emprl.study.report import load_samples
 
     write_fixture_eval(tmp_path, {"SFT": (0.0, 0.5)})
     lines = (tmp_path / "samples.jsonl").read_text().splitlines()
@@ -143,7 +143,7 @@ def test_a_system_missing_contexts_is_a_one_line_error(tmp_path):
 
 
 def test_main_trains_evaluates_once_and_writes_the_report(tmp_path, monkeypatch, capsys):
-    from emprl import study
+    from emprl.study import run as study
 
     cfg = study_cfg(tmp_path)
     calls = []
@@ -173,7 +173,7 @@ def test_main_trains_evaluates_once_and_writes_the_report(tmp_path, monkeypatch,
 
 @pytest.mark.parametrize("experiment", ["t5-base_empathetic-dialogues", "t5-base_pec"])
 def test_paper_study_recipes_train_empRL_with_five_seeds(experiment, monkeypatch):
-    from emprl.study import RLStudyConfig, plan_runs
+    from emprl.study.run import RLStudyConfig, plan_runs
 
     monkeypatch.chdir(ROOT)
     (cfg,) = parse_recipe((RLStudyConfig,), [f"recipes/{experiment}/study.yaml"])
@@ -184,7 +184,7 @@ def test_paper_study_recipes_train_empRL_with_five_seeds(experiment, monkeypatch
 
 def test_arm_seeds_give_one_equal_budget_dpo_row_and_the_report_still_pools(tmp_path):
     """arm_seeds: DPO on one seed beside 3 EmpRL and placebo seeds; the pooled report handles the short arm."""
-    from emprl.study import RLStudyConfig, build_report, plan_runs, report_markdown
+    from emprl.study.run import RLStudyConfig, build_report, plan_runs, report_markdown
 
     cwd = os.getcwd()
     os.chdir(ROOT)

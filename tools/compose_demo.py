@@ -545,7 +545,7 @@ def fragment_pattern(template: str) -> str:
 
 
 def judge_phrases() -> bytes:
-    """The ER/IP/EX fragments of both valences as patterns, by mechanism and level, for emprl.judges
+    """The ER/IP/EX fragments of both valences as patterns, by mechanism and level, for emprl.evaluate.judges
     (the phrase banks live in tools/, which is not installed)."""
     import json
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import sys
 
-from emprl.errors import run_cli
+from emprl.common.errors import run_cli
+from emprl.common.policy import generate_responses
 from emprl.generate import ArgumentParser, add_model_arguments, load_for_generation, settings_from
-from emprl.policy import generate_responses
 
 USER_MARK, BOT_MARK = "you> ", "listener> "
 NO_REPLY = "(no reply)"

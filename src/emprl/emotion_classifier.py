@@ -34,11 +34,17 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from emprl.baselines.ethreed.batching import ED_EMOTIONS
-from emprl.config import config_to_dict, parse_recipe, recipe_hash
-from emprl.errors import UserError, run_cli
-from emprl.io import atomic_dir, atomic_write_json, atomic_write_jsonl, write_model_card, write_stage_stamp
-from emprl.lifecycle import begin_stage
-from emprl.models import resolve_model
+from emprl.common.errors import UserError, run_cli
+from emprl.common.io import (
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_jsonl,
+    write_model_card,
+    write_stage_stamp,
+)
+from emprl.common.models import resolve_model
+from emprl.pipeline.config import config_to_dict, parse_recipe, recipe_hash
+from emprl.pipeline.lifecycle import begin_stage
 
 logger = logging.getLogger("emprl.emotion_classifier")
 LABEL2ID = {label: i for i, label in enumerate(ED_EMOTIONS)}

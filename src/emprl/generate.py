@@ -12,8 +12,8 @@ import argparse
 import logging
 import os
 
-from emprl.errors import UserError, run_cli
-from emprl.policy import GenerationSettings
+from emprl.common.errors import UserError, run_cli
+from emprl.common.policy import GenerationSettings
 
 logger = logging.getLogger("emprl.generate")
 
@@ -76,7 +76,7 @@ def load_for_generation(args: argparse.Namespace):
     """-> (model, tokenizer, PromptBuilder) for the folder named by --model."""
     import os
 
-    from emprl.policy import load_policy, pick_device, prompt_builder_for
+    from emprl.common.policy import load_policy, pick_device, prompt_builder_for
 
     if not os.path.isdir(args.model):
         raise UserError(f"--model: folder '{args.model}' does not exist")
@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
+    from emprl.common.io import atomic_write_jsonl
+    from emprl.common.policy import generate_responses
     from emprl.data import load_dialogues
-    from emprl.io import atomic_write_jsonl
-    from emprl.policy import generate_responses
 
     settings = settings_from(args)
     if os.path.isdir(args.out):

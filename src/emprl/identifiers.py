@@ -25,13 +25,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from emprl.config import config_to_dict, parse_recipe
+from emprl.common.errors import run_cli
+from emprl.common.io import atomic_dir, atomic_write_json, write_model_card
+from emprl.common.models import hub_revision, resolve_model
+from emprl.common.ranks import join_cpu_ranks
 from emprl.data import LEVEL_NAMES, MECHANISMS, load_epitome
-from emprl.errors import run_cli
-from emprl.io import atomic_dir, atomic_write_json, write_model_card
-from emprl.lifecycle import begin_stage
-from emprl.models import hub_revision, resolve_model
-from emprl.ranks import join_cpu_ranks
+from emprl.pipeline.config import config_to_dict, parse_recipe
+from emprl.pipeline.lifecycle import begin_stage
 from reward_models import EmpathyIdentifier, tokenize_pairs
 
 logger = logging.getLogger("emprl.identifiers")

@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from emprl.config import config_to_dict, parse_recipe
-from emprl.errors import UserError, run_cli
+from emprl.common.errors import UserError, run_cli
+from emprl.pipeline.config import config_to_dict, parse_recipe
 
 logger = logging.getLogger("emprl.init_model")
 
@@ -160,14 +160,14 @@ def count_parameters(model) -> int:
 def main(argv: list[str] | None = None) -> dict | None:
     (cfg,) = parse_recipe((InitModelConfig,), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from emprl.lifecycle import begin_stage
+    from emprl.pipeline.lifecycle import begin_stage
 
     run = begin_stage("init_model", cfg.output_dir, (cfg,), inputs=[cfg.data], overwrite=cfg.overwrite_output_dir)
     if run is None:  # finished for this recipe and this corpus
         return None
 
+    from emprl.common.io import atomic_dir, atomic_write_json, write_model_card
     from emprl.data import load_dialogues
-    from emprl.io import atomic_dir, atomic_write_json, write_model_card
 
     start = time.perf_counter()
     train = load_dialogues(cfg.data, on_bad_rows=cfg.on_bad_rows)["train"]

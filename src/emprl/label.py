@@ -23,13 +23,13 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from emprl.config import config_to_dict, parse_recipe
+from emprl.common.errors import UserError, run_cli
+from emprl.common.io import atomic_dir, atomic_write_json, write_model_card
+from emprl.common.policy import pick_device
+from emprl.common.ranks import launched_ranks
 from emprl.data import LEVEL_NAMES, MECHANISMS, load_dialogues, serialize_context
-from emprl.errors import UserError, run_cli
-from emprl.io import atomic_dir, atomic_write_json, write_model_card
-from emprl.lifecycle import begin_stage
-from emprl.policy import pick_device
-from emprl.ranks import launched_ranks
+from emprl.pipeline.config import config_to_dict, parse_recipe
+from emprl.pipeline.lifecycle import begin_stage
 from reward_models import EmpathyReward
 
 logger = logging.getLogger("emprl.label")

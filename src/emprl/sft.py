@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 
 from transformers import Seq2SeqTrainingArguments
 
-from emprl.config import config_to_dict, parse_recipe, recipe_hash
-from emprl.errors import UserError, run_cli
-from emprl.policy import prompt_ids, response_suffix, save_prompt_settings
-from emprl.ranks import join_cpu_ranks_for_trainer
+from emprl.common.errors import UserError, run_cli
+from emprl.common.policy import prompt_ids, response_suffix, save_prompt_settings
+from emprl.common.ranks import join_cpu_ranks_for_trainer
+from emprl.pipeline.config import config_to_dict, parse_recipe, recipe_hash
 
 logger = logging.getLogger("emprl.sft")
 STAGE_FILE, INITIAL_EVAL_FILE = "stage.json", "initial_eval.json"
@@ -82,7 +82,7 @@ class SFTTrainingArguments(Seq2SeqTrainingArguments):
     def __post_init__(self):
         import torch
 
-        from emprl.precision import CHOICES, choose_mixed_precision
+        from emprl.common.precision import CHOICES, choose_mixed_precision
 
         if self.mixed_precision not in CHOICES:
             raise ValueError(f"key 'mixed_precision': expected one of {', '.join(CHOICES)}, got {self.mixed_precision!r}")
@@ -104,11 +104,11 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, set_seed
 
+    from emprl.common.models import hub_revision, resolve_model
+    from emprl.common.policy import load_policy
+    from emprl.common.prompts import PromptBuilder
     from emprl.data import load_dialogues
-    from emprl.lifecycle import begin_stage
-    from emprl.models import hub_revision, resolve_model
-    from emprl.policy import load_policy
-    from emprl.prompts import PromptBuilder
+    from emprl.pipeline.lifecycle import begin_stage
 
     # Inputs are read and checked before the output folder is locked and touched (docs/lifecycle.md).
     data = load_dialogues(cfg.data, cfg.on_bad_rows)
@@ -248,7 +248,7 @@ def _ppl(loss: float) -> float:
 
 def _prepare_output_dir(args, stamp: str) -> str | None:
     """Start afresh (overwrite), or find the checkpoint to resume from."""
-    from emprl.io import read_stage_stamp
+    from emprl.common.io import read_stage_stamp
 
     out = args.output_dir
     with args.main_process_first(desc="preparing output_dir"):
@@ -278,7 +278,7 @@ def _newest_intact_checkpoint(out: str) -> str | None:
     """transformers' last checkpoint, or the newest before it that loads (a killed save leaves a cut one)."""
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-    from emprl.lifecycle import newest_intact_checkpoint
+    from emprl.pipeline.lifecycle import newest_intact_checkpoint
 
     found = glob.glob(os.path.join(out, f"{PREFIX_CHECKPOINT_DIR}-*"))
     steps = sorted((int(p.rsplit("-", 1)[1]), p) for p in found if p.rsplit("-", 1)[1].isdigit() and os.path.isdir(p))
@@ -293,7 +293,7 @@ def _initial_eval(trainer, args) -> dict:
             return json.load(fh)
     metrics = trainer.evaluate()
     if trainer.is_world_process_zero():
-        from emprl.io import atomic_write_json
+        from emprl.common.io import atomic_write_json
 
         atomic_write_json(path, metrics)
     return metrics
@@ -309,7 +309,7 @@ def _final_eval(trainer, args) -> dict:
 
 
 def _write_results(output_dir: str, cfg, args, metrics: dict, enc_dec: bool) -> None:
-    from emprl.io import atomic_write_json, write_model_card
+    from emprl.common.io import atomic_write_json, write_model_card
 
     atomic_write_json(os.path.join(output_dir, "metrics.json"), metrics)
     recipe = config_to_dict(cfg)

@@ -32,7 +32,7 @@ import time
 
 import torch
 
-from emprl.errors import UserError, run_cli
+from emprl.common.errors import UserError, run_cli
 
 PHASES = ("generation", "reward", "optimization")
 
@@ -41,9 +41,9 @@ def bench_recipe(recipe: str, steps: int, extra: list[str] | None = None) -> dic
     """Run ``steps`` PPO steps of ``recipe`` and return the mean timings."""
     from trl import PPOConfig
 
-    from emprl.config import parse_recipe
-    from emprl.ppo import PPORun, PPOScriptConfig
-    from emprl.ranks import join_cpu_ranks
+    from emprl.common.ranks import join_cpu_ranks
+    from emprl.pipeline.config import parse_recipe
+    from emprl.ppo.train import PPORun, PPOScriptConfig
 
     with tempfile.TemporaryDirectory(prefix="bench-ppo-") as out:
         argv = [recipe, "--output_dir", out, "--eval_samples", "0", "--save_steps", "0", "--steps", str(steps),

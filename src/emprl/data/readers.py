@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator
 
 from datasets import Dataset, DatasetDict
 
-from emprl.errors import UserError
-from emprl.mechanisms import LEVEL_NAMES, MECHANISMS  # noqa: F401 (LEVEL_NAMES: re-exported by emprl.data)
+from emprl.common.errors import UserError
+from emprl.common.mechanisms import LEVEL_NAMES, MECHANISMS  # noqa: F401 (LEVEL_NAMES: re-exported by emprl.data)
 
 logger = logging.getLogger("emprl.data")
 

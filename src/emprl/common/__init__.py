@@ -1,0 +1,1 @@
+"""The shared library: errors, files, models, policies, prompts, precision, ranks, mechanisms."""

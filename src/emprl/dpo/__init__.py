@@ -1,0 +1,1 @@
+"""EmpRL-DPO (docs/dpo.md): ``python -m emprl.dpo RECIPE`` runs ``emprl.dpo.train``."""

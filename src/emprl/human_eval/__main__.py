@@ -1,0 +1,4 @@
+from emprl.common.errors import run_cli
+from emprl.human_eval.run import main
+
+run_cli(main)

@@ -1,0 +1,131 @@
+"""The ``emprl`` command: run a stage under ``accelerate launch`` without losing our error.
+
+    emprl launch [--config_file recipes/accelerate/cpu.yaml] [accelerate options] <stage> <recipe.yaml> [--key value ...]
+    emprl stages                                  # the stage names and their modules
+
+The recipe is parsed and range-checked here first, so a mistake is one line and exit code 2 before
+any process starts. Then accelerate's launcher runs ``-m <module> <recipe> ...``; when the stage
+fails, its exit code (2 for a user error, whose one line it has printed) becomes ours, without the
+launcher's ``CalledProcessError`` traceback on top (docs/lifecycle.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+
+from emprl.common.errors import EXIT_USER_ERROR, UserError, run_cli
+
+# stage name -> (module run by accelerate, the dataclasses its recipe fills: "module:Name")
+STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "init_model": ("emprl.init_model", ("emprl.init_model:InitModelConfig",)),
+    "sft": ("emprl.sft", ("emprl.sft:SFTScriptConfig", "emprl.sft:SFTTrainingArguments")),
+    "identifiers": ("emprl.identifiers", ("emprl.identifiers:IdentifiersConfig",)),
+    "label": ("emprl.label", ("emprl.label:LabelConfig",)),
+    "ppo": ("emprl.ppo", ("emprl.ppo.train:PPOScriptConfig", "trl:PPOConfig")),
+    "emotion_classifier": ("emprl.emotion_classifier", ("emprl.emotion_classifier:EmotionClassifierConfig",)),
+    "ethreed": ("emprl.baselines.ethreed.train", ("emprl.baselines.ethreed.train:EthreedTrainConfig",)),
+    "evaluate": ("emprl.evaluate", ("emprl.evaluate.run:EvaluateConfig",)),
+    "dpo": ("emprl.dpo", ("emprl.dpo.train:DPOScriptConfig", "emprl.dpo.train:DPOTrainingArguments")),
+}
+USAGE = ("usage: emprl launch [--config_file ACCELERATE.yaml] [accelerate options] STAGE RECIPE.yaml [--key value ...]\n"
+         "       emprl stages\n"
+         f"STAGE: one of {', '.join(STAGES)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    command, rest = argv[0], argv[1:]
+    if command == "stages":
+        for name, (module, _) in STAGES.items():
+            print(f"{name:<20} python -m {module}")
+        return
+    if command != "launch":
+        raise UserError(f"unknown command {command!r}; expected 'launch' or 'stages' (emprl --help)")
+    options, rest = _launcher_options(rest)
+    if len(rest) < 2:
+        raise UserError("emprl launch: expected a stage and a recipe file (emprl --help)")
+    stage, stage_args = rest[0], rest[1:]
+    if stage not in STAGES:
+        raise UserError(f"emprl launch: unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    validate(stage, stage_args)
+    if not any(o == "--config_file" or o.startswith("--config_file=") for o in options):
+        default = default_accelerate_config()
+        options = ["--config_file", default, *options] if default else options
+    sys.exit(launch(STAGES[stage][0], stage_args, options))
+
+
+def validate(stage: str, stage_args: list[str]) -> None:
+    """Parse the recipe as the stage will (unknown keys, types, ranges, paths), in this process."""
+    from emprl.pipeline.config import parse_recipe
+
+    types = []
+    for ref in STAGES[stage][1]:
+        module, _, name = ref.partition(":")
+        types.append(getattr(importlib.import_module(module), name))
+    parse_recipe(tuple(types), stage_args)
+
+
+def launch(module: str, stage_args: list[str], options: list[str]) -> int:
+    """accelerate's own launcher, in this process; returns the stage's exit code."""
+    from accelerate.commands.launch import launch_command, launch_command_parser
+
+    for i, option in enumerate(options):
+        config_file = options[i + 1] if option == "--config_file" and i + 1 < len(options) else \
+            option.partition("=")[2] if option.startswith("--config_file=") else None
+        if config_file is not None and not os.path.isfile(config_file):
+            raise UserError(f"--config_file: {config_file} does not exist")
+    try:
+        args = launch_command_parser().parse_args([*options, "-m", module, *stage_args])
+    except SystemExit as err:  # argparse has printed its one-line usage error
+        raise SystemExit(EXIT_USER_ERROR if err.code else 0) from None
+    try:
+        launch_command(args)
+    except subprocess.CalledProcessError as err:  # one process: the child's code, its message already shown
+        return err.returncode
+    except Exception as err:  # torch's elastic launcher (several processes): the first failed rank's code
+        failures = getattr(err, "failures", None)
+        if not failures:
+            raise
+        codes = [getattr(f, "exitcode", 1) for f in failures.values()]
+        return EXIT_USER_ERROR if EXIT_USER_ERROR in codes else (codes[0] or 1)
+    return 0
+
+
+def default_accelerate_config() -> str | None:
+    """The repository's config for this machine (one GPU, else the CPU), when run from its root."""
+    try:
+        import torch
+
+        name = "single_gpu" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        name = "cpu"
+    path = os.path.join("recipes", "accelerate", f"{name}.yaml")
+    return path if os.path.isfile(path) else None
+
+
+def _launcher_options(args: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``[accelerate options] STAGE ...``: an option takes the next word as its value unless it
+    is written ``--opt=value`` or the next word is an option or a stage name (a flag)."""
+    options, i = [], 0
+    while i < len(args) and args[i].startswith("-"):
+        options.append(args[i])
+        takes_value = "=" not in args[i] and i + 1 < len(args) and not args[i + 1].startswith("-") \
+            and args[i + 1] not in STAGES
+        if takes_value:
+            options.append(args[i + 1])
+        i += 2 if takes_value else 1
+    return options, args[i:]
+
+
+def entry_point() -> None:
+    run_cli(main)
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -1,0 +1,201 @@
+"""What the PPO stage writes: the per-step logs, checkpoints and resume, and the finished output
+folder (final policy, ``best/`` merged, ``metrics.json``, curves, model card, ``stage.json`` last)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import warnings
+
+from emprl.common.errors import UserError
+from emprl.common.io import atomic_write_json, atomic_write_text, read_jsonl, write_model_card
+from emprl.pipeline.config import config_to_dict, recipe_hash
+from emprl.pipeline.lifecycle import newest_intact_checkpoint
+from emprl.ppo.checkpoint import list_checkpoints, rotate_checkpoints
+from emprl.ppo.curves import plot_training_curves
+from emprl.ppo.held_out import _summary
+from emprl.ppo.trainer import EmpRLPPOTrainer
+
+logger = logging.getLogger("emprl.ppo")
+_RUN_ARTIFACTS = ("log.jsonl", "eval.jsonl", "metrics.json", "stage.json", "training_curves.png", "runs",
+                  "best", "adapter")
+
+
+class RunLog:
+    """One JSON line per row in ``output_dir/<name>`` and its finite scalars to the tracker (main process)."""
+
+    def __init__(self, output_dir: str, ppo_cfg, accelerator, is_main: bool):
+        self.output_dir, self.ppo_cfg, self.accelerator, self.is_main = output_dir, ppo_cfg, accelerator, is_main
+
+    def write(self, row: dict, name: str) -> None:
+        if not self.is_main:
+            return
+        with open(os.path.join(self.output_dir, name), "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        prefix = "eval/" if name == "eval.jsonl" else "train/"
+        scalars = {prefix + k: v for k, v in row.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step" and math.isfinite(v)}
+        if self.ppo_cfg.log_with:
+            self.accelerator.log(scalars, step=row["step"])
+
+
+class RunOutputs:
+    """Checkpoints, resume and the finished folder of one run (its trainer, counters and evaluations)."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def save_checkpoint(self, step: int) -> None:
+        run, ev = self.run, self.run.evaluation
+        path = os.path.join(run.cfg.output_dir, f"checkpoint-{step}")
+        run.trainer.save_checkpoint(path, {
+            "step": step, "samples_consumed": step * run.ppo_cfg.batch_size * run.world,
+            "nan_streak": run.nan_streak, "skipped_steps": run.skipped_steps, "best": ev.best,
+            "eval_history": ev.history, "recipe_hash": recipe_hash(run.cfg, run.ppo_cfg)})
+        if run.is_main:
+            rotate_checkpoints(run.cfg.output_dir, run.cfg.save_total_limit)
+        run.last_checkpoint = path
+        run.trainer.accelerator.wait_for_everyone()
+
+    def resume(self, path: str) -> int:
+        run, ev = self.run, self.run.evaluation
+        state = run.trainer.load_checkpoint(path)
+        step = int(state["step"])
+        if state.get("recipe_hash") != recipe_hash(run.cfg, run.ppo_cfg):
+            warnings.warn(f"{path}: the recipe changed since this checkpoint was written", stacklevel=2)
+        run.nan_streak, run.skipped_steps = state["nan_streak"], state["skipped_steps"]
+        ev.best, ev.history, run.last_checkpoint = state["best"], state["eval_history"], path
+        best_note = os.path.join(run.cfg.output_dir, "best", "best.json")
+        if os.path.isfile(best_note):  # best/ may hold a policy evaluated after this checkpoint
+            with open(best_note, encoding="utf-8") as fh:
+                on_disk = json.load(fh)
+            if ev.best is None or on_disk["r_emp"] >= ev.best["r_emp"]:
+                ev.best = on_disk
+        if run.is_main:
+            for name in ("log.jsonl", "eval.jsonl"):  # drop rows written after the checkpoint
+                _truncate_jsonl(os.path.join(run.cfg.output_dir, name), step)
+            logger.warning("resuming from %s (step %d)", path, step)
+        run.trainer.accelerator.wait_for_everyone()
+        return step
+
+    def finish(self, step: int, stage, minutes: float) -> None:
+        run, ev = self.run, self.run.evaluation
+        trainer = run.trainer
+        acc, out = trainer.accelerator, run.cfg.output_dir
+        checksums = _gather_checksums(trainer)
+        _export_into(trainer, out)                          # the final policy, value head included
+        if trainer.is_peft_model:
+            trainer.save_adapter(os.path.join(out, "adapter"))
+            acc.wait_for_everyone()
+            best = os.path.join(out, "best")
+            if os.path.isfile(os.path.join(best, "adapter_model.safetensors")):
+                trainer.load_adapter_weights(best)          # training is over: reuse the live model
+                note = _read_text(os.path.join(best, "best.json")) if run.is_main else ""
+                trainer.export_policy(best, extra_files={"best.json": note})
+                trainer.load_adapter_weights(os.path.join(out, "adapter"))  # back to the final policy
+        acc.wait_for_everyone()
+        acc.end_training()
+        if not run.is_main:
+            return
+        log_rows = _read_jsonl(os.path.join(out, "log.jsonl"))
+        trained = [r for r in log_rows if not r.get("skipped")]
+        final = _summary(ev.history[-1]) if ev.history else {}
+        metrics = {
+            "sft": next((_summary(r) for r in ev.history if r["step"] == 0), None),
+            "final": final, "best": ev.best, "steps": step, "skipped_steps": run.skipped_steps,
+            "train_kl_last": trained[-1]["kl"] if trained else None,
+            "minutes": minutes, "world_size": run.world, "rank_weight_checksums": checksums,
+        }
+        atomic_write_json(os.path.join(out, "metrics.json"), metrics)
+        plot_training_curves(log_rows, ev.history, os.path.join(out, "training_curves.png"))
+        sft_r_emp = (metrics["sft"] or {}).get("r_emp", math.nan)
+        card_metrics = {"held-out R_emp (SFT, step 0)": sft_r_emp, "held-out R_emp (final)": final.get("r_emp"),
+                        "held-out Delta R_emp vs SFT (final, paired)": final.get("delta_r_emp"),
+                        "held-out Emp-F1 (final)": final.get("emp_f1"),
+                        "held-out KL to reference (final)": final.get("kl"),
+                        "held-out R_emp (best)": (ev.best or {}).get("r_emp"), "PPO steps": step}
+        write_model_card(out, "EmpRL PPO policy", _CARD_SUMMARY, config_to_dict(run.cfg, run.ppo_cfg),
+                         {k: v for k, v in card_metrics.items() if v is not None}, extra=_CARD_USAGE)
+        stage.stamp(out)  # last: marks the folder complete
+        ci = final.get("delta_r_emp_ci")
+        paired = (f" (paired Delta {final['delta_r_emp']:+.4f}, 95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}])"
+                  if ci else "")
+        print(f"emprl.ppo.train: done in {minutes:.1f} min; held-out R_emp {sft_r_emp:.4f} (SFT) -> "
+              f"{final.get('r_emp', math.nan):.4f} (PPO){paired}, KL to reference {final.get('kl', math.nan):.3f}; "
+              f"outputs in {out}")
+
+
+_CARD_SUMMARY = """Empathetic response generator fine-tuned with PPO (TRL 0.11.4) against the EmpRL empathy
+reward R_emp = exp(-sum_i CE(identifier_i(c, y_hat), l_i)), initialised from the SFT policy, with a
+KL penalty to it. `model.safetensors` also holds the value head (`v_head.*`)."""
+_CARD_USAGE = """## Usage
+
+```python
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM   # plain inference
+from trl import AutoModelForCausalLMWithValueHead, AutoModelForSeq2SeqLMWithValueHead  # + value head
+```
+
+Files: `log.jsonl` (per PPO step), `eval.jsonl` (held-out evaluations), `training_curves.png`,
+`metrics.json`, `best/` (best held-out R_emp), `runs/` (tensorboard)."""
+
+
+def _prepare_output_dir(cfg) -> str | None:
+    """The checkpoint to resume from, or None for a fresh start (after clearing an earlier run)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    checkpoints = list_checkpoints(cfg.output_dir)
+    finished = os.path.isfile(os.path.join(cfg.output_dir, "stage.json"))
+    if cfg.resume and checkpoints and not cfg.overwrite_output_dir:
+        intact = newest_intact_checkpoint(checkpoints)  # a damaged newest one falls back to the one before
+        if intact:
+            return intact
+        raise UserError(f"resume: no checkpoint in {cfg.output_dir} loads; pass --overwrite_output_dir true "
+                        "to start over")
+    if checkpoints and not finished and not cfg.overwrite_output_dir and not cfg.resume:
+        raise UserError(f"output_dir: {cfg.output_dir} holds checkpoints of an interrupted run; pass "
+                        "--resume true to continue it or --overwrite_output_dir true to start over")
+    if cfg.resume and not checkpoints:
+        logger.warning("resume: no checkpoint in %s, starting from the SFT policy", cfg.output_dir)
+    if state.is_main_process:
+        os.makedirs(cfg.output_dir, exist_ok=True)
+        for name in list(os.listdir(cfg.output_dir)):
+            path = os.path.join(cfg.output_dir, name)
+            if name.startswith("checkpoint-") or name in _RUN_ARTIFACTS:
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    state.wait_for_everyone()
+    return None
+
+
+def _export_into(trainer: EmpRLPPOTrainer, output_dir: str) -> None:
+    """Export the policy next to the logs: written to a sibling folder, then moved in file by file."""
+    staging = os.path.join(output_dir, ".export")
+    trainer.export_policy(staging)
+    if trainer.accelerator.is_main_process:
+        for name in os.listdir(staging):
+            os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+
+
+def _gather_checksums(trainer: EmpRLPPOTrainer) -> list[str]:
+    from accelerate.utils import gather_object
+
+    return gather_object([trainer.weights_checksum()])
+
+
+_read_jsonl = read_jsonl  # the old name, re-exported by emprl.ppo
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def _truncate_jsonl(path: str, last_step: int) -> None:
+    if os.path.isfile(path):
+        kept = [r for r in _read_jsonl(path) if r.get("step", 0) <= last_step]
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))

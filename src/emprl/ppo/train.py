@@ -1,0 +1,373 @@
+"""Stage 4 — PPO (EmpRL paper §III-C): the SFT policy, a value head, the empathy reward, TRL's PPO.
+
+    accelerate launch --config_file recipes/accelerate/cpu.yaml -m emprl.ppo recipes/demo/ppo.yaml
+    python -m emprl.ppo recipes/demo/ppo.yaml --resume true       # continue an interrupted run
+
+Per step: a batch of contexts (seeded order) -> prompts -> sampled responses (top-k 20, top-p 1.0,
+temperature 0.9, at most 30 new tokens, no minimum length) -> R_emp against the cached gold levels ->
+``PPOTrainer.step`` (per-token reward -beta*KL_t, plus R_emp at the last token; GAE; clipped
+surrogate + vf_coef * value loss). Every ``eval_steps`` (and at step 0, i.e. the SFT policy) a fixed
+held-out subset is sampled with a fixed seed and scored: mean R_emp, Emp-F1 and KL to the reference.
+
+Outputs in ``output_dir``: the final policy with its value head (``model.safetensors``; LoRA merged,
+adapter in ``adapter/``), ``best/`` (best held-out R_emp), ``checkpoint-N/`` (resume state),
+``log.jsonl``, ``eval.jsonl``, ``runs/`` (tensorboard), ``training_curves.png``, ``metrics.json``,
+``README.md`` and, last, ``stage.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from trl import PPOConfig
+
+from emprl.common.errors import UserError, run_cli
+from emprl.common.policy import PAPER_DECODING
+from emprl.common.ranks import join_cpu_ranks
+from emprl.pipeline.config import parse_recipe
+from emprl.pipeline.lifecycle import begin_stage, check_model_folder
+from emprl.ppo.curves import plot_training_curves  # noqa: F401  (re-exported)
+from emprl.ppo.held_out import PER_CONTEXT, HeldOutEvaluation, _summary  # noqa: F401  (re-exported)
+from emprl.ppo.outputs import (  # noqa: F401  (re-exported)
+    RunLog,
+    RunOutputs,
+    _export_into,
+    _gather_checksums,
+    _prepare_output_dir,
+    _read_jsonl,
+    _truncate_jsonl,
+)
+from emprl.ppo.setup import (  # noqa: F401  (re-exported)
+    _check_batch_sizes,
+    _choose_precision,
+    _configure_logging,
+    _eval_subset,
+    _find_empathy_reward,
+    _load_data,
+    _rollout_kwargs,
+    _scheduler,
+    _stop_ids,
+    load_value_head_policy,
+)
+from emprl.ppo.trainer import EmpRLPPOTrainer
+from reward_models.baseline import apply_baseline
+
+_init_distributed = join_cpu_ranks  # the old name (emprl.dpo and older scripts import it from here)
+logger = logging.getLogger("emprl.ppo")
+STAGE = "ppo"
+# TRL 0.11.4 announces the classic PPO API's deprecation on every PPOConfig; it is the API we pin
+# (docs/rl-effect.md), and the notice would sit before every one-line error.
+warnings.filterwarnings("ignore", message=".*PPOConfig.*deprecated", category=FutureWarning)
+
+
+@dataclass
+class PPOScriptConfig:
+    sft_model_path: str = field(metadata={"help": "the SFT stage's output folder (merged weights)",
+                                          "existing_path": True})
+    labelled_data: str = field(metadata={"help": "the labelling stage's output (save_to_disk folder)",
+                                         "existing_path": True})
+    identifiers_dir: str | None = field(default=None, metadata={
+        "help": "the identifiers stage's output folder", "existing_path": True})
+    reward: dict = field(default_factory=lambda: {"empathy": 1.0}, metadata={
+        "help": "reward components and weights, e.g. {empathy: 1.0}"})
+    output_dir: str = "outputs/ppo"
+    # policy
+    use_lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | None = field(default=None, metadata={"help": "default: PEFT's per architecture"})
+    bf16: bool = field(default=False, metadata={"help": "LoRA: load the base weights in bf16 (full fine-tuning keeps fp32 "
+                                                        "weights; see mixed_precision)"})
+    mixed_precision: str = field(default="auto", metadata={
+        "help": "auto | bf16 | no: bf16 autocast where the device computes bf16 natively (CUDA, CPUs with "
+                "AVX512-BF16/AMX), fp32 elsewhere; log-probabilities and the PPO ratio stay fp32"})
+    fix_first_token: bool = field(default=True, metadata={
+        "help": "give y1 of encoder-decoder responses its PPO terms (false = TRL 0.11 behaviour)"})
+    # rollouts (the paper's decoding)
+    top_k: int = PAPER_DECODING["top_k"]
+    top_p: float = PAPER_DECODING["top_p"]
+    temperature: float = PAPER_DECODING["temperature"]
+    max_new_tokens: int = PAPER_DECODING["max_new_tokens"]
+    min_new_tokens: int = field(default=0, metadata={
+        "help": "rollouts end no earlier than this (the authors: 5); see docs/minimum-length.md"})
+    generation_batch_size: int | None = field(default=None, metadata={"help": "default: batch_size"})
+    # Reward handling beyond TRL's own keys (use_score_norm, use_score_scaling, whiten_rewards).
+    samples_per_context: int = field(default=1, metadata={
+        "help": "K responses sampled per training context in a step (batch_size must be a multiple of K)"})
+    reward_baseline: str = field(default="none", metadata={
+        "help": "none (the paper) | leave_one_out: subtract the mean reward of the other K-1 samples of the "
+                "same context before TRL sees it (an opt-in beyond the paper; needs samples_per_context >= 2)"})
+    reward_gold: str = field(default="own", metadata={
+        "help": "own (EmpRL) | shuffled: the placebo control, R_emp against the gold levels of another, seeded "
+                "training context (same reward scale, no information; docs/rl-effect.md)"})
+    reuse_encoder_states: bool = field(default=True, metadata={
+        "help": "encoder-decoder policies: encode each distinct context once per forward pass, shared by its K "
+                "samples (same outputs and gradients, less compute; emprl.ppo.encoder_reuse)"})
+    group_minibatches: bool = field(default=True, metadata={
+        "help": "with samples_per_context K > 1, PPO mini-batches take a context's K samples together, so each "
+                "is encoded once (false: TRL's row-level shuffle)"})
+    eval_batch_size: int | None = field(default=None, metadata={
+        "help": "held-out generation batch (default: generation_batch_size); larger is faster on CPU"})
+    # prompt settings: default to what the SFT stage saved with the model (emprl_prompt.json)
+    max_source_tokens: int | None = None
+    speaker_tag: str | None = None
+    listener_tag: str | None = None
+    system_prompt: str | None = None
+    lr_scheduler_type: str = field(default="constant", metadata={"help": "transformers scheduler name"})
+    warmup_steps: int = 0
+    lr_decay_steps: int | None = field(default=None, metadata={
+        "help": "PPO steps the schedule spans (linear: reaches 0 there); null: steps"})
+    lr_decay_over_epochs: float | None = field(default=None, metadata={
+        "help": "or: the schedule spans this many passes over the training contexts (the authors: 3)"})
+    # evaluation, checkpoints, safety
+    eval_steps: int = 100
+    eval_samples: int = 200
+    eval_repeats: int = field(default=1, metadata={
+        "help": "responses sampled per held-out context: a steadier mean for the SFT-vs-PPO comparison"})
+    eval_split: str = "validation"
+    eval_seed: int = 1234
+    save_steps: int = 100
+    save_total_limit: int | None = 2
+    resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "start over even if output_dir holds a finished or interrupted run"})
+    nan_patience: int = field(default=3, metadata={"help": "consecutive NaN/inf reward steps before stopping"})
+
+    def __post_init__(self):
+        from emprl.common.precision import CHOICES
+        from reward_models.baseline import BASELINES
+
+        if self.eval_repeats < 1:
+            raise ValueError(f"key 'eval_repeats': expected a positive integer, got {self.eval_repeats}")
+        if self.samples_per_context < 1:
+            raise ValueError(f"key 'samples_per_context': expected a positive integer, got {self.samples_per_context}")
+        if self.reward_baseline not in BASELINES:
+            raise ValueError(f"key 'reward_baseline': expected one of {', '.join(BASELINES)}, "
+                             f"got {self.reward_baseline!r}")
+        if self.reward_baseline == "leave_one_out" and self.samples_per_context < 2:
+            raise ValueError("key 'reward_baseline': leave_one_out needs samples_per_context >= 2, "
+                             f"got {self.samples_per_context}")
+        if self.reward_gold not in ("own", "shuffled"):
+            raise ValueError(f"key 'reward_gold': expected own or shuffled, got {self.reward_gold!r}")
+        if self.mixed_precision not in CHOICES:
+            raise ValueError(f"key 'mixed_precision': expected one of {', '.join(CHOICES)}, "
+                             f"got {self.mixed_precision!r}")
+        if self.lr_decay_steps is not None and self.lr_decay_over_epochs is not None:
+            raise ValueError("keys 'lr_decay_steps' and 'lr_decay_over_epochs': set one of them, not both")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(f"key 'min_new_tokens': expected 0 to max_new_tokens ({self.max_new_tokens}), "
+                             f"got {self.min_new_tokens}")
+
+
+def main(argv=None):
+    cfg, ppo_cfg = parse_recipe((PPOScriptConfig, PPOConfig), argv)
+    join_cpu_ranks()  # several CPU ranks: one process group, not one run each (docs/cpu-ranks.md)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    start = time.time()
+    # Everything is checked before the output folder is touched (docs/lifecycle.md).
+    _check_batch_sizes(ppo_cfg, cfg.samples_per_context)
+    data = _load_data(cfg, ppo_cfg.seed)
+    check_model_folder(cfg.sft_model_path, "sft_model_path")
+    stage = begin_stage(STAGE, cfg.output_dir, (cfg, ppo_cfg), in_place=True,
+                        inputs=[cfg.sft_model_path, cfg.labelled_data, cfg.identifiers_dir],
+                        overwrite=cfg.overwrite_output_dir)
+    if stage is None:
+        return None
+    checkpoint = _prepare_output_dir(cfg)
+
+    # 1. Load: policy + value head, reference, reward, data (emprl.ppo.setup).
+    run = PPORun(cfg, ppo_cfg, data=data)
+    step = 0
+    if checkpoint:
+        step = run.outputs.resume(checkpoint)
+    else:
+        run.evaluation.evaluate(0)             # the SFT policy, before any update
+
+    # 2. The PPO loop: rollout -> R_emp -> PPO step; held-out evaluation (emprl.ppo.held_out) and
+    #    checkpoints (emprl.ppo.outputs) every so many steps.
+    bar = run.progress(initial=step)
+    while step < ppo_cfg.steps:
+        step += 1
+        row = run.train_step(step)
+        bar.update(1)
+        bar.set_postfix(reward=f"{row.get('r_emp', row['reward']):.3f}", kl=f"{row.get('kl', 0):.3f}",
+                        len=f"{row['response_words']:.1f}")
+        if cfg.eval_steps > 0 and step % cfg.eval_steps == 0:
+            run.evaluation.evaluate(step)
+        if cfg.save_steps > 0 and step % cfg.save_steps == 0 and not row.get("skipped"):
+            run.outputs.save_checkpoint(step)  # never a checkpoint right after a NaN step
+    bar.close()
+    if not run.evaluation.evaluated_at(step):
+        run.evaluation.evaluate(step)
+
+    # 3. Finish: final policy, best/, metrics, curves, model card, stage.json last.
+    run.outputs.finish(step, stage, minutes=(time.time() - start) / 60)
+    stage.release()
+    return run
+
+
+class PPORun:
+    """The trainer, the reward and the data order, and one PPO step; the held-out evaluation
+    (``evaluation``) and the outputs (``outputs``: checkpoints, resume, finish) are parts of their own."""
+
+    def __init__(self, cfg: PPOScriptConfig, ppo_cfg: PPOConfig, data: tuple | None = None):
+        """``data``: the (train, held-out) splits when the caller has loaded them already."""
+        from accelerate import PartialState
+        from trl.core import set_seed
+
+        from emprl.common.policy import prompt_builder_for
+        from reward_models.registry import build_reward
+
+        self.cfg, self.ppo_cfg = cfg, ppo_cfg
+        state = PartialState()
+        self.is_main, self.rank, self.world = state.is_main_process, state.process_index, state.num_processes
+        _check_batch_sizes(ppo_cfg, cfg.samples_per_context)
+        set_seed(ppo_cfg.seed)  # the value head and LoRA weights are initialised at random
+
+        self.train, self.eval_data = data or _load_data(cfg, ppo_cfg.seed)
+        model, ref_model, tokenizer, self.is_encoder_decoder, path = load_value_head_policy(cfg)
+        self.builder = prompt_builder_for(path, tokenizer, self.is_encoder_decoder,
+                                          max_source_tokens=cfg.max_source_tokens, speaker_tag=cfg.speaker_tag,
+                                          listener_tag=cfg.listener_tag, system_prompt=cfg.system_prompt)
+        tokenizer.padding_side = self.builder.generation_padding_side  # T5: right (docs/padding-sides.md)
+        self.stop_ids = _stop_ids(model.pretrained_model, tokenizer, self.builder)
+
+        _configure_logging(cfg, ppo_cfg)
+        self.precision = _choose_precision(cfg, ppo_cfg)
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=ppo_cfg.learning_rate)
+        scheduler = _scheduler(cfg, ppo_cfg, optimizer, self.world, n_train=len(self.train))
+        self.trainer = EmpRLPPOTrainer(config=ppo_cfg, model=model, ref_model=ref_model, tokenizer=tokenizer,
+                                       optimizer=optimizer, lr_scheduler=scheduler,
+                                       fix_first_token=cfg.fix_first_token, prompt_builder=self.builder,
+                                       context_group=cfg.samples_per_context if cfg.group_minibatches else 1)
+        if cfg.reuse_encoder_states and self.is_encoder_decoder:  # after the reference was copied
+            from emprl.ppo.encoder_reuse import reuse_encoder_states
+
+            acc = self.trainer.accelerator
+            for m in (self.trainer.model, self.trainer.ref_model):
+                if m is not None:
+                    reuse_encoder_states(acc.unwrap_model(m))
+        set_seed(ppo_cfg.seed + self.rank)  # each rank samples its own responses
+
+        shared = {"identifiers_dir": cfg.identifiers_dir, "device": self.trainer.accelerator.device,
+                  "speaker_tag": self.builder.speaker_tag, "listener_tag": self.builder.listener_tag}
+        self.reward = build_reward(cfg.reward, **shared)
+        self.empathy = _find_empathy_reward(self.reward, cfg, self.trainer.accelerator.device)
+        self.generation_kwargs = _rollout_kwargs(cfg, tokenizer, self.stop_ids)
+        self.generation_batch_size = cfg.generation_batch_size or ppo_cfg.batch_size
+        self.nan_streak, self.skipped_steps = 0, 0
+        self.last_checkpoint: str | None = None
+        self._perms: dict[int, np.ndarray] = {}
+        self.log = RunLog(cfg.output_dir, ppo_cfg, self.trainer.accelerator, self.is_main)
+        eval_rows = [row for row in _eval_subset(len(self.eval_data), cfg.eval_samples, cfg.eval_seed)
+                     for _ in range(cfg.eval_repeats)]
+        self.evaluation = HeldOutEvaluation(self, self.eval_data, eval_rows)
+        self.outputs = RunOutputs(self)
+
+    # -- data order ---------------------------------------------------------------------------------
+    def batch_rows(self, step: int) -> list[int]:
+        """This rank's rows for ``step`` (1-based): the training set in a seeded order, a fresh
+        permutation per epoch; each step takes batch_size / K contexts x processes, each rank its
+        shard, and every context appears K times in a row (K = samples_per_context)."""
+        k_per = self.cfg.samples_per_context
+        size = self.ppo_cfg.batch_size // k_per
+        first = (step - 1) * size * self.world + self.rank * size
+        rows = []
+        for k in range(first, first + size):
+            epoch, pos = divmod(k, len(self.train))
+            if epoch not in self._perms:
+                self._perms = {epoch: np.random.default_rng([self.ppo_cfg.seed, epoch]).permutation(len(self.train))}
+            rows.extend([int(self._perms[epoch][pos])] * k_per)
+        return rows
+
+    # -- one PPO step ---------------------------------------------------------------------------------
+    def rollout(self, batch: dict, batch_size: int | None = None) -> tuple[list, list, list[str], list[str]]:
+        """Prompts -> sampled responses (token tensors for TRL, cleaned texts for the reward), and the
+        contexts as the identifiers read them (serialised exactly as the labelling step did)."""
+        from emprl.common.policy import clean_response, prompt_ids
+        from emprl.data import serialize_context
+
+        queries = [torch.tensor(prompt_ids(self.builder, turns), dtype=torch.long) for turns in batch["context"]]
+        responses = self.trainer.sample(queries, self.generation_kwargs, batch_size or self.generation_batch_size,
+                                        self.builder.generation_padding_side, eos_token_ids=self.stop_ids)
+        skip = 1 if self.is_encoder_decoder else 0
+        texts = [clean_response(self.trainer.tokenizer.decode(r[skip:], skip_special_tokens=True), self.builder)
+                 for r in responses]
+        tok = next(iter(self.empathy.tokenizers.values()))
+        contexts = [serialize_context(turns, tok, self.empathy.max_context_len, self.builder.speaker_tag,
+                                      self.builder.listener_tag) for turns in batch["context"]]
+        return queries, responses, texts, contexts
+
+    def train_step(self, step: int) -> dict:
+        t0 = time.perf_counter()
+        batch = self.train[self.batch_rows(step)]
+        queries, responses, texts, contexts = self.rollout(batch)
+        t1 = time.perf_counter()
+        total, parts = self.reward(contexts, texts, batch["response"], batch)
+        t2 = time.perf_counter()
+        row = {"step": step, **self._gather_means(total, parts, responses, texts)}
+        if not self._all_finite(total):
+            return self._skip(step, row)
+        self.nan_streak = 0
+        adjusted = apply_baseline(total.detach().float().cpu(), self.cfg.reward_baseline, self.cfg.samples_per_context)
+        stats = self.trainer.step(queries, responses, list(adjusted))
+        t3 = time.perf_counter()
+        row.update({
+            "kl": stats["objective/kl"], "kl_coef": stats["objective/kl_coef"],
+            "entropy": stats["objective/entropy"], "policy_loss": stats["ppo/loss/policy"],
+            "value_loss": stats["ppo/loss/value"], "total_loss": stats["ppo/loss/total"],
+            "policy_entropy": stats["ppo/policy/entropy"], "clipfrac": stats["ppo/policy/clipfrac"],
+            "learning_rate": stats["ppo/learning_rate"],
+            "time/generation": t1 - t0, "time/reward": t2 - t1, "time/optimization": t3 - t2, "time/step": t3 - t0,
+        })
+        row = {k: (float(v) if isinstance(v, (np.floating, np.ndarray, torch.Tensor)) else v) for k, v in row.items()}
+        self.log.write(row, "log.jsonl")
+        return row
+
+    def _gather_means(self, total, parts, responses, texts) -> dict:
+        acc = self.trainer.accelerator
+        skip = 1 if self.is_encoder_decoder else 0
+        special = set(self.trainer.tokenizer.all_special_ids)
+        n_tokens = [sum(int(t) not in special for t in r[skip:]) for r in responses]
+        local = {"reward": total.float(), **{f"reward/{k}": v.float() for k, v in parts.items()},
+                 "response_tokens": torch.tensor(n_tokens, dtype=torch.float),
+                 "response_words": torch.tensor([len(t.split()) for t in texts], dtype=torch.float),
+                 "empty_responses": torch.tensor([float(not t) for t in texts])}
+        means = {k: float(acc.gather(v.to(acc.device)).nanmean()) for k, v in local.items()}
+        if "reward/empathy" in means:
+            means["r_emp"] = means["reward/empathy"]
+        return means
+
+    def _all_finite(self, total: torch.Tensor) -> bool:
+        acc = self.trainer.accelerator
+        bad = torch.tensor([0.0 if torch.isfinite(total).all() else 1.0], device=acc.device)
+        return float(acc.reduce(bad, reduction="sum")) == 0.0  # every rank skips together
+
+    def _skip(self, step: int, row: dict) -> dict:
+        self.nan_streak += 1
+        self.skipped_steps += 1
+        warnings.warn(f"step {step}: NaN or infinite reward, step skipped "
+                      f"({self.nan_streak}/{self.cfg.nan_patience} in a row)", stacklevel=2)
+        row.update({"skipped": True, "nan_streak": self.nan_streak})
+        self.log.write(row, "log.jsonl")
+        if self.nan_streak >= self.cfg.nan_patience:
+            last = self.last_checkpoint or "none (no checkpoint was saved yet)"
+            raise UserError(f"{self.nan_streak} PPO steps in a row (up to step {step}) got NaN or infinite "
+                            f"rewards; stopped. Last good checkpoint: {last}")
+        return row
+
+    # -- progress ---------------------------------------------------------------------------------------
+    def progress(self, initial: int):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.ppo_cfg.steps, initial=initial, desc="PPO", unit="step", disable=not self.is_main)
+
+
+if __name__ == "__main__":
+    run_cli(main)
