@@ -92,10 +92,10 @@ def test_read_keys_are_the_stage_configs_existing_path_fields():
     from emprl.baselines.ethreed.train import EthreedTrainConfig
     from emprl.dpo.train import DPOScriptConfig
     from emprl.emotion_classifier import EmotionClassifierConfig
-    from emprl.evaluate.run import EvaluateConfig
+    from emprl.evaluate.config import EvaluateConfig
     from emprl.identifiers import IdentifiersConfig
     from emprl.label import LabelConfig
-    from emprl.ppo.train import PPOScriptConfig
+    from emprl.ppo.config import PPOScriptConfig
     from emprl.sft import SFTScriptConfig
 
     classes = {"emprl.sft": SFTScriptConfig, "emprl.identifiers": IdentifiersConfig, "emprl.label": LabelConfig,
@@ -113,10 +113,10 @@ def test_smoke_sizes_name_keys_the_stages_have():
     from emprl.baselines.ethreed.train import EthreedTrainConfig
     from emprl.dpo.train import DPOScriptConfig, DPOTrainingArguments
     from emprl.emotion_classifier import EmotionClassifierConfig
-    from emprl.evaluate.run import EvaluateConfig
+    from emprl.evaluate.config import EvaluateConfig
     from emprl.identifiers import IdentifiersConfig
     from emprl.label import LabelConfig
-    from emprl.ppo.train import PPOScriptConfig
+    from emprl.ppo.config import PPOScriptConfig
     from emprl.sft import SFTScriptConfig, SFTTrainingArguments
 
     classes = {"emprl.sft": (SFTScriptConfig, SFTTrainingArguments), "emprl.identifiers": (IdentifiersConfig,),

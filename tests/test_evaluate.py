@@ -199,7 +199,8 @@ def test_missing_system_exits_2_with_one_line(tmp_path, setup, capsys):
 
 
 def test_one_identifier_pass_gives_the_rewards_levels_and_r_emp(setup):
-    from emprl.evaluate.run import EvaluateConfig, Scorer
+    from emprl.evaluate.config import EvaluateConfig
+    from emprl.evaluate.scoring import Scorer
 
     cfg = EvaluateConfig(systems={"x": setup["t5"]}, identifiers_dir=setup["identifiers"],
                          identifier_max_context_len=64, relevance_encoder=None)

@@ -267,7 +267,7 @@ def write_checkpoint(folder, step: int, damaged: bool = False) -> None:
 
 
 def ppo_cfg(assets, output_dir, **kw):
-    from emprl.ppo.train import PPOScriptConfig
+    from emprl.ppo.config import PPOScriptConfig
 
     return PPOScriptConfig(sft_model_path=assets.t5, labelled_data=assets.labelled, output_dir=str(output_dir), **kw)
 

@@ -19,7 +19,7 @@ ED_TRAIN = (38_500, 40_000, 42_000)
 def _ppo_configs(recipe, tmp_path, *extra):
     from trl import PPOConfig
 
-    from emprl.ppo.train import PPOScriptConfig
+    from emprl.ppo.config import PPOScriptConfig
 
     for name in ("sft", "labelled", "identifiers"):
         (tmp_path / name).mkdir(exist_ok=True)

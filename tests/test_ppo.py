@@ -108,7 +108,8 @@ def t5_run(assets, tmp_path_factory):
     """A PPORun on the tiny T5, built without running the loop (for the unit-level checks)."""
     from trl import PPOConfig
 
-    from emprl.ppo.train import PPORun, PPOScriptConfig
+    from emprl.ppo.config import PPOScriptConfig
+    from emprl.ppo.train import PPORun
 
     out = tmp_path_factory.mktemp("t5_run")
     cfg = PPOScriptConfig(sft_model_path=assets.t5, labelled_data=assets.labelled, identifiers_dir=assets.identifiers,
@@ -385,7 +386,8 @@ def test_three_nan_rewards_in_a_row_stop_the_run_and_keep_the_last_good_checkpoi
 def test_empty_responses_do_not_crash(assets, tmp_path, model, fix):
     from trl import PPOConfig
 
-    from emprl.ppo.train import PPORun, PPOScriptConfig
+    from emprl.ppo.config import PPOScriptConfig
+    from emprl.ppo.train import PPORun
 
     cfg = PPOScriptConfig(sft_model_path=getattr(assets, model), labelled_data=assets.labelled,
                           identifiers_dir=assets.identifiers, output_dir=str(tmp_path), eval_samples=0,
@@ -434,7 +436,7 @@ def test_ppo_recipes_parse(recipe, tmp_path):
     from trl import PPOConfig
 
     from emprl.pipeline.config import load_recipe_values, parse_recipe
-    from emprl.ppo.train import PPOScriptConfig
+    from emprl.ppo.config import PPOScriptConfig
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     values = load_recipe_values(os.path.join(root, recipe))  # ablations extend ppo.yaml (base:)

@@ -161,7 +161,7 @@ def test_placebo_permutation_is_a_single_cycle_without_fixed_points():
 def test_reward_gold_key_is_checked():
     import pytest
 
-    from emprl.ppo.train import PPOScriptConfig
+    from emprl.ppo.config import PPOScriptConfig
 
     with pytest.raises(ValueError, match="reward_gold"):
         PPOScriptConfig(sft_model_path="x", labelled_data="y", reward_gold="mixed")

@@ -43,7 +43,8 @@ def bench_recipe(recipe: str, steps: int, extra: list[str] | None = None) -> dic
 
     from emprl.common.ranks import join_cpu_ranks
     from emprl.pipeline.config import parse_recipe
-    from emprl.ppo.train import PPORun, PPOScriptConfig
+    from emprl.ppo.config import PPOScriptConfig
+    from emprl.ppo.train import PPORun
 
     with tempfile.TemporaryDirectory(prefix="bench-ppo-") as out:
         argv = [recipe, "--output_dir", out, "--eval_samples", "0", "--save_steps", "0", "--steps", str(steps),

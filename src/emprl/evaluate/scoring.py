@@ -12,7 +12,7 @@ from emprl.common.errors import UserError
 from emprl.common.mechanisms import MECHANISMS
 
 if TYPE_CHECKING:
-    from emprl.evaluate.run import EvaluateConfig
+    from emprl.evaluate.config import EvaluateConfig
 
 logger = logging.getLogger("emprl.evaluate")
 

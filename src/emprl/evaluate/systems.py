@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from emprl.common.errors import UserError
 
 if TYPE_CHECKING:
-    from emprl.evaluate.run import EvaluateConfig
+    from emprl.evaluate.config import EvaluateConfig
 
 logger = logging.getLogger("emprl.evaluate")
 

@@ -24,10 +24,10 @@ STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "sft": ("emprl.sft", ("emprl.sft:SFTScriptConfig", "emprl.sft:SFTTrainingArguments")),
     "identifiers": ("emprl.identifiers", ("emprl.identifiers:IdentifiersConfig",)),
     "label": ("emprl.label", ("emprl.label:LabelConfig",)),
-    "ppo": ("emprl.ppo", ("emprl.ppo.train:PPOScriptConfig", "trl:PPOConfig")),
+    "ppo": ("emprl.ppo", ("emprl.ppo.config:PPOScriptConfig", "trl:PPOConfig")),
     "emotion_classifier": ("emprl.emotion_classifier", ("emprl.emotion_classifier:EmotionClassifierConfig",)),
     "ethreed": ("emprl.baselines.ethreed.train", ("emprl.baselines.ethreed.train:EthreedTrainConfig",)),
-    "evaluate": ("emprl.evaluate", ("emprl.evaluate.run:EvaluateConfig",)),
+    "evaluate": ("emprl.evaluate", ("emprl.evaluate.config:EvaluateConfig",)),
     "dpo": ("emprl.dpo", ("emprl.dpo.train:DPOScriptConfig", "emprl.dpo.train:DPOTrainingArguments")),
 }
 USAGE = ("usage: emprl launch [--config_file ACCELERATE.yaml] [accelerate options] STAGE RECIPE.yaml [--key value ...]\n"
