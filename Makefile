@@ -11,6 +11,8 @@ RECIPE  ?= recipes/demo
 FORCE   ?=
 JOBS    ?=
 PYTEST_ARGS ?=
+# The stage commands, from the stage table (src/emprl/pipeline/stages.py): `make <command>` runs one stage.
+STAGE_COMMANDS := $(shell PYTHONPATH=src python3 -m emprl.pipeline.stages 2>/dev/null)
 
 # torch: an importable torch (system or venv) is kept. Otherwise a machine with an NVIDIA GPU gets
 # the default (CUDA) build, and a CPU-only machine gets torch==2.13.0, which our machines serve as a
@@ -27,13 +29,14 @@ LAUNCH := $(VENV)/bin/emprl launch --config_file $(ACCELERATE_CONFIG)
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: help install install-demo test lint clean train-all sft identifiers label ppo ablations ethreed evaluate \
+.PHONY: help install install-demo test lint clean train-all $(STAGE_COMMANDS) ablations \
         bench-reward bench-ppo rl-study dpo smoke check
 
 help:
 	@echo "make train-all [RECIPE=recipes/demo] [ACCELERATE_CONFIG=...] [FORCE=1] [JOBS=2]   whole pipeline"
 	@echo "make test                                   test suite (tiny models, no network)"
-	@echo "make sft | identifiers | label | ppo | ablations | ethreed | evaluate  [RECIPE=recipes/<exp>]"
+	@echo "make <stage> [RECIPE=recipes/<exp>]        one stage: $(filter-out ethreed dpo,$(STAGE_COMMANDS))"
+	@echo "make ablations | ethreed [RECIPE=recipes/<exp>]"
 	@echo "make rl-study [RECIPE=recipes/<exp>]        trained seeds x arms, one evaluation, pooled statistics"
 	@echo "make dpo [DPO_TARGET=dpo_evaluate.yaml]     EmpRL-DPO and its evaluation beside PPO (docs/dpo.md)"
 	@echo "make smoke | check [RECIPE=recipes/<exp>]   the chain end to end on tiny models | its paths only"
@@ -70,7 +73,9 @@ train-all: $(VENV)/.demo
 	$(PY) -m emprl.pipeline --recipe $(RECIPE) --accelerate_config $(ACCELERATE_CONFIG) $(if $(FORCE),--force) \
 		$(if $(JOBS),--jobs $(JOBS))
 
-sft identifiers label ppo evaluate: $(VENV)/.demo
+# One stage: make <command> runs $(RECIPE)/<command>.yaml. The commands are the stage table's
+# (STAGE_COMMANDS); ethreed and dpo have their own targets below (they run two stages).
+$(filter-out ethreed dpo,$(STAGE_COMMANDS)): $(VENV)/.demo
 	$(LAUNCH) $@ $(RECIPE)/$@.yaml
 
 ablations: $(VENV)/.demo

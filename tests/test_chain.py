@@ -9,8 +9,9 @@ import pytest
 
 import emprl.pipeline.chain as chain
 from emprl.common.errors import UserError
-from emprl.pipeline.chain import READ_KEYS, check_chain, full_chain, needed_links
-from emprl.pipeline.smoke import DEMO_DATA, SIZES, smoke_values
+from emprl.pipeline import stages
+from emprl.pipeline.chain import check_chain, full_chain, needed_links
+from emprl.pipeline.smoke import DEMO_DATA, smoke_values
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(d for d in os.listdir(os.path.join(ROOT, "recipes")) if d != "accelerate")
@@ -88,45 +89,18 @@ def test_after_experiments_count_as_earlier_stages_and_only_needed_ones_are_kept
         check_chain("recipes/t5-base_dailydialog")
 
 
-def test_read_keys_are_the_stage_configs_existing_path_fields():
-    from emprl.baselines.ethreed.train import EthreedTrainConfig
-    from emprl.dpo.train import DPOScriptConfig
-    from emprl.emotion_classifier import EmotionClassifierConfig
-    from emprl.evaluate.config import EvaluateConfig
-    from emprl.identifiers import IdentifiersConfig
-    from emprl.label import LabelConfig
-    from emprl.ppo.config import PPOScriptConfig
-    from emprl.sft import SFTScriptConfig
-
-    classes = {"emprl.sft": SFTScriptConfig, "emprl.identifiers": IdentifiersConfig, "emprl.label": LabelConfig,
-               "emprl.ppo": PPOScriptConfig, "emprl.emotion_classifier": EmotionClassifierConfig,
-               "emprl.baselines.ethreed.train": EthreedTrainConfig, "emprl.evaluate": EvaluateConfig,
-               "emprl.dpo": DPOScriptConfig}
-    for module, cls in classes.items():
-        marked = {f.name for f in dataclasses.fields(cls) if f.metadata.get("existing_path")}
-        assert marked == set(READ_KEYS[module]) - {"systems"}, module
+def test_read_keys_come_from_the_configs_existing_path_fields():
+    kinds = stages.kinds()
+    assert kinds["ppo"].reads() == {"sft_model_path": None, "labelled_data": None, "identifiers_dir": None}
+    assert kinds["sft"].reads()["data"].startswith("empathetic_dialogues:")  # the config's default
+    assert set(kinds["evaluate"].reads()) == {"data", "identifiers_dir", "systems"}
+    assert set(kinds["ethreed"].reads()) == {"data", "listener_emotions", "glove"}
 
 
 def test_smoke_sizes_name_keys_the_stages_have():
-    from trl import PPOConfig
-
-    from emprl.baselines.ethreed.train import EthreedTrainConfig
-    from emprl.dpo.train import DPOScriptConfig, DPOTrainingArguments
-    from emprl.emotion_classifier import EmotionClassifierConfig
-    from emprl.evaluate.config import EvaluateConfig
-    from emprl.identifiers import IdentifiersConfig
-    from emprl.label import LabelConfig
-    from emprl.ppo.config import PPOScriptConfig
-    from emprl.sft import SFTScriptConfig, SFTTrainingArguments
-
-    classes = {"emprl.sft": (SFTScriptConfig, SFTTrainingArguments), "emprl.identifiers": (IdentifiersConfig,),
-               "emprl.label": (LabelConfig,), "emprl.ppo": (PPOScriptConfig, PPOConfig),
-               "emprl.emotion_classifier": (EmotionClassifierConfig,),
-               "emprl.baselines.ethreed.train": (EthreedTrainConfig,), "emprl.evaluate": (EvaluateConfig,),
-               "emprl.dpo": (DPOScriptConfig, DPOTrainingArguments)}
-    for module, keys in SIZES.items():
-        fields = {f.name for cls in classes[module] for f in dataclasses.fields(cls)}
-        assert set(keys) <= fields, (module, set(keys) - fields)
+    for command, kind in stages.kinds().items():
+        fields = {f.name for cls in kind.config_classes() for f in dataclasses.fields(cls)}
+        assert set(kind.smoke_sizes) <= fields, (command, set(kind.smoke_sizes) - fields)
 
 
 def test_smoke_rewrites_models_data_sizes_and_outputs(tmp_path):
@@ -161,6 +135,7 @@ def test_smoke_sizes_pass_the_recipe_range_checks():
     """A smoke size that the stage's own range check refuses would stop `make smoke` in CI."""
     from emprl.pipeline.config_limits import out_of_range
 
-    refused = [(module, key, value) for module, keys in SIZES.items() for key, value in keys.items()
+    refused = [(command, key, value) for command, kind in stages.kinds().items()
+               for key, value in kind.smoke_sizes.items()
                if value is not None and not isinstance(value, (dict, list, str, bool)) and out_of_range(key, value)]
     assert refused == []

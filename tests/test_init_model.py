@@ -136,9 +136,10 @@ def test_t5_lane_recipes_parse(recipe):
 
 def test_emprl_launch_knows_the_init_stage_and_checks_its_recipe(tmp_path):
     from emprl.common.errors import UserError
-    from emprl.pipeline.cli import STAGES, validate
+    from emprl.pipeline.cli import validate
+    from emprl.pipeline.stages import kinds
 
-    assert STAGES["init_model"][0] == "emprl.init_model"
+    assert kinds()["init_model"].module == "emprl.init_model"
     validate("init_model", ["recipes/demo/t5_init.yaml"])  # the shipped recipe parses
     with pytest.raises((UserError, ValueError, SystemExit)):
         validate("init_model", ["recipes/demo/t5_init.yaml", "--vocab_sizee", "100"])

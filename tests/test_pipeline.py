@@ -8,7 +8,9 @@ import pytest
 from emprl.common.errors import UserError
 from emprl.common.io import write_stage_stamp
 from emprl.pipeline.config import recipe_file_hash
-from emprl.pipeline.run import Stage, Step, plan, run_steps
+from emprl.pipeline.processes import run_steps
+from emprl.pipeline.run import Step, plan
+from emprl.pipeline.stages import Stage, StageKind
 
 REQUIRED = ("sft", "identifiers", "label", "ppo", "evaluate")
 
@@ -88,7 +90,7 @@ def test_dry_run_prints_accelerate_commands(tmp_path):
 # --- running stages side by side -------------------------------------------------------------------
 def fake_steps(tmp_path, spec):
     """spec: (name, after, exit code, seconds). Each fake stage records when it ran and its threads."""
-    steps = [Step(Stage(name, "x", f"{name}.yaml"), "", str(tmp_path / name), True,
+    steps = [Step(Stage(name, StageKind(name, "x", ()), f"{name}.yaml"), "", str(tmp_path / name), True,
                   tuple(f"{a}.yaml" for a in after)) for name, after, _, _ in spec]
     behaviour = {name: (code, seconds) for name, _, code, seconds in spec}
 
@@ -143,7 +145,8 @@ def test_a_failed_stage_stops_what_needs_it_and_reports_its_log(tmp_path, capsys
 
 def test_targets_keep_only_the_stages_they_read_from(tmp_path):
     from emprl.common.errors import UserError
-    from emprl.pipeline.run import STAGES, Step, only_targets
+    from emprl.pipeline.run import Step, only_targets
+    from emprl.pipeline.stages import STAGES
 
     steps = [Step(s, f"{tmp_path}/{s.recipe}", f"{tmp_path}/out/{s.recipe}", True,
                   tuple(r for r in s.after if r != "*")) for s in STAGES]

@@ -12,7 +12,8 @@ from emprl.common.policy import PAPER_DECODING
 class EvaluateConfig:
     # dict[str, Any], not dict[str, str]: the command-line parser reads a dict[str, str] override as text.
     systems: dict[str, Any] = field(metadata={
-        "help": "row name -> generator folder, or jsonl:PATH of generations ({seed} in PATH: one file per seed)"})
+        "help": "row name -> generator folder, or jsonl:PATH of generations ({seed} in PATH: one file per seed)",
+        "existing_path": True})  # the chain check reads each value (a path may be written by an earlier stage)
     data: str = field(default="disk:outputs/demo/labelled", metadata={
         "help": "dialogue data FORMAT:PATH; labelled data (disk:) carries the gold empathy levels",
         "existing_path": True})

@@ -1,7 +1,8 @@
 """An experiment's stages as a chain of paths: what each stage reads and writes, and the check
 ``python -m emprl.pipeline --check --recipe DIR``.
 
-A stage reads the paths in its recipe's path keys (``READ_KEYS``) and writes its ``output_dir``.
+A stage reads the paths in its recipe's path keys (its config fields marked ``existing_path``, read from
+the stage table: ``StageKind.reads``) and writes its ``output_dir``.
 The check walks the stages in pipeline order and stops at the first path that no earlier stage
 writes, that is not one of the dataset folders the reproduction guide asks for (``DATA_LAYOUT``) and
 that does not exist either: the chain would break there, maybe hours into a GPU run.
@@ -19,24 +20,12 @@ import os
 from typing import Any
 
 from emprl.common.errors import UserError
+from emprl.pipeline import stages as table
 from emprl.pipeline.config import _strip_format, load_recipe_values, load_yaml_mapping
+from emprl.pipeline.stages import Stage, StageKind
 
 CHAIN_FILE = "chain.yaml"
 
-# Keys whose values are paths a stage reads, per stage module, with the default the stage uses when
-# the recipe leaves the key out. The stage's config marks the same keys ``existing_path``
-# (tests/test_chain.py keeps the two in step). ``systems`` (evaluate) maps row names to paths.
-READ_KEYS: dict[str, dict[str, str | None]] = {
-    "emprl.sft": {"data": "empathetic_dialogues:src/emprl/demo_data/empathetic_dialogues"},
-    "emprl.identifiers": {"data": None},
-    "emprl.label": {"data": None, "identifiers_dir": "outputs/demo/identifiers"},
-    "emprl.ppo": {"sft_model_path": None, "labelled_data": None, "identifiers_dir": None},
-    "emprl.dpo": {"sft_model_path": None, "labelled_data": None, "identifiers_dir": None},
-    "emprl.emotion_classifier": {"data": None},
-    "emprl.baselines.ethreed.train": {"data": None, "listener_emotions": None, "glove": None},
-    "emprl.evaluate": {"data": "disk:outputs/demo/labelled", "identifiers_dir": "outputs/demo/identifiers",
-                       "systems": None},
-}
 JSONL_PREFIX = "jsonl:"
 # Where the real datasets go (docs/reproduction.md, "Data layout"): a recipe may read them before
 # they are there, since the user downloads them. Any other path must exist or be an earlier output.
@@ -47,19 +36,21 @@ DATA_LAYOUT = ("data/empathetic_dialogues", "data/pec", "data/dailydialog", "dat
 class Link:
     """One stage of a chain: its recipe, the stage it runs, what it writes and what it reads."""
     experiment: str
-    stage: Any  # emprl.pipeline.Stage
+    stage: Stage
     recipe_path: str
     values: dict[str, Any]
     output_dir: str
     reads: list[tuple[str, str]]  # (key, path as written in the recipe)
 
 
-def stage_reads(module: str, values: dict[str, Any]) -> list[tuple[str, str]]:
+def stage_reads(kind: StageKind, values: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, path) for every path ``values`` (a recipe of ``kind``) reads; a mapping (the evaluation's
+    ``systems``) reads each of its values."""
     reads = []
-    for key, default in READ_KEYS.get(module, {}).items():
+    for key, default in kind.reads().items():
         value = values.get(key, default)
-        if key == "systems" and isinstance(value, dict):
-            reads += [(f"systems.{name}", spec) for name, spec in value.items() if isinstance(spec, str)]
+        if isinstance(value, dict):
+            reads += [(f"{key}.{name}", spec) for name, spec in value.items() if isinstance(spec, str)]
         elif isinstance(value, str) and value:
             reads.append((key, value))
     return reads
@@ -103,8 +94,7 @@ def on_demand(experiment: str) -> list[str]:
 
 def experiment_links(experiment: str, stages=None) -> list[Link]:
     """The stages the folder has, in pipeline order (a folder may hold only some of them)."""
-    if stages is None:
-        from emprl.pipeline.run import STAGES as stages
+    stages = table.STAGES if stages is None else stages
     if not os.path.isdir(experiment):
         raise UserError(f"{experiment}: experiment folder does not exist (expected recipes/<experiment>)")
     links = []
@@ -116,7 +106,7 @@ def experiment_links(experiment: str, stages=None) -> list[Link]:
         output_dir = values.get("output_dir")
         if not isinstance(output_dir, str) or not output_dir:
             raise UserError(f"{path}: missing required key 'output_dir'")
-        links.append(Link(experiment, stage, path, values, output_dir, stage_reads(stage.module, values)))
+        links.append(Link(experiment, stage, path, values, output_dir, stage_reads(stage.kind, values)))
     if not links:
         raise UserError(f"{experiment}: no stage recipe found (expected sft.yaml, ppo.yaml, evaluate.yaml, ...)")
     return links

@@ -11,39 +11,27 @@ launcher's ``CalledProcessError`` traceback on top (docs/lifecycle.md).
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
 
 from emprl.common.errors import EXIT_USER_ERROR, UserError, run_cli
+from emprl.pipeline import stages
 
-# stage name -> (module run by accelerate, the dataclasses its recipe fills: "module:Name")
-STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "init_model": ("emprl.init_model", ("emprl.init_model:InitModelConfig",)),
-    "sft": ("emprl.sft", ("emprl.sft:SFTScriptConfig", "emprl.sft:SFTTrainingArguments")),
-    "identifiers": ("emprl.identifiers", ("emprl.identifiers:IdentifiersConfig",)),
-    "label": ("emprl.label", ("emprl.label:LabelConfig",)),
-    "ppo": ("emprl.ppo", ("emprl.ppo.config:PPOScriptConfig", "trl:PPOConfig")),
-    "emotion_classifier": ("emprl.emotion_classifier", ("emprl.emotion_classifier:EmotionClassifierConfig",)),
-    "ethreed": ("emprl.baselines.ethreed.train", ("emprl.baselines.ethreed.train:EthreedTrainConfig",)),
-    "evaluate": ("emprl.evaluate", ("emprl.evaluate.config:EvaluateConfig",)),
-    "dpo": ("emprl.dpo", ("emprl.dpo.train:DPOScriptConfig", "emprl.dpo.train:DPOTrainingArguments")),
-}
 USAGE = ("usage: emprl launch [--config_file ACCELERATE.yaml] [accelerate options] STAGE RECIPE.yaml [--key value ...]\n"
          "       emprl stages\n"
-         f"STAGE: one of {', '.join(STAGES)}")
+         "STAGE: one of {}")
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        print(USAGE.format(", ".join(stages.kinds())))
         return
     command, rest = argv[0], argv[1:]
     if command == "stages":
-        for name, (module, _) in STAGES.items():
-            print(f"{name:<20} python -m {module}")
+        for name, kind in stages.kinds().items():
+            print(f"{name:<20} python -m {kind.module}")
         return
     if command != "launch":
         raise UserError(f"unknown command {command!r}; expected 'launch' or 'stages' (emprl --help)")
@@ -51,24 +39,20 @@ def main(argv: list[str] | None = None) -> None:
     if len(rest) < 2:
         raise UserError("emprl launch: expected a stage and a recipe file (emprl --help)")
     stage, stage_args = rest[0], rest[1:]
-    if stage not in STAGES:
-        raise UserError(f"emprl launch: unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    if stage not in stages.kinds():
+        raise UserError(f"emprl launch: unknown stage {stage!r}; expected one of {', '.join(stages.kinds())}")
     validate(stage, stage_args)
     if not any(o == "--config_file" or o.startswith("--config_file=") for o in options):
         default = default_accelerate_config()
         options = ["--config_file", default, *options] if default else options
-    sys.exit(launch(STAGES[stage][0], stage_args, options))
+    sys.exit(launch(stages.kinds()[stage].module, stage_args, options))
 
 
 def validate(stage: str, stage_args: list[str]) -> None:
     """Parse the recipe as the stage will (unknown keys, types, ranges, paths), in this process."""
     from emprl.pipeline.config import parse_recipe
 
-    types = []
-    for ref in STAGES[stage][1]:
-        module, _, name = ref.partition(":")
-        types.append(getattr(importlib.import_module(module), name))
-    parse_recipe(tuple(types), stage_args)
+    parse_recipe(stages.kinds()[stage].config_classes(), stage_args)
 
 
 def launch(module: str, stage_args: list[str], options: list[str]) -> int:
@@ -116,7 +100,7 @@ def _launcher_options(args: list[str]) -> tuple[list[str], list[str]]:
     while i < len(args) and args[i].startswith("-"):
         options.append(args[i])
         takes_value = "=" not in args[i] and i + 1 < len(args) and not args[i + 1].startswith("-") \
-            and args[i + 1] not in STAGES
+            and args[i + 1] not in stages.kinds()
         if takes_value:
             options.append(args[i + 1])
         i += 2 if takes_value else 1

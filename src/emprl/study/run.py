@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from emprl.common.errors import UserError, run_cli
 from emprl.common.io import atomic_write_json, atomic_write_text
 from emprl.pipeline.config import load_recipe_values, parse_recipe
-from emprl.pipeline.run import Stage, Step, default_jobs, run_steps
+from emprl.pipeline.processes import run_steps
+from emprl.pipeline.run import Step, default_jobs
+from emprl.pipeline.stages import DPO, EVALUATE, PPO, Stage
 from emprl.study.report import (
     F_BERT_FLOOR,
     LENGTH_LIMIT,
@@ -50,7 +52,7 @@ logger = logging.getLogger("emprl.study")
 ARMS = ("empathy", "placebo", "control", "dpo")
 ARM_TITLES = {"empathy": "EmpRL (PPO)", "placebo": "placebo (shuffled gold)", "control": "w/o empathy reward",
               "dpo": "EmpRL-DPO"}
-ARM_MODULES = {"empathy": "emprl.ppo", "placebo": "emprl.ppo", "control": "emprl.ppo", "dpo": "emprl.dpo"}
+ARM_KINDS = {"empathy": PPO, "placebo": PPO, "control": PPO, "dpo": DPO}  # the stage table's rows each arm runs
 
 
 @dataclass
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     eval_dir = os.path.join(cfg.output_dir, "eval")
     command = [python, "-m", "emprl.evaluate", cfg.evaluate_recipe, "--systems", json.dumps(systems),
                "--paired", json.dumps(paired), "--output_dir", eval_dir]
-    run_steps([Step(Stage("evaluate", "emprl.evaluate", "evaluate.yaml"), cfg.evaluate_recipe, eval_dir, True, ())],
+    run_steps([Step(Stage("evaluate", EVALUATE, "evaluate.yaml"), cfg.evaluate_recipe, eval_dir, True, ())],
               lambda _: command, jobs=1)
     # 3. The report.
     report = build_report(cfg, runs, eval_dir, minutes, (time.time() - started) / 60)
@@ -164,7 +166,7 @@ def plan_runs(cfg: RLStudyConfig) -> list[Run]:
                 continue
             # Always started: the stage itself skips a run that is complete for the same recipe values.
             out = os.path.join(cfg.output_dir, f"{arm}_seed{seed}")
-            runs.append(Run(arm, seed, Step(Stage(f"{arm} seed {seed}", ARM_MODULES[arm], f"{arm}_seed{seed}.yaml"),
+            runs.append(Run(arm, seed, Step(Stage(f"{arm} seed {seed}", ARM_KINDS[arm], f"{arm}_seed{seed}.yaml"),
                                             recipe, out, True, ())))
     return runs
 
