@@ -25,7 +25,7 @@ import torch
 
 from emprl.common.errors import UserError
 
-from .reward import MECHANISMS, EmpathyReward
+from .reward import EmpathyReward
 
 REWARD_REGISTRY: dict[str, type] = {}
 
@@ -220,6 +220,6 @@ def build_reward(spec, **shared) -> CompositeReward:
 
 
 __all__ = [
-    "MECHANISMS", "REWARD_REGISTRY", "CompositeReward", "EmpathyRewardComponent", "LengthReward",
+    "REWARD_REGISTRY", "CompositeReward", "EmpathyRewardComponent", "LengthReward",
     "RewardComponent", "build_reward", "register_reward", "resolve_reward_class",
 ]

@@ -10,8 +10,8 @@ import torch
 from transformers import BertConfig
 
 from emprl.common.errors import UserError
+from emprl.common.mechanisms import MECHANISMS
 from reward_models import (
-    MECHANISMS,
     CompositeReward,
     EmpathyIdentifier,
     EmpathyIdentifierConfig,

