@@ -121,3 +121,82 @@ def test_base_recipe_is_extended(tmp_path):
     missing = write(tmp_path, "base: nope.yaml\n", "m.yaml")
     with pytest.raises(UserError, match=r"m.yaml: key 'base': recipe '.*nope.yaml' does not exist"):
         parse_recipe((Script,), [missing])
+
+
+# -- shared pieces: the decoding and LoRA keys, ranges and choices in one place ------------------------------
+
+
+def test_decoding_and_lora_keys_are_declared_once():
+    from emprl.common.policy import DecodingArguments, GenerationArguments, GenerationSettings, LoraArguments
+    from emprl.dpo.config import DPOScriptConfig
+    from emprl.evaluate.config import EvaluateConfig
+    from emprl.ppo.config import PPOScriptConfig
+    from emprl.sft import SFTScriptConfig
+
+    assert issubclass(PPOScriptConfig, DecodingArguments) and issubclass(DPOScriptConfig, DecodingArguments)
+    assert issubclass(EvaluateConfig, GenerationArguments) and issubclass(GenerationSettings, GenerationArguments)
+    assert all(issubclass(c, LoraArguments) for c in (SFTScriptConfig, PPOScriptConfig, DPOScriptConfig))
+    paper = GenerationSettings()
+    assert (paper.top_k, paper.top_p, paper.temperature, paper.max_new_tokens) == (20, 1.0, 0.9, 30)
+    assert SFTScriptConfig(model_name_or_path="m").lora_target_modules == ["q_proj", "v_proj"]  # as before
+
+
+def test_peft_config_comes_from_trl_and_keeps_a_one_module_list():
+    from peft import LoraConfig
+
+    from emprl.common.policy import LoraArguments
+
+    assert LoraArguments().peft_config(enc_dec=True) is None
+    config = LoraArguments(use_lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                           lora_target_modules=["q_proj"]).peft_config(enc_dec=False)
+    assert isinstance(config, LoraConfig) and (config.r, config.lora_alpha, config.task_type) == (4, 8, "CAUSAL_LM")
+    assert config.target_modules == {"q_proj"}  # a set of names, not a regular expression "q_proj"
+    assert LoraArguments(use_lora=True).peft_config(enc_dec=True).task_type == "SEQ_2_SEQ_LM"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--reward_gold", "mixed"], "command line: key 'reward_gold': expected one of own, shuffled, got 'mixed'"),
+    (["--mixed_precision", "fp16"], "key 'mixed_precision': expected one of auto, bf16, no, got 'fp16'"),
+    (["--top_p", "1.5"], r"key 'top_p': expected a number in \(0, 1\], got 1.5"),
+    (["--temperature", "0"], "key 'temperature': expected a positive number when sampling, got 0.0"),
+    (["--min_new_tokens", "40"], r"key 'min_new_tokens': expected 0 to max_new_tokens \(30\), got 40"),
+    (["--samples_per_context", "0"], "key 'samples_per_context': expected a positive integer, got 0"),
+    (["--lr_decay_steps", "5", "--lr_decay_over_epochs", "2"], "set one of them, not both"),
+])
+def test_ppo_key_errors_are_one_line(tmp_path, argv, message):
+    from emprl.ppo.config import PPOScriptConfig
+
+    recipe = write(tmp_path, f"sft_model_path: {tmp_path}\nlabelled_data: {tmp_path}\n")
+    with pytest.raises(UserError, match=message) as info:
+        parse_recipe((PPOScriptConfig, PPOConfig), [recipe, *argv])
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--samples_per_context", "1"], r"key 'samples_per_context': expected an integer >= 2 \(a pair needs two"),
+    (["--min_reward_margin", "-0.1"], "key 'min_reward_margin': expected a number >= 0"),
+    (["--contexts_per_round", "0"], "key 'contexts_per_round': expected a positive integer"),
+])
+def test_dpo_key_errors_are_one_line(tmp_path, argv, message):
+    from emprl.dpo.config import DPOScriptConfig
+
+    recipe = write(tmp_path, f"sft_model_path: {tmp_path}\nlabelled_data: {tmp_path}\n")
+    with pytest.raises(UserError, match=message):
+        parse_recipe((DPOScriptConfig,), [recipe, *argv])
+
+
+def test_directly_built_configs_check_their_fields():
+    from emprl.evaluate.config import EvaluateConfig
+    from emprl.init_model import InitModelConfig
+    from emprl.label import LabelConfig
+
+    with pytest.raises(ValueError, match=r"key 'seeds': expected a non-empty list of different values, got \[0, 0\]"):
+        EvaluateConfig(systems={"a": "x"}, seeds=[0, 0])
+    with pytest.raises(ValueError, match="key 'systems': expected a non-empty mapping"):
+        EvaluateConfig(systems={})
+    with pytest.raises(ValueError, match=r"key 'vocab_size': expected an integer >= 4 \(more than the 3 special"):
+        InitModelConfig(data="x", vocab_size=3)
+    with pytest.raises(ValueError, match="key 'max_rows': expected a positive integer, got {'train': 0}"):
+        LabelConfig(data="x", max_rows={"train": 0})
+    with pytest.raises(ValueError, match="key 'paired': 'B' is not one of the systems"):
+        EvaluateConfig(systems={"A": "x"}, paired={"A": "B"})

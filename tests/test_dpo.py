@@ -242,7 +242,7 @@ def test_no_pair_at_all_is_a_user_error(assets, tmp_path):
                                     "recipes/t5-base_empathetic-dialogues/dpo.yaml",
                                     "recipes/llama-3-8b-lora_empathetic-dialogues/dpo.yaml"])
 def test_dpo_recipes_parse(recipe, tmp_path):
-    from emprl.dpo.train import DPOScriptConfig, DPOTrainingArguments
+    from emprl.dpo.config import DPOScriptConfig, DPOTrainingArguments
     from emprl.pipeline.config import parse_recipe
 
     overrides = []
@@ -272,7 +272,8 @@ def test_dpo_stages_are_on_demand_and_pulled_in_by_targets():
 
 def test_study_runs_dpo_as_a_third_arm_and_states_the_reward_budget(tmp_path):
     from emprl.pipeline.config import parse_recipe
-    from emprl.study.run import RLStudyConfig, plan_runs, report_markdown, reward_evaluations, step_args
+    from emprl.study.run import RLStudyConfig, plan_runs, reward_evaluations, step_args
+    from emprl.study.summary import report_markdown
 
     cwd = os.getcwd()
     os.chdir(ROOT)

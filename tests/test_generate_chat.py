@@ -9,7 +9,7 @@ import tiny
 import torch
 
 from emprl import chat, generate
-from emprl.common.errors import run_cli
+from emprl.common.errors import UserError, run_cli
 from emprl.common.policy import GenerationSettings, generate_responses, load_policy, prompt_builder_for
 from emprl.common.prompts import PromptBuilder
 
@@ -163,3 +163,17 @@ def test_generate_bad_arguments_are_one_line_exit_2(argv, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("emprl: error: emprl.generate:")
+
+
+def test_decoding_flags_are_the_generation_settings_fields():
+    from emprl.generate import ArgumentParser, add_model_arguments, settings_from
+
+    parser = ArgumentParser(prog="emprl.generate")
+    add_model_arguments(parser)
+    settings = settings_from(parser.parse_args(["--model", "m", "--min_new_tokens", "2", "--do_sample", "false"]))
+    assert (settings.min_new_tokens, settings.do_sample, settings.top_k, settings.seed) == (2, False, 20, 42)
+    with pytest.raises(UserError, match=r"command line: key 'top_p': expected a number in \(0, 1\], got 2.0"):
+        settings_from(parser.parse_args(["--model", "m", "--top_p", "2"]))
+    with pytest.raises(UserError, match="key 'temperature': expected a positive number when sampling"):
+        settings_from(parser.parse_args(["--model", "m", "--temperature", "0"]))
+    assert settings_from(parser.parse_args(["--model", "m", "--temperature", "0", "--do_sample", "false"]))

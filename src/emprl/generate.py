@@ -9,8 +9,10 @@ One object per line: ``conv_id``, ``context`` (list of turns), ``reference`` and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
+import typing
 
 from emprl.common.errors import UserError, run_cli
 from emprl.common.policy import GenerationSettings
@@ -45,31 +47,26 @@ def positive_int(text: str) -> int:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Model, device and sampling flags shared by ``emprl.generate`` and ``emprl.chat``."""
-    defaults = GenerationSettings()
+    """Model, device and decoding flags shared by ``emprl.generate`` and ``emprl.chat``; the decoding
+    flags are the fields of GenerationSettings, with its defaults (the paper's)."""
     parser.add_argument("--model", required=True, help="a generator folder (SFT or PPO output)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", default=None, choices=["auto", "float32", "float16", "bfloat16"])
-    parser.add_argument("--top_k", type=int, default=defaults.top_k)
-    parser.add_argument("--top_p", type=float, default=defaults.top_p)
-    parser.add_argument("--temperature", type=float, default=defaults.temperature)
-    parser.add_argument("--max_new_tokens", type=positive_int, default=defaults.max_new_tokens)
-    parser.add_argument("--do_sample", type=parse_bool, default=defaults.do_sample, metavar="true|false")
-    parser.add_argument("--num_beams", type=positive_int, default=defaults.num_beams)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    defaults, hints = GenerationSettings(), typing.get_type_hints(GenerationSettings)
+    for f in dataclasses.fields(GenerationSettings):
+        kind = next(t for t in (bool, int, float) if hints[f.name] is t or t in typing.get_args(hints[f.name]))
+        parser.add_argument(f"--{f.name}", type=parse_bool if kind is bool else kind, default=getattr(defaults, f.name),
+                            metavar="true|false" if kind is bool else None, help=f.metadata.get("help"))
     parser.add_argument("--max_source_tokens", type=positive_int, default=None,
                         help="prompt budget (default: what the model was trained with)")
     parser.add_argument("--system_prompt", default=None, help="system message for chat templates")
 
 
 def settings_from(args: argparse.Namespace) -> GenerationSettings:
-    if args.do_sample and args.temperature <= 0:
-        raise UserError(f"--temperature: expected a positive number when sampling, got {args.temperature}")
-    if not 0 < args.top_p <= 1:
-        raise UserError(f"--top_p: expected a number in (0, 1], got {args.top_p}")
-    return GenerationSettings(top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
-                              max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
-                              num_beams=args.num_beams, seed=args.seed)
+    try:  # ranges and the sampling rules of GenerationSettings: one line naming the flag
+        return GenerationSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GenerationSettings)})
+    except ValueError as err:
+        raise UserError(f"command line: {err}") from None
 
 
 def load_for_generation(args: argparse.Namespace):

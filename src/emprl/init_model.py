@@ -24,6 +24,7 @@ from typing import Literal
 
 from emprl.common.errors import UserError, run_cli
 from emprl.pipeline.config import config_to_dict, parse_recipe
+from emprl.pipeline.config_limits import CheckedConfig, at_least
 
 logger = logging.getLogger("emprl.init_model")
 
@@ -32,14 +33,16 @@ PAD, EOS, UNK = SPECIAL_TOKENS
 
 
 @dataclass
-class InitModelConfig:
+class InitModelConfig(CheckedConfig):
     data: str = field(metadata={"help": "dialogue data spec FORMAT:PATH; its train split trains the tokenizer",
                                 "existing_path": True})
     output_dir: str = "outputs/demo/t5_init"
     on_bad_rows: Literal["error", "skip"] = "error"
     # tokenizer
     tokenizer_model: Literal["bpe", "unigram"] = field(default="bpe", metadata={"help": "bpe or unigram"})
-    vocab_size: int = field(default=6000, metadata={"help": "target vocabulary size, special tokens included"})
+    vocab_size: int = field(default=6000, metadata={
+        "help": "target vocabulary size, special tokens included",
+        "limit": at_least(len(SPECIAL_TOKENS) + 1, f" (more than the {len(SPECIAL_TOKENS)} special tokens)")})
     speaker_tag: str = "Speaker:"
     listener_tag: str = "Listener:"
     model_max_length: int = field(default=512, metadata={"help": "longest input the tokenizer accepts"})
@@ -56,17 +59,6 @@ class InitModelConfig:
     feed_forward_proj: Literal["relu", "gated-gelu"] = "relu"
     seed: int = field(default=42, metadata={"help": "seeds the weight initialisation"})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "rebuild even if output_dir is complete"})
-
-    def __post_init__(self):
-        for key in ("vocab_size", "model_max_length", "d_model", "d_ff", "d_kv", "num_heads", "num_layers",
-                    "num_decoder_layers", "relative_attention_num_buckets", "relative_attention_max_distance"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"key '{key}': expected a positive integer, got {getattr(self, key)}")
-        if self.vocab_size <= len(SPECIAL_TOKENS):
-            raise ValueError(f"key 'vocab_size': expected more than {len(SPECIAL_TOKENS)} (the special tokens), "
-                             f"got {self.vocab_size}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"key 'dropout': expected a value in [0, 1), got {self.dropout}")
 
 
 # -- tokenizer -----------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from emprl.common.policy import pick_device
 from emprl.common.ranks import launched_ranks
 from emprl.data import LEVEL_NAMES, MECHANISMS, load_dialogues, serialize_context
 from emprl.pipeline.config import config_to_dict, parse_recipe
+from emprl.pipeline.config_limits import CheckedConfig
 from emprl.pipeline.lifecycle import begin_stage
 from reward_models import EmpathyReward
 
@@ -36,7 +37,7 @@ logger = logging.getLogger("emprl.label")
 
 
 @dataclass
-class LabelConfig:
+class LabelConfig(CheckedConfig):
     data: str = field(metadata={"help": "dialogue data spec FORMAT:PATH (see emprl.data.load_dialogues)",
                                 "existing_path": True})
     identifiers_dir: str = field(default="outputs/demo/identifiers",
@@ -54,14 +55,6 @@ class LabelConfig:
     seed: int = 42
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:1 ..."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "relabel even if output_dir is complete"})
-
-    def __post_init__(self):
-        for key in ("batch_size", "max_context_len", "max_response_len"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"key '{key}': expected a positive integer, got {getattr(self, key)}")
-        bad = {k: v for k, v in self.max_rows.items() if not isinstance(v, int) or isinstance(v, bool) or v <= 0}
-        if bad:
-            raise ValueError(f"key 'max_rows': expected a positive number of rows per split, got {bad}")
 
 
 def serialize_all(contexts, tokenizer, cfg: LabelConfig) -> list[str]:

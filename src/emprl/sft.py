@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from transformers import Seq2SeqTrainingArguments
 
 from emprl.common.errors import UserError, run_cli
-from emprl.common.policy import prompt_ids, response_suffix, save_prompt_settings
+from emprl.common.policy import LoraArguments, prompt_ids, response_suffix, save_prompt_settings
+from emprl.common.precision import CHOICES as PRECISIONS
 from emprl.common.ranks import join_cpu_ranks_for_trainer
 from emprl.pipeline.config import config_to_dict, parse_recipe, recipe_hash
 
@@ -37,24 +38,22 @@ STAGE_FILE, INITIAL_EVAL_FILE = "stage.json", "initial_eval.json"
 
 
 @dataclass
-class SFTScriptConfig:
+class SFTScriptConfig(LoraArguments):
     model_name_or_path: str = field(metadata={"help": "folder, pypi:<package> or hub id of the base generator"})
     model_revision: str | None = field(default=None, metadata={
         "help": "hub ids only: the commit to fetch (recorded in stage.json; unset = the newest, with a warning)"})
     data: str = field(default="empathetic_dialogues:src/emprl/demo_data/empathetic_dialogues",
                       metadata={"help": "FORMAT:PATH of the dialogue data", "existing_path": True})
-    on_bad_rows: str = field(default="error", metadata={"help": "error or skip malformed data rows"})
+    on_bad_rows: str = field(default="error", metadata={"help": "error or skip malformed data rows",
+                                                        "choices": ("error", "skip")})
     max_source_tokens: int = field(default=200, metadata={"help": "prompt budget; oldest turns dropped first"})
     max_target_tokens: int = field(default=50, metadata={"help": "reference replies are cut to this"})
     speaker_tag: str = "Speaker:"
     listener_tag: str = "Listener:"
     system_prompt: str | None = field(default=None, metadata={"help": "system message for chat templates"})
     torch_dtype: str | None = field(default=None, metadata={"help": "load dtype: float32, bfloat16, auto"})
-    use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters instead of all weights"})
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    # The LoRA keys (LoraArguments); SFT has always defaulted to the Llama family's attention projections.
+    lora_target_modules: list[str] | None = field(default_factory=lambda: ["q_proj", "v_proj"], kw_only=True)
     merge_lora: bool = field(default=True, metadata={"help": "fold the adapters into the saved model"})
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
@@ -77,15 +76,13 @@ class SFTTrainingArguments(Seq2SeqTrainingArguments):
     per_device_eval_batch_size: int = 8
     mixed_precision: str = field(default="no", metadata={
         "help": "auto: bf16 autocast where the device computes bf16 natively (CUDA, CPUs with AVX512-BF16/AMX), "
-                "fp32 elsewhere; no: as bf16/fp16 say"})
+                "fp32 elsewhere; no: as bf16/fp16 say", "choices": PRECISIONS})
 
     def __post_init__(self):
         import torch
 
-        from emprl.common.precision import CHOICES, choose_mixed_precision
+        from emprl.common.precision import choose_mixed_precision
 
-        if self.mixed_precision not in CHOICES:
-            raise ValueError(f"key 'mixed_precision': expected one of {', '.join(CHOICES)}, got {self.mixed_precision!r}")
         if self.mixed_precision != "no" and not (self.bf16 or self.fp16):
             device = "cuda" if torch.cuda.is_available() and not self.use_cpu else "cpu"
             chosen, why = choose_mixed_precision(self.mixed_precision, device)
@@ -200,15 +197,7 @@ def causal_example(builder, context, response: str, max_target_tokens: int, befo
 
 
 def add_lora(model, cfg: SFTScriptConfig, enc_dec: bool, gradient_checkpointing: bool):
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.lora_target_modules),
-                      task_type=TaskType.SEQ_2_SEQ_LM if enc_dec else TaskType.CAUSAL_LM)
-    try:
-        model = get_peft_model(model, lora)
-    except ValueError as err:  # e.g. target modules not found in the model
-        raise UserError(f"lora_target_modules: {err}") from None
+    model = cfg.add_lora(model, enc_dec)
     if gradient_checkpointing:  # frozen embeddings would otherwise cut the gradient path
         model.enable_input_require_grads()
     model.print_trainable_parameters()

@@ -12,11 +12,12 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from emprl.common.errors import UserError
 from emprl.common.models import is_encoder_decoder as _config_is_encoder_decoder
 from emprl.common.prompts import PromptBuilder
+from emprl.pipeline.config_limits import CheckedConfig
 
 logger = logging.getLogger("emprl.common.policy")
 
@@ -126,39 +127,106 @@ def stop_token_ids(model, tokenizer, builder: PromptBuilder | None = None) -> li
     gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     for value in (gen_eos, getattr(model.config, "eos_token_id", None), tokenizer.eos_token_id):
         ids += value if isinstance(value, list) else [value] if value is not None else []
-    if builder is not None and builder.uses_chat_template:
+    end = end_of_turn_id(tokenizer, builder) if builder is not None and builder.uses_chat_template else None
+    return list(dict.fromkeys(ids + ([end] if end is not None else [])))
+
+
+def end_of_turn_id(tokenizer, builder: PromptBuilder) -> int | None:
+    """The token that ends a reply: the chat template's first token after an assistant message (e.g.
+    ``<|im_end|>``), else the tokenizer's eos."""
+    if builder.uses_chat_template:
         after = response_suffix(builder)[1]
-        end = tokenizer(after, add_special_tokens=False)["input_ids"] if after.strip() else []
-        if end:
-            ids.append(end[0])
-    return list(dict.fromkeys(ids))
+        ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after.strip() else []
+        if ids:
+            return ids[0]
+    return tokenizer.eos_token_id
+
+
+# -- LoRA --------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class LoraArguments(CheckedConfig):
+    """The LoRA recipe keys of SFT, PPO and DPO, and the one peft ``LoraConfig`` they make, through
+    TRL's ``ModelConfig`` and ``get_peft_config`` (docs/lora-reference.md)."""
+
+    use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters instead of all weights"})
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | None = field(default=None, metadata={"help": "default: PEFT's per architecture"})
+
+    def peft_config(self, enc_dec: bool):
+        """The adapters' ``peft.LoraConfig`` for an encoder-decoder or decoder-only policy; None without LoRA."""
+        from trl import ModelConfig, get_peft_config
+
+        config = ModelConfig(use_peft=self.use_lora, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
+                             lora_dropout=self.lora_dropout,
+                             lora_task_type="SEQ_2_SEQ_LM" if enc_dec else "CAUSAL_LM")
+        # Set after construction: ModelConfig turns a one-item list into a string, which PEFT would
+        # read as a regular expression of the full module name ("q_proj" then matches nothing).
+        config.lora_target_modules = None if self.lora_target_modules is None else list(self.lora_target_modules)
+        return get_peft_config(config)
+
+    def add_lora(self, model, enc_dec: bool):
+        """``model`` with trainable adapters (the recipe must ask for LoRA)."""
+        from peft import get_peft_model
+
+        try:
+            return get_peft_model(model, self.peft_config(enc_dec))
+        except ValueError as err:  # e.g. target modules not found in the model
+            raise UserError(f"lora_target_modules: {err}") from None
 
 
 # -- generation --------------------------------------------------------------------------------------
 
 
-# The paper's decoding (Ma et al. 2025, Sec. V), written once: the defaults of PPO's rollouts, the
-# evaluation, `emprl.generate` and `emprl.chat`.
-PAPER_DECODING = {"top_k": 20, "top_p": 1.0, "temperature": 0.9, "max_new_tokens": 30}
+@dataclass(kw_only=True)
+class DecodingArguments(CheckedConfig):
+    """How a reply is sampled, with the paper's decoding as the defaults (Ma et al. 2025, Sec. V),
+    declared once: the recipe keys of PPO's rollouts and DPO's samples, and the base of
+    :class:`GenerationArguments` (evaluation, ``emprl.generate``, ``emprl.chat``)."""
+
+    top_k: int = 20
+    top_p: float = 1.0
+    temperature: float = 0.9
+    max_new_tokens: int = 30
+    min_new_tokens: int = field(default=0, metadata={
+        "help": "replies end no earlier than this (the authors' PPO: 5); see docs/minimum-length.md"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.samples() and self.temperature <= 0:
+            raise ValueError(f"key 'temperature': expected a positive number when sampling, got {self.temperature}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(f"key 'min_new_tokens': expected 0 to max_new_tokens ({self.max_new_tokens}), "
+                             f"got {self.min_new_tokens}")
+
+    def samples(self) -> bool:
+        return True  # PPO and DPO always sample
 
 
-@dataclass
-class GenerationSettings:
-    """Decoding settings (defaults: the paper's) and the ``transformers.GenerationConfig`` they make."""
+@dataclass(kw_only=True)
+class GenerationArguments(DecodingArguments):
+    """The decoding keys plus greedy or beam search: evaluation's recipe keys and the generate/chat flags."""
 
-    top_k: int = PAPER_DECODING["top_k"]
-    top_p: float = PAPER_DECODING["top_p"]
-    temperature: float = PAPER_DECODING["temperature"]
-    max_new_tokens: int = PAPER_DECODING["max_new_tokens"]
-    do_sample: bool = True
+    do_sample: bool = field(default=True, metadata={"help": "false: greedy (or beam) search"})
     num_beams: int = 1
-    min_new_tokens: int = 0
+
+    def samples(self) -> bool:
+        return self.do_sample
+
+
+@dataclass(kw_only=True)
+class GenerationSettings(GenerationArguments):
+    """Generation arguments with a seed, and the ``transformers.GenerationConfig`` they make."""
+
     seed: int | None = 42
 
     @classmethod
     def from_recipe(cls, cfg, **overrides) -> GenerationSettings:
-        """The decoding keys a recipe dataclass has (top_k, top_p, temperature, max_new_tokens, do_sample,
-        num_beams, min_new_tokens); the rest keep their defaults; ``overrides`` win."""
+        """The decoding keys a recipe config has (a :class:`DecodingArguments`); the rest keep their
+        defaults; ``overrides`` win."""
         values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if hasattr(cfg, f.name)}
         return cls(**{**values, **overrides})
 

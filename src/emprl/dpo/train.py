@@ -23,13 +23,12 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 
-from trl import DPOConfig, DPOTrainer
+from trl import DPOTrainer
 
 from emprl.common.errors import UserError, run_cli
 from emprl.common.io import atomic_dir, atomic_write_json, atomic_write_jsonl, read_jsonl, write_model_card
-from emprl.common.policy import PAPER_DECODING
+from emprl.dpo.config import DPOScriptConfig, DPOTrainingArguments
 from emprl.dpo.pairs import (
     build_pairs,
     load_pairs,
@@ -46,70 +45,6 @@ STAGE = "dpo"
 RUN_FILE = "dpo_run.json"  # the recipe hash of the run that owns the shards and rounds in the folder
 ROUND_FILE = "round.json"  # written last into a round's policy folder: the round is finished
 TRAINER_DIR = ".tmp-trainer"  # DPOTrainer's scratch folder; removed after each round and by lifecycle
-
-
-@dataclass
-class DPOScriptConfig:
-    sft_model_path: str = field(metadata={"help": "the SFT stage's output folder (merged weights): the policy "
-                                                  "and the reference", "existing_path": True})
-    labelled_data: str = field(metadata={"help": "the labelling stage's output (save_to_disk folder)",
-                                         "existing_path": True})
-    identifiers_dir: str | None = field(default=None, metadata={
-        "help": "the identifiers stage's output folder", "existing_path": True})
-    reward: dict = field(default_factory=lambda: {"empathy": 1.0}, metadata={
-        "help": "reward components and weights, as in PPO (the judge of the pairs)"})
-    output_dir: str = "outputs/dpo"
-    # pairs
-    samples_per_context: int = field(default=4, metadata={"help": "K responses sampled per training context"})
-    min_reward_margin: float = field(default=0.0, metadata={
-        "help": "a context gets a pair only when its best reward exceeds its worst by more than this"})
-    contexts_per_round: int | None = field(default=None, metadata={
-        "help": "training contexts sampled per round (null: the whole train split)"})
-    rounds: int = field(default=1, metadata={"help": "sample-pairs-train rounds; round r > 1 samples from "
-                                                     "the policy of round r - 1 (the reference stays SFT)"})
-    shard_size: int = field(default=32, metadata={"help": "contexts per shard file (the unit of resume)"})
-    generation_batch_size: int = 64
-    # the paper's decoding
-    top_k: int = PAPER_DECODING["top_k"]
-    top_p: float = PAPER_DECODING["top_p"]
-    temperature: float = PAPER_DECODING["temperature"]
-    max_new_tokens: int = PAPER_DECODING["max_new_tokens"]
-    # policy
-    use_lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] | None = field(default=None, metadata={"help": "default: PEFT's per architecture"})
-    dtype: str | None = field(default=None, metadata={"help": "policy weights: float32 (default), bfloat16, ..."})
-    overwrite_output_dir: bool = field(default=False, metadata={
-        "help": "start over even if output_dir holds a finished or interrupted run"})
-
-    def __post_init__(self):
-        for key in ("samples_per_context", "rounds", "shard_size", "generation_batch_size", "max_new_tokens"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"key '{key}': expected a positive integer, got {getattr(self, key)}")
-        if self.samples_per_context < 2:
-            raise ValueError(f"key 'samples_per_context': a pair needs at least 2 samples, got {self.samples_per_context}")
-        if self.min_reward_margin < 0:
-            raise ValueError(f"key 'min_reward_margin': expected a number >= 0, got {self.min_reward_margin}")
-        if self.contexts_per_round is not None and self.contexts_per_round < 1:
-            raise ValueError(f"key 'contexts_per_round': expected a positive integer or null, got {self.contexts_per_round}")
-
-
-@dataclass
-class DPOTrainingArguments(DPOConfig):
-    """TRL's DPOConfig (beta, loss_type, learning rate, ...) with defaults for this stage: no trainer
-    checkpoints (a round is the unit of resume), no remote logging, the dataset columns kept."""
-
-    beta: float = 0.1
-    save_strategy: str = "no"
-    report_to: str | list[str] | None = "none"
-    logging_steps: float = 10
-    remove_unused_columns: bool = False
-    max_length: int | None = 256
-    max_prompt_length: int | None = 200
-    max_completion_length: int | None = 40
-    dataloader_pin_memory: bool = False
 
 
 class EmpRLDPOTrainer(DPOTrainer):
@@ -177,24 +112,13 @@ class DPORun:
         # exactly as the SFT targets did; T5 targets are the reply alone.
         self.answer_prefix = "" if self.enc_dec else response_suffix(self.builder)[0]
         self.ref_model = None
-        if cfg.use_lora:
-            self._add_lora()  # reference = the same model with adapters off (docs/lora-reference.md)
+        if cfg.use_lora:  # reference = the same model with adapters off (docs/lora-reference.md)
+            self.model = cfg.add_lora(self.model, self.enc_dec)
         else:
             self.ref_model = load_policy(cfg.sft_model_path, dtype=cfg.dtype)[0].eval().requires_grad_(False)
         self.reward = build_reward(cfg.reward, identifiers_dir=cfg.identifiers_dir, device=self.state.device,
                                    speaker_tag=self.builder.speaker_tag, listener_tag=self.builder.listener_tag)
         self.rounds: list[dict] = []
-
-    def _add_lora(self):
-        from peft import LoraConfig, TaskType, get_peft_model
-
-        c = self.cfg
-        lora = LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM if self.enc_dec else TaskType.CAUSAL_LM, r=c.lora_r,
-                          lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout, target_modules=c.lora_target_modules)
-        try:
-            self.model = get_peft_model(self.model, lora)
-        except ValueError as err:  # e.g. target modules not found in the model
-            raise UserError(f"lora_target_modules: {err}") from None
 
     def round_dir(self, r: int) -> str:
         return os.path.join(self.cfg.output_dir, "rounds", f"round-{r}")
@@ -273,11 +197,11 @@ class DPORun:
     def _trainer_tokenizer(self):
         """The tokenizer DPOTrainer appends its ``eos`` with: for a chat template, the token that ends
         a turn (what generation stops at), not the converted tokenizer's eos (docs/dpo.md)."""
-        from emprl.ppo.setup import _stop_ids
+        from emprl.common.policy import end_of_turn_id
 
         tok = copy.deepcopy(self.tokenizer)
-        if not self.enc_dec:
-            end = _stop_ids(self.model, tok, self.builder)[0]
+        end = None if self.enc_dec else end_of_turn_id(tok, self.builder)
+        if end is not None:
             tok.eos_token = tok.convert_ids_to_tokens(end)
         return tok
 

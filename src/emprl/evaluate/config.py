@@ -5,15 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from emprl.common.policy import PAPER_DECODING
+from emprl.common.policy import GenerationArguments
+from emprl.pipeline.config_limits import DISTINCT, NON_EMPTY_SPECS, SPECS
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(GenerationArguments):
+    """Decoding: the generation keys with the paper's defaults (GenerationSettings.from_recipe reads them)."""
+
     # dict[str, Any], not dict[str, str]: the command-line parser reads a dict[str, str] override as text.
     systems: dict[str, Any] = field(metadata={
         "help": "row name -> generator folder, or jsonl:PATH of generations ({seed} in PATH: one file per seed)",
-        "existing_path": True})  # the chain check reads each value (a path may be written by an earlier stage)
+        "existing_path": True, "limit": NON_EMPTY_SPECS})  # read by the chain check (an earlier stage may write it)
     data: str = field(default="disk:outputs/demo/labelled", metadata={
         "help": "dialogue data FORMAT:PATH; labelled data (disk:) carries the gold empathy levels",
         "existing_path": True})
@@ -21,14 +24,9 @@ class EvaluateConfig:
     identifiers_dir: str = field(default="outputs/demo/identifiers", metadata={
         "help": "output folder of the identifiers stage (Emp-F1, R_emp, missing gold levels)", "existing_path": True})
     output_dir: str = "outputs/demo/eval"
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "one generation run per seed"})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={
+        "help": "one generation run per seed", "limit": DISTINCT})
     max_examples: int | None = field(default=None, metadata={"help": "first N test examples (null: all)"})
-    # Decoding (default: the paper's, emprl.common.policy.PAPER_DECODING); GenerationSettings.from_recipe reads these.
-    top_k: int = PAPER_DECODING["top_k"]
-    top_p: float = PAPER_DECODING["top_p"]
-    temperature: float = PAPER_DECODING["temperature"]
-    max_new_tokens: int = PAPER_DECODING["max_new_tokens"]
-    do_sample: bool = True
     batch_size: int = 16
     # Prompt: null keeps what each model folder was trained with (emprl_prompt.json, else PromptBuilder's).
     max_source_tokens: int | None = None
@@ -63,7 +61,8 @@ class EvaluateConfig:
     paired_resamples: int = field(default=2000, metadata={"help": "bootstrap and permutation resamples"})
     judges: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "judges independent of the reward, name -> phrasebank:PATH (the demo composer's fragment patterns) "
-                "or an identifiers folder: Emp-F1 and level accuracy of the generated replies against true levels"})
+                "or an identifiers folder: Emp-F1 and level accuracy of the generated replies against true levels",
+        "limit": SPECS})
     true_levels: Literal["auto", "columns", "judge"] = field(default="auto", metadata={
         "help": "what judges are scored against: columns: the data's true_* columns (the composer's levels); "
                 "judge: each judge's own levels on the reference; auto: columns when the data has them, else judge"})
@@ -75,24 +74,7 @@ class EvaluateConfig:
     overwrite_output_dir: bool = field(default=False, metadata={"help": "rerun even if output_dir is complete"})
 
     def __post_init__(self):
-        if not self.systems:
-            raise ValueError("key 'systems': expected at least one system")
-        for name, spec in self.systems.items():
-            if not isinstance(spec, str) or not spec.strip():
-                raise ValueError(f"key 'systems': '{name}': expected a model folder or jsonl:PATH, got {spec!r}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"key 'seeds': expected a non-empty list of different seeds, got {self.seeds}")
-        for key in ("batch_size", "max_new_tokens", "max_target_tokens", "identifier_max_context_len",
-                    "identifier_max_response_len", "identifier_batch_size", "samples_per_context",
-                    "paired_resamples"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"key '{key}': expected a positive integer, got {getattr(self, key)}")
-        if self.max_examples is not None and self.max_examples <= 0:
-            raise ValueError(f"key 'max_examples': expected a positive integer or null, got {self.max_examples}")
-        if self.do_sample and self.temperature <= 0:
-            raise ValueError(f"key 'temperature': expected a positive number, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"key 'top_p': expected a number in (0, 1], got {self.top_p}")
+        super().__post_init__()
         unknown = sorted(set(self.external_ppl) - set(self.systems))
         if unknown:
             raise ValueError(f"key 'external_ppl': {unknown[0]!r} is not one of the systems")
@@ -101,8 +83,3 @@ class EvaluateConfig:
                 if not isinstance(name, str) or name not in self.systems:
                     raise ValueError(f"key 'paired': {name!r} is not one of the systems "
                                      f"({', '.join(map(repr, self.systems))})")
-        for name, spec in self.judges.items():
-            if not isinstance(spec, str) or not spec.strip():
-                raise ValueError(f"key 'judges': '{name}': expected phrasebank:PATH or an identifiers folder, "
-                                 f"got {spec!r}")
-

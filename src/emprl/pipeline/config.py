@@ -60,7 +60,7 @@ def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
                 kwargs[f.name] = coerce(raw, hints.get(f.name, Any), f"{source}: key '{f.name}'")
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise UserError(f"{recipe_path}: missing required key '{f.name}'")
-        _check_ranges(kwargs, values)
+        _check_values(cls, kwargs, values)
         try:
             config = cls(**kwargs)
         except (ValueError, TypeError) as err:  # raised by __post_init__ checks of TRL/transformers
@@ -224,6 +224,15 @@ def format_help(dataclass_types: tuple[type, ...]) -> str:
     return "\n".join(lines)
 
 
+def strip_format(path: str) -> str:
+    """The path part of a data spec written ``format:path`` (a plain path is returned as it is)."""
+    head, sep, tail = path.partition(":")
+    return tail if sep and head.isidentifier() and len(head) > 1 else path
+
+
+_strip_format = strip_format  # until pipeline/chain.py imports strip_format
+
+
 # --------------------------------------------------------------------------------------------------
 
 
@@ -287,13 +296,15 @@ def _suggest(key: str, owners: dict[str, type]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _check_ranges(kwargs: dict[str, Any], values: dict[str, tuple[Any, str]]) -> None:
-    from emprl.pipeline.config_limits import out_of_range
+def _check_values(cls: type, kwargs: dict[str, Any], values: dict[str, tuple[Any, str]]) -> None:
+    """Ranges and choices of the values the user set, before the config (or any model) is built."""
+    from emprl.pipeline.config_limits import field_problem
 
-    for key, value in kwargs.items():
-        expected = out_of_range(key, value)
-        if expected:
-            raise UserError(f"{values[key][1]}: key '{key}': expected {expected}, got {value!r}")
+    for f in dataclasses.fields(cls):
+        if f.name in kwargs:
+            expected = field_problem(f, kwargs[f.name])
+            if expected:
+                raise UserError(f"{values[f.name][1]}: key '{f.name}': expected {expected}, got {kwargs[f.name]!r}")
 
 
 def _check_paths(config: Any, recipe_path: str, values: dict[str, tuple[Any, str]]) -> None:
@@ -302,15 +313,9 @@ def _check_paths(config: Any, recipe_path: str, values: dict[str, tuple[Any, str
             continue
         value = getattr(config, f.name)
         for path in value if isinstance(value, (list, tuple)) else [value]:
-            if path and isinstance(path, str) and not os.path.exists(_strip_format(path)):
+            if path and isinstance(path, str) and not os.path.exists(strip_format(path)):
                 source = values.get(f.name, (None, recipe_path))[1]
                 raise UserError(f"{source}: key '{f.name}': path '{path}' does not exist")
-
-
-def _strip_format(path: str) -> str:
-    """Data specs are written ``format:path``; check the path part."""
-    head, sep, tail = path.partition(":")
-    return tail if sep and head.isidentifier() and len(head) > 1 else path
 
 
 def _type_hints(cls: type) -> dict[str, Any]:

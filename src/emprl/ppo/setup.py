@@ -115,15 +115,8 @@ def load_value_head_policy(cfg):
     else:
         base = auto.from_pretrained(path, dtype=dtype)
     ensure_pad_token(base, tokenizer)
-    peft_config = None
-    if cfg.use_lora:
-        from peft import LoraConfig, TaskType
-
-        peft_config = LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM if enc_dec else TaskType.CAUSAL_LM,
-                                 r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                 target_modules=cfg.lora_target_modules)
     wrapper = AutoModelForSeq2SeqLMWithValueHead if enc_dec else AutoModelForCausalLMWithValueHead
-    model = wrapper.from_pretrained(base, peft_config=peft_config)
+    model = wrapper.from_pretrained(base, peft_config=cfg.peft_config(enc_dec))
     ref_model = None if cfg.use_lora else create_reference_model(model)
     return model, ref_model, tokenizer, enc_dec, path
 
