@@ -21,7 +21,7 @@ from typing import Any
 
 from emprl.common.errors import UserError
 from emprl.pipeline import stages as table
-from emprl.pipeline.config import _strip_format, load_recipe_values, load_yaml_mapping
+from emprl.pipeline.config import load_recipe_values, load_yaml_mapping, strip_format
 from emprl.pipeline.stages import Stage, StageKind
 
 CHAIN_FILE = "chain.yaml"
@@ -60,7 +60,7 @@ def path_of(spec: str) -> str:
     """The file-system path in a recipe value: ``FORMAT:PATH`` and ``jsonl:PATH`` lose their prefix."""
     if spec.startswith(JSONL_PREFIX):
         return spec[len(JSONL_PREFIX):]
-    return _strip_format(spec)
+    return strip_format(spec)
 
 
 def _chain_list(experiment: str, key: str, expected: str, exists, missing: str) -> list[str]:

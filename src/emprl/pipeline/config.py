@@ -230,8 +230,6 @@ def strip_format(path: str) -> str:
     return tail if sep and head.isidentifier() and len(head) > 1 else path
 
 
-_strip_format = strip_format  # until pipeline/chain.py imports strip_format
-
 
 # --------------------------------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from emprl.common.io import (
     read_stage_stamp,
     write_stage_stamp,
 )
-from emprl.pipeline.config import recipe_hash
+from emprl.pipeline.config import recipe_hash, strip_format
 
 logger = logging.getLogger("emprl.pipeline.lifecycle")
 
@@ -230,7 +230,7 @@ def fingerprint_inputs(paths: Iterable[str | None]) -> dict[str, str]:
     for spec in paths:
         if not spec:
             continue
-        path = _strip_format(str(spec))
+        path = strip_format(str(spec))
         # a stage folder, or a file inside one (ETHREED reads the emotion classifier's label file)
         stamped = path if os.path.isdir(path) else os.path.dirname(path)
         if os.path.isfile(os.path.join(stamped, STAGE_STAMP)):
@@ -261,11 +261,6 @@ def stamp_is_current(output_dir: str, expected_recipe_hash: str, stage: str | No
     if stage is not None and stamp.get("stage") != stage:
         return False
     return not changed_inputs(stamp)
-
-
-def _strip_format(spec: str) -> str:
-    head, sep, tail = spec.partition(":")
-    return tail if sep and head.isidentifier() and len(head) > 1 else spec
 
 
 # -- checkpoints and model files ---------------------------------------------------------------------------

@@ -96,7 +96,7 @@ PPO = StageKind(
      "eval_repeats": 1, "save_steps": 1, "save_total_limit": 1, "warmup_steps": 0, "bf16": False,
      "gradient_checkpointing": False, "log_with": None})
 DPO = StageKind(
-    "dpo", "emprl.dpo", ("emprl.dpo.train:DPOScriptConfig", "emprl.dpo.train:DPOTrainingArguments"), None,
+    "dpo", "emprl.dpo", ("emprl.dpo.config:DPOScriptConfig", "emprl.dpo.config:DPOTrainingArguments"), None,
     {"contexts_per_round": 4, "samples_per_context": 2, "shard_size": 2, "generation_batch_size": 4,
      "max_new_tokens": 8, "rounds": lambda v: min(v or 1, 2), "min_reward_margin": 0.0, "dtype": None,
      "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "num_train_epochs": 1,
