@@ -15,26 +15,22 @@ from emprl.baselines.ethreed.batching import (
     encode_example,
     turn_roles,
 )
-from emprl.baselines.ethreed.model import (
-    ETHREED,
+from emprl.baselines.ethreed.components import (
     DialogueTracker,
     EmotionClassifier,
     EmpatheticPolicy,
-    ETHREEDConfig,
     PointerGeneratorDecoder,
     UtteranceEncoder,
     emotion_loss,
     gps_loss,
 )
-from emprl.baselines.ethreed.train import (
-    EthreedTrainConfig,
-    attach_listener_emotions,
-    evaluate_loss,
-    make_loader,
-    run,
-    train_epoch,
-)
-from emprl.baselines.ethreed.vocab import UserError, Vocab, load_glove, split_words
+from emprl.baselines.ethreed.config import EthreedTrainConfig
+from emprl.baselines.ethreed.loop import evaluate_loss, make_loader, train_epoch
+from emprl.baselines.ethreed.model import ETHREED, ETHREEDConfig
+from emprl.baselines.ethreed.train import attach_listener_emotions, run
+from emprl.baselines.ethreed.vocab import Vocab, load_glove
+from emprl.common.errors import UserError
+from emprl.metrics import split_words
 
 H = 16
 
@@ -511,8 +507,8 @@ def test_stage_main_from_recipe(tmp_path):
 # ----- shared-evaluation outputs: one generation run per seed, the stage stamp --------------------
 
 def test_stage_writes_one_sampled_run_per_seed_and_the_stamp_last(tmp_path):
-    from emprl.baselines.ethreed.train import generate_responses, generate_runs
-    from emprl.evaluate.run import read_external_generations
+    from emprl.baselines.ethreed.loop import generate_responses, generate_runs
+    from emprl.evaluate.systems import read_external_generations
     from emprl.pipeline.config import recipe_hash
 
     rows = _examples(20)

@@ -48,7 +48,8 @@ def write_dailydialog(folder) -> str:
 
 
 def make_identifiers(folder) -> str:
-    from reward_models import MECHANISMS, EmpathyIdentifier
+    from emprl.common.mechanisms import MECHANISMS
+    from reward_models import EmpathyIdentifier
 
     bert = folder / "bert"
     tiny.make_tiny_bert(str(bert))
@@ -267,15 +268,15 @@ def test_paired_names_must_be_systems(tmp_path, setup, capsys):
 
 
 def test_paper_table_prints_the_rows_of_the_chosen_table():
-    from emprl.evaluate.run import _paper_reference, results_markdown
+    from emprl.evaluate.report import paper_reference, results_markdown
 
     report = {"data": "dailydialog:x", "split": "test", "num_examples": 1, "seeds": [0], "runtime_s": 1.0,
               "decoding": {"top_k": 20, "top_p": 1.0, "temperature": 0.9, "max_new_tokens": 30, "do_sample": True},
-              "reference_metrics": False, "systems": {}, "paper_reference": _paper_reference("dailydialog")}
+              "reference_metrics": False, "systems": {}, "paper_reference": paper_reference("dailydialog")}
     md = results_markdown(report)
     assert "| System (paper) | BLEU-1 | BLEU-2 | ROUGE-L |" in md and "| Llama3 | 31.49 | 19.78 | 12.28 |" in md
     assert "Table VII" in md and "case-sensitive NLTK" in md
-    report["paper_reference"] = _paper_reference("pec")
+    report["paper_reference"] = paper_reference("pec")
     md = results_markdown(report)
     assert "| EmpRL | 20.25 | 4.96 | 28.43 | 72.73 |" in md and "31.49" not in md
 

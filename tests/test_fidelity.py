@@ -30,7 +30,7 @@ def _ppo_configs(recipe, tmp_path, *extra):
 
 def _lr_fraction_at(cfg, ppo_cfg, n_train, step, world=1):
     """The scheduler's LR after ``step`` PPO steps, as a fraction of the peak (the real _scheduler)."""
-    from emprl.ppo.setup import _scheduler
+    from emprl.ppo.setup import build_scheduler as _scheduler
 
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.Adam([param], lr=ppo_cfg.learning_rate)
@@ -107,7 +107,8 @@ def test_identifier_recipes_train_as_the_authors_did(tmp_path, folder):
 def test_majority_rule():
     from collections import Counter
 
-    from emprl.human_eval.run import UNRESOLVED, _majority
+    from emprl.human_eval.run import UNRESOLVED
+    from emprl.human_eval.run import majority as _majority
 
     assert _majority(Counter(win=2, lose=1)) == "win"
     assert _majority(Counter(win=1, tie=2)) == "tie"  # the answer most evaluators gave

@@ -8,6 +8,7 @@ import pytest
 
 from emprl.common.errors import UserError, run_cli
 from emprl.human_eval import run as human_eval
+from emprl.human_eval import sheets
 from emprl.human_eval.run import fleiss_kappa, sign_test
 
 SYSTEMS = ("EmpRL", "T5", "MoEL")
@@ -83,9 +84,9 @@ def test_export_fill_score_round_trip(tmp_path):
     key = json.loads((out / "key.json").read_text())
     ratings, ab = _read_rows(out / "ratings.csv"), _read_rows(out / "ab.csv")
     assert len(ratings) == 30 and len(ab) == 20 and len(set(key["rows"])) == 10
-    sheets = (out / "ratings.csv").read_text() + (out / "ab.csv").read_text()
-    assert not any(name in sheets for name in SYSTEMS)  # blind
-    assert all(r[a] == "" for r in ratings for a in human_eval.ASPECTS) and all(r["choice"] == "" for r in ab)
+    text = (out / "ratings.csv").read_text() + (out / "ab.csv").read_text()
+    assert not any(name in text for name in SYSTEMS)  # blind
+    assert all(r[a] == "" for r in ratings for a in sheets.ASPECTS) and all(r["choice"] == "" for r in ab)
     # Each response sits next to its own context, and the A/B order really varies.
     for r in ratings:
         row = key["ratings"][r["item_id"]]["row"]
@@ -95,7 +96,7 @@ def test_export_fill_score_round_trip(tmp_path):
 
     # Same seed, same kit.
     again = tmp_path / "kit2"
-    human_eval.export(gens, 10, 3, str(again))
+    sheets.export(gens, 10, 3, str(again))
     assert (again / "ratings.csv").read_text() == (out / "ratings.csv").read_text()
 
     # Three annotators. EmpRL always rated 5/4/5 and preferred; the others 2/3/4 (annotator 3 says 3 for
@@ -106,7 +107,7 @@ def test_export_fill_score_round_trip(tmp_path):
         for r in ratings:
             system = key["ratings"][r["item_id"]]["system"]
             scores = (5, 4, 5) if system == "EmpRL" else (3 if (k == 2 and system == "T5") else 2, 3, 4)
-            filled.append({**r, **dict(zip(human_eval.ASPECTS, map(str, scores)))})
+            filled.append({**r, **dict(zip(sheets.ASPECTS, map(str, scores)))})
         path = tmp_path / f"ratings_{k}.csv"
         _write_rows(path, filled[::-1])  # annotators may reorder rows
         rating_files.append(str(path))
@@ -196,21 +197,21 @@ def test_export_rejects_bad_inputs(tmp_path, capsys):
     lines[2] = lines[2].replace("keys again 2", "wallet")
     open(gens["T5"], "w").write("\n".join(lines) + "\n")
     with pytest.raises(UserError, match=r"t5\.jsonl:3: context differs"):
-        human_eval.export(gens, 2, 0, str(tmp_path / "kit"))
+        sheets.export(gens, 2, 0, str(tmp_path / "kit"))
 
     open(gens["T5"], "w").write(lines[0] + "\n{not json\n")
     with pytest.raises(UserError, match=r"t5\.jsonl:2: not valid JSON"):
-        human_eval.export(gens, 2, 0, str(tmp_path / "kit"))
+        sheets.export(gens, 2, 0, str(tmp_path / "kit"))
 
     del gens["T5"]
     with pytest.raises(UserError, match="only 4 contexts"):
-        human_eval.export(gens, 5, 0, str(tmp_path / "kit"))
+        sheets.export(gens, 5, 0, str(tmp_path / "kit"))
     assert not (tmp_path / "kit").exists()
 
     (tmp_path / "kit").mkdir()
     (tmp_path / "kit" / "key.json").write_text("{}")
     with pytest.raises(UserError, match="already exists"):
-        human_eval.export(gens, 2, 0, str(tmp_path / "kit"))
+        sheets.export(gens, 2, 0, str(tmp_path / "kit"))
 
     # Through the CLI wrapper: one stderr line and exit code 2.
     with pytest.raises(SystemExit) as exc:

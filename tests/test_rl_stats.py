@@ -1,5 +1,6 @@
-"""emprl.study.rl_stats on synthetic data with a known effect: pooled two-level bootstrap, sign-flip p, rliable's
-aggregates, the Emp-F1 corpus variant, variance components and the design sizing."""
+"""emprl.study.rl_stats and emprl.study.design on synthetic data with a known effect: pooled two-level
+bootstrap, sign-flip p, rliable's aggregates, the Emp-F1 corpus variant, variance components and the
+design sizing."""
 
 import time
 
@@ -8,7 +9,7 @@ import pytest
 import scipy.stats
 
 from emprl.metrics import emp_f1_from_confusion, level_confusion
-from emprl.study import rl_stats
+from emprl.study import design, rl_stats
 
 
 def synthetic(effect=0.0, runs=5, contexts=400, run_sd=0.0, noise=0.1, seed=0):
@@ -126,7 +127,7 @@ def test_variance_components_recover_known_values():
     means = rng.normal(0.1, 0.2, contexts)  # between-context variance 0.04
     ids = np.repeat(np.arange(contexts), n)
     values = means[ids] + rng.normal(0, 0.3, len(ids))  # within-context variance 0.09
-    out = rl_stats.variance_components(values, ids)
+    out = design.variance_components(values, ids)
     assert out["between_context"] == pytest.approx(0.04, rel=0.1)
     assert out["within_context"] == pytest.approx(0.09, rel=0.05)
     assert out["contexts"] == contexts and 0 < out["icc"] < 1
@@ -140,18 +141,18 @@ def test_difference_components_and_the_sized_design():
     run_effect = rng.normal(0, 0.002, runs)  # a seed SD of 0.01 would already cap the power (test below)
     base = rng.normal(0, np.sqrt(within / samples), contexts)
     arm = (0.02 + run_effect[:, None] + ctx_effect[None] + rng.normal(0, np.sqrt(within / samples), (runs, contexts)))
-    comp = rl_stats.difference_components(arm, base, within_arm=within, within_baseline=within,
+    comp = design.difference_components(arm, base, within_arm=within, within_baseline=within,
                                           samples_arm=samples, samples_baseline=samples)
     assert comp["context"] == pytest.approx(0.01, rel=0.15)
     assert comp["run_x_context"] == pytest.approx(0.0, abs=0.002)
     # sizing: power 0.8 at the answer, not one context earlier
-    k = rl_stats.contexts_needed(comp, 0.012, runs=5, samples=4)
-    assert rl_stats.power(comp, 0.012, 5, k, 4) >= 0.8 > rl_stats.power(comp, 0.012, 5, k - 1, 4)
+    k = design.contexts_needed(comp, 0.012, runs=5, samples=4)
+    assert design.power(comp, 0.012, 5, k, 4) >= 0.8 > design.power(comp, 0.012, 5, k - 1, 4)
     # a run variance larger than the test can afford: no number of contexts helps
-    assert rl_stats.contexts_needed({**comp, "run": 1.0}, 0.012, runs=5, samples=4) is None
+    assert design.contexts_needed({**comp, "run": 1.0}, 0.012, runs=5, samples=4) is None
     simple = {"run": 0.0, "context": 0.0182, "run_x_context": 0.0, "within_arm": 0.0, "within_baseline": 0.0}
     # one run, one sample, no seed effect: the textbook n = ((z_.975 + z_.8) sd / effect)^2
-    assert rl_stats.contexts_needed(simple, 0.012, runs=1, samples=1) == int(np.ceil((2.8016 ** 2) * 0.0182
+    assert design.contexts_needed(simple, 0.012, runs=1, samples=1) == int(np.ceil((2.8016 ** 2) * 0.0182
                                                                                       / 0.012 ** 2 - 1e-3))
 
 

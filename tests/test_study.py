@@ -79,7 +79,8 @@ def fixture_systems(cfg, placebo_effect=0.0):
 
 
 def test_report_pools_runs_and_states_each_criterion(tmp_path):
-    from emprl.study.run import build_report, plan_runs, report_markdown
+    from emprl.study.run import build_report, plan_runs
+    from emprl.study.summary import report_markdown
 
     cfg = study_cfg(tmp_path)
     runs = plan_runs(cfg)
@@ -120,7 +121,8 @@ def test_a_placebo_as_good_as_empraL_fails_that_criterion(tmp_path):
 
 
 def test_without_per_sample_files_r_emp_is_pooled_from_results_json(tmp_path):
-    from emprl.study.run import build_report, plan_runs, report_markdown
+    from emprl.study.run import build_report, plan_runs
+    from emprl.study.summary import report_markdown
 
     cfg = study_cfg(tmp_path, "--seeds", "[1, 2]", "--choice_seeds", "[1]")
     write_fixture_eval(tmp_path / "eval", fixture_systems(cfg), with_samples=False)
@@ -184,7 +186,8 @@ def test_paper_study_recipes_train_empRL_with_five_seeds(experiment, monkeypatch
 
 def test_arm_seeds_give_one_equal_budget_dpo_row_and_the_report_still_pools(tmp_path):
     """arm_seeds: DPO on one seed beside 3 EmpRL and placebo seeds; the pooled report handles the short arm."""
-    from emprl.study.run import RLStudyConfig, build_report, plan_runs, report_markdown
+    from emprl.study.run import RLStudyConfig, build_report, plan_runs
+    from emprl.study.summary import report_markdown
 
     cwd = os.getcwd()
     os.chdir(ROOT)

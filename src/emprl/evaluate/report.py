@@ -4,11 +4,11 @@ into the stage's folder."""
 
 from __future__ import annotations
 
-import math
 import os
 import re
 
 from emprl.common.mechanisms import MECHANISM_SHORT
+from emprl.evaluate.formats import EM_DASH, interval, json_safe, number
 from emprl.evaluate.scoring import paired_differences
 from emprl.pipeline.config import config_to_dict
 
@@ -52,7 +52,7 @@ def write_outputs(cfg, results, run, contexts, references, conv_ids, *, kind, wi
         "samples_per_context": cfg.samples_per_context, "relevance_encoder": cfg.relevance_encoder,
         "notes": list(cfg.notes),
         "paired": paired_differences(cfg, results),
-        "paper_reference": _paper_reference(cfg.paper_table or "ed") if with_paper else None,
+        "paper_reference": paper_reference(cfg.paper_table or "ed") if with_paper else None,
         # who grades: the reward's identifiers trained the RL policies; the judges did not
         "reward_identifiers": cfg.identifiers_dir,
         "judges": {"specs": dict(cfg.judges), "reference": judge_reference} if cfg.judges else None,
@@ -85,7 +85,7 @@ def write_outputs(cfg, results, run, contexts, references, conv_ids, *, kind, wi
             atomic_write_jsonl(os.path.join(tmp, "contexts.jsonl"), [
                 {"context": i, "conv_id": str(conv_ids[i]), "gold": [int(v) for v in gold[i]],
                  "true": None if true is None else [int(v) for v in true[i]]} for i in range(len(contexts))])
-        atomic_write_json(os.path.join(tmp, "results.json"), _json_safe(report))
+        atomic_write_json(os.path.join(tmp, "results.json"), json_safe(report))
         atomic_write_text(os.path.join(tmp, "results.md"), results_markdown(report))
         atomic_write_text(os.path.join(tmp, "examples.md"),
                           examples_markdown(results, contexts, references, cfg.num_examples_shown))
@@ -167,8 +167,7 @@ def judges_paired_markdown(report: dict) -> list[str]:
              "| System | Baseline | Judge | Δ Emp-F1 [95% CI] | p | Δ Acc [95% CI] | p |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for p, name, d in rows:
-        cells = [f"{d[k]['delta']:+.2f} [{d[k]['ci_low']:+.2f}, {d[k]['ci_high']:+.2f}] | {_p(d[k]['p_value'])}"
-                 for k in ("emp_f1", "accuracy")]
+        cells = [f"{interval(d[k], 2)} | {_p(d[k]['p_value'])}" for k in ("emp_f1", "accuracy")]
         lines.append(f"| {_md(p['system'])} | {_md(p['baseline'])} | {_md(name)} | " + " | ".join(cells) + " |")
     lines += ["", f"The judges grade the generated replies against the {report['judges']['reference']}; the "
               "resampling is that of Emp-F1 above (contexts drawn once for both systems, a paired permutation "
@@ -192,8 +191,7 @@ def paired_markdown(report: dict) -> list[str]:
         cells = []
         for key, _, dec in metrics:
             d = p.get(key)
-            cells += ([f"{d['delta']:+.{dec}f} [{d['ci_low']:+.{dec}f}, {d['ci_high']:+.{dec}f}]", _p(d["p_value"])]
-                      if d else ["—", "—"])
+            cells += [interval(d, dec), _p(d["p_value"])] if d else [EM_DASH, EM_DASH]
         lines.append(f"| {_md(p['system'])} | {_md(p['baseline'])} | {p['n_contexts']} | {samples} | "
                      + " | ".join(cells) + " |")
     n_boot = pairs[0]["r_emp"]["n_boot"]
@@ -214,7 +212,7 @@ def _p(value: float) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def _paper_reference(table: str) -> dict:
+def paper_reference(table: str) -> dict:
     caption, columns, rows = PAPER_TABLES[table]
     return {"table": table, "caption": caption, "columns": list(columns),
             "rows": [{"system": row[0], "values": list(row[1:])} for row in rows]}
@@ -229,7 +227,7 @@ def results_table(report: dict) -> str:
     titles = [title for _, title, _ in columns] + [f"{t} [{j}]" for j in judges for t in ("Emp-F1", "Acc")]
     lines = ["| System | PPL | " + " | ".join(titles) + " |", "| --- " * (len(titles) + 2) + "|"]
     for name, res in report["systems"].items():
-        cells = [_fmt(res["ppl"], 2)] + [_cell(res["summary"].get(key), dec) for key, _, dec in columns]
+        cells = [number(res["ppl"], 2, EM_DASH)] + [_cell(res["summary"].get(key), dec) for key, _, dec in columns]
         for j in judges:
             summary = ((res.get("judges") or {}).get(j) or {}).get("summary") or {}
             cells += [_cell(summary.get("emp_f1"), 2), _cell(summary.get("accuracy"), 2)]
@@ -272,27 +270,11 @@ def unique_slugs(names) -> dict[str, str]:
 
 def _cell(stat: dict | None, decimals: int) -> str:
     if not stat:
-        return "—"
+        return EM_DASH
     if stat["ci95"] is None:
-        return _fmt(stat["mean"], decimals)
+        return number(stat["mean"], decimals, EM_DASH)
     return f"{stat['mean']:.{decimals}f} ± {stat['ci95']:.{decimals}f}"
-
-
-def _fmt(value, decimals: int) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{value:.{decimals}f}"
 
 
 def _md(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
-
-
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value

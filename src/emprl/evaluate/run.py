@@ -25,9 +25,9 @@ them in order and computes the metrics. Outputs: results.json, results.md, examp
 generations/<system>/seed<k>.jsonl, the per-sample files samples.jsonl (one line per generated reply)
 and contexts.jsonl (one line per context) and, written last, stage.json.
 
-This module is the stage (recipe, order of work, data kind); the work lives beside it:
-``evaluate_systems`` (PPL, generations, external systems), ``evaluate_scoring`` (metrics, paired
-differences, mean ± CI) and ``evaluate_report`` (results.json/.md, examples.md).
+This module is the stage (order of work, data kind); the recipe keys are in ``config.py`` and the
+work lives beside it: ``systems.py`` (PPL, generations, external systems), ``scoring.py`` (metrics,
+paired differences, mean ± CI) and ``report.py`` (results.json/.md, examples.md).
 """
 
 from __future__ import annotations
@@ -38,27 +38,14 @@ import os
 import time
 
 from emprl.common.errors import UserError, run_cli
+from emprl.common.mechanisms import MECHANISMS
 from emprl.common.policy import pick_device
 from emprl.evaluate.config import EvaluateConfig
+from emprl.evaluate.formats import EM_DASH, number
 from emprl.evaluate.judges import check_judge_spec, judge_path
-from emprl.evaluate.report import (  # noqa: F401 (re-exported: the stage's reports)
-    PAPER_TABLES,
-    _fmt,
-    _paper_reference,
-    examples_markdown,
-    results_markdown,
-    results_table,
-    unique_slugs,
-    write_outputs,
-)
-from emprl.evaluate.scoring import Scorer, paired_differences, score_runs, summarise  # noqa: F401
-from emprl.evaluate.systems import (  # noqa: F401 (re-exported: PPL and generations of each system)
-    evaluate_model,
-    external_ppl,
-    ppl_example,
-    read_external_generations,
-    reference_nll,
-)
+from emprl.evaluate.report import results_table, write_outputs
+from emprl.evaluate.scoring import Scorer, score_runs, summarise
+from emprl.evaluate.systems import evaluate_model, external_ppl, read_external_generations
 from emprl.pipeline.config import parse_recipe
 from emprl.pipeline.lifecycle import begin_stage
 
@@ -94,16 +81,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         device = state.device
 
     # 1. The test examples, and what kind of data they are.
-    from emprl.data import MECHANISMS, load_dialogues
-
-    dataset = load_dialogues(cfg.data, cfg.on_bad_rows, splits=(cfg.split,))
-    if cfg.split not in dataset:
-        raise UserError(f"data {cfg.data!r}: no split {cfg.split!r} (has {', '.join(dataset)})")
-    rows = dataset[cfg.split]
-    if cfg.max_examples:
-        rows = rows.select(range(min(cfg.max_examples, len(rows))))
-    if len(rows) == 0:
-        raise UserError(f"data {cfg.data!r}: the {cfg.split} split is empty")
+    rows = split_rows(cfg)
     contexts, references = list(rows["context"]), list(rows["response"])
     conv_ids = list(rows["conv_id"])
     kind = cfg.data_kind if cfg.data_kind != "auto" else detect_data_kind(cfg.data)
@@ -119,11 +97,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     judges, judge_refs, true = {}, {}, None
     if state.is_main_process:
         scorer = Scorer(cfg, device, contexts)
-        if all(m in rows.column_names for m in MECHANISMS):
-            gold = [[int(v) for v in levels] for levels in zip(*(rows[m] for m in MECHANISMS))]
-        else:
-            logger.info("no gold level columns in %s: labelling the %d references once", cfg.data, len(rows))
-            gold = scorer.levels(references)
+        gold = gold_levels(rows, cfg, scorer, references)
         true = true_levels(rows, cfg)
         judges, judge_refs = load_judges(cfg, device, contexts, references, true)
 
@@ -144,8 +118,8 @@ def main(argv: list[str] | None = None) -> dict | None:
             results[name] = {"source": source, "kind": kind_of_system, "ppl": ppl, "ppl_tokens": tokens,
                              "per_seed": per_seed, "summary": summarise(per_seed), "responses": runs,
                              "samples_per_context": k, "per_context": per_context}
-            logger.info("%s: PPL %s; %s", name, _fmt(ppl, 2), ", ".join(
-                f"{k} {_fmt(v['mean'], 3)}" for k, v in results[name]["summary"].items()))
+            logger.info("%s: PPL %s; %s", name, number(ppl, 2, EM_DASH), ", ".join(
+                f"{k} {number(v['mean'], 3, EM_DASH)}" for k, v in results[name]["summary"].items()))
 
     # 4. Reports, written whole (main process); the stamp last.
     report = None
@@ -159,6 +133,21 @@ def main(argv: list[str] | None = None) -> dict | None:
     run.release()
     state.wait_for_everyone()
     return report
+
+
+def split_rows(cfg: EvaluateConfig):
+    """The recipe's split of the data, cut to ``max_examples``; a missing or empty split is a UserError."""
+    from emprl.data import load_dialogues
+
+    dataset = load_dialogues(cfg.data, cfg.on_bad_rows, splits=(cfg.split,))
+    if cfg.split not in dataset:
+        raise UserError(f"data {cfg.data!r}: no split {cfg.split!r} (has {', '.join(dataset)})")
+    rows = dataset[cfg.split]
+    if cfg.max_examples:
+        rows = rows.select(range(min(cfg.max_examples, len(rows))))
+    if len(rows) == 0:
+        raise UserError(f"data {cfg.data!r}: the {cfg.split} split is empty")
+    return rows
 
 
 def check_systems(cfg: EvaluateConfig) -> dict[str, tuple[str, str]]:
@@ -180,6 +169,14 @@ def check_systems(cfg: EvaluateConfig) -> dict[str, tuple[str, str]]:
 
 
 # -- judges and true levels -----------------------------------------------------------------------------
+
+
+def gold_levels(rows, cfg: EvaluateConfig, scorer: Scorer, references) -> list[list[int]]:
+    """The gold level triple of each reference: the labelled columns, else the identifiers' levels."""
+    if all(m in rows.column_names for m in MECHANISMS):
+        return [[int(v) for v in levels] for levels in zip(*(rows[m] for m in MECHANISMS))]
+    logger.info("no gold level columns in %s: labelling the %d references once", cfg.data, len(rows))
+    return scorer.levels(references)
 
 
 def true_levels(rows, cfg: EvaluateConfig) -> list[list[int]] | None:
@@ -256,7 +253,6 @@ def evaluation_inputs(cfg: EvaluateConfig, systems) -> list[str]:
     """The folders and files the results depend on beyond the recipe."""
     return [source for _, source in systems.values()] + [cfg.identifiers_dir, cfg.data.partition(":")[2]] \
         + [judge_path(spec) for spec in cfg.judges.values()]
-
 
 
 if __name__ == "__main__":

@@ -27,20 +27,18 @@ from collections import Counter
 from pathlib import Path
 
 from emprl.common.errors import UserError, run_cli
-from emprl.human_eval.sheets import (  # noqa: F401 (export, render_context, read_generations: re-exported)
+from emprl.common.io import atomic_write_text
+from emprl.human_eval.sheets import (
     AB_COLUMNS,
     ASPECTS,
     CHOICES,
     RATING_COLUMNS,
-    _load_key,
-    _parse_choice,
-    _parse_scores,
-    _read_copy,
-    _read_fourth_copy,
-    _write_atomically,
     export,
-    read_generations,
-    render_context,
+    load_key,
+    parse_choice,
+    parse_scores,
+    read_copy,
+    read_fourth_copy,
 )
 from emprl.metrics import mean_ci95
 
@@ -84,7 +82,7 @@ def _kappa(copies: list[dict], items, categories) -> float | None:
 UNRESOLVED = "unresolved"
 
 
-def _majority(votes: Counter, fourth: str | None = None) -> str:
+def majority(votes: Counter, fourth: str | None = None) -> str:
     """An item's outcome for the first system: the answer most evaluators gave. Three evaluators
     split 1-1-1 are resolved by the fourth evaluator's answer (``fourth``), else ``unresolved``; any
     other equal split (two evaluators who disagree, 2-2 among four) counts as a tie."""
@@ -109,12 +107,12 @@ def score(key_path: str, ratings: list[str], ab: list[str], out: str, ab_fourth:
         raise UserError(f"--ab-fourth: the fourth evaluator resolves splits among three A/B copies, got {len(ab)}")
     if Path(out).suffix == ".json":
         raise UserError(f"--out {out}: give the Markdown path; the JSON report is written next to it")
-    key = _load_key(key_path)
+    key = load_key(key_path)
     main, systems = key["main"], key["systems"]
     report: dict = {"main": main, "systems": systems, "ratings_files": ratings, "ab_files": ab}
 
     if ratings:
-        copies = [_read_copy(p, RATING_COLUMNS, key["ratings"], _parse_scores) for p in ratings]
+        copies = [read_copy(p, RATING_COLUMNS, key["ratings"], parse_scores) for p in ratings]
         table = {}
         for name in systems:
             items = [i for i, v in key["ratings"].items() if v["system"] == name]
@@ -131,8 +129,8 @@ def score(key_path: str, ratings: list[str], ab: list[str], out: str, ab_fourth:
         }
 
     if ab:
-        copies = [_read_copy(p, AB_COLUMNS, key["ab"], _parse_choice) for p in ab]
-        fourth = _read_fourth_copy(ab_fourth, key["ab"]) if ab_fourth else {}
+        copies = [read_copy(p, AB_COLUMNS, key["ab"], parse_choice) for p in ab]
+        fourth = read_fourth_copy(ab_fourth, key["ab"]) if ab_fourth else {}
         report["ab"], report["ab_fourth_file"] = {}, ab_fourth
         split_items: list[str] = []
         for other in systems[1:]:
@@ -150,7 +148,7 @@ def score(key_path: str, ratings: list[str], ab: list[str], out: str, ab_fourth:
                 answer = fourth.get(i)
                 if answer is not None and answer != "tie":
                     answer = "win" if (answer == "win") == main_is_a else "lose"
-                outcome = _majority(votes, answer)
+                outcome = majority(votes, answer)
                 if len(copies) == 3 and len(votes) == 3:
                     split_items.append(i)
                 if outcome == UNRESOLVED and ab_fourth:
@@ -171,10 +169,8 @@ def score(key_path: str, ratings: list[str], ab: list[str], out: str, ab_fourth:
         report["ab_split_items"] = split_items  # 1-1-1 among three: the fourth evaluator's items
         report["ab_unresolved"] = [] if ab_fourth else split_items
 
-    out_md = Path(out)
-    out_json = out_md.with_suffix(".json")
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically({out_md: _markdown(report), out_json: json.dumps(report, indent=1) + "\n"})
+    atomic_write_text(out, _markdown(report))
+    atomic_write_text(str(Path(out).with_suffix(".json")), json.dumps(report, indent=1) + "\n")
     return report
 
 

@@ -38,22 +38,6 @@ or tie (equally good or equally bad), judging empathy first, then relevance and 
 # ----------------------------------------------------------------------------- files
 
 
-def _write_atomically(texts: dict[Path, str]) -> None:
-    """Write every file to a temporary sibling first, then os.replace each: never half-written."""
-    tmps = {}
-    try:
-        for path, text in texts.items():
-            fd, tmps[path] = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
-    except BaseException:
-        for tmp in tmps.values():
-            os.unlink(tmp)
-        raise
-    for path, tmp in tmps.items():
-        os.replace(tmp, path)
-
-
 def _csv_text(columns, rows) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -203,7 +187,7 @@ def export(generations: dict[str, str], n: int, seed: int, out: str) -> Path:
 # ----------------------------------------------------------------------------- score
 
 
-def _load_key(path: str) -> dict:
+def load_key(path: str) -> dict:
     try:
         key = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -213,7 +197,7 @@ def _load_key(path: str) -> dict:
     return key
 
 
-def _read_copy(path: str, columns, items: dict, parse, complete: bool = True) -> dict:
+def read_copy(path: str, columns, items: dict, parse, complete: bool = True) -> dict:
     """{item_id: parsed answer} of one annotator's copy; every item of the key at most once, and exactly
     once when ``complete`` (an answer that ``parse`` returns as None is left out)."""
     seen: dict[str, object] = {}
@@ -234,14 +218,14 @@ def _read_copy(path: str, columns, items: dict, parse, complete: bool = True) ->
     return seen
 
 
-def _read_fourth_copy(path: str, items: dict) -> dict:
+def read_fourth_copy(path: str, items: dict) -> dict:
     """{item_id: choice} of the fourth evaluator's ab.csv copy: only the items the three evaluators
     split 1-1-1 need an answer, so blank choices are allowed (and left out)."""
-    return _read_copy(path, AB_COLUMNS, items, complete=False,
-                      parse=lambda row, where: _parse_choice(row, where) if row["choice"].strip() else None)
+    return read_copy(path, AB_COLUMNS, items, complete=False,
+                      parse=lambda row, where: parse_choice(row, where) if row["choice"].strip() else None)
 
 
-def _parse_scores(row: dict, where: str) -> dict:
+def parse_scores(row: dict, where: str) -> dict:
     scores = {}
     for aspect in ASPECTS:
         raw = row[aspect].strip()
@@ -257,7 +241,7 @@ def _parse_scores(row: dict, where: str) -> dict:
     return scores
 
 
-def _parse_choice(row: dict, where: str) -> str:
+def parse_choice(row: dict, where: str) -> str:
     choice = row["choice"].strip().lower()
     if choice not in CHOICES:
         raise UserError(

@@ -20,8 +20,11 @@ import numpy as np
 from emprl.common.errors import UserError
 from emprl.common.io import read_jsonl
 from emprl.study import rl_stats
+from emprl.study.design import contexts_needed, difference_components, power, variance_components
 
 SFT_ROW = "SFT"
+ARM_TITLES = {"empathy": "EmpRL (PPO)", "placebo": "placebo (shuffled gold)", "control": "w/o empathy reward",
+              "dpo": "EmpRL-DPO"}  # the study's arms, as its tables name them
 REWARD_JUDGE = "reward identifiers"  # the reward's own levels against the true levels: not independent
 F_BERT_FLOOR = -0.5  # guardrail: the pooled Delta F_BERT lower bound must stay above this
 LENGTH_LIMIT = 3.0  # guardrail: |Delta words| below this
@@ -212,12 +215,12 @@ def variance_report(samples: Samples, empathy: list[str], effect: float) -> dict
     contexts, run x context, samples) and the contexts needed at 80% power for ``effect`` and for the
     observed pooled effect, for several samples per context and numbers of runs."""
     sft = samples.systems[SFT_ROW]
-    base = rl_stats.variance_components(sft.r_emp, sft.pos)
-    arms = [rl_stats.variance_components(samples.systems[s].r_emp, samples.systems[s].pos) for s in empathy]
+    base = variance_components(sft.r_emp, sft.pos)
+    arms = [variance_components(samples.systems[s].r_emp, samples.systems[s].pos) for s in empathy]
     within_arm = float(np.mean([c["within_context"] for c in arms]))
     n_arm = float(np.mean([c["samples_per_context"] for c in arms]))
     a = np.stack([samples.per_context(s, "r_emp") for s in empathy])
-    comp = rl_stats.difference_components(a, samples.per_context(SFT_ROW, "r_emp"), within_arm=within_arm,
+    comp = difference_components(a, samples.per_context(SFT_ROW, "r_emp"), within_arm=within_arm,
                                           within_baseline=base["within_context"], samples_arm=n_arm,
                                           samples_baseline=base["samples_per_context"])
     observed = float((a - samples.per_context(SFT_ROW, "r_emp")).mean())
@@ -226,12 +229,12 @@ def variance_report(samples: Samples, empathy: list[str], effect: float) -> dict
     for target in (effect, observed):
         rows = []
         for runs in runs_options:
-            rows.append({"runs": runs, "contexts": {str(n): rl_stats.contexts_needed(comp, target, runs, n)
+            rows.append({"runs": runs, "contexts": {str(n): contexts_needed(comp, target, runs, n)
                                                     for n in SIZING_SAMPLES}})
         sizing.append({"effect": target, "rows": rows})
     design = {"runs": len(empathy), "contexts": len(samples.gold), "samples": n_arm}
     return {"sft": base, "difference": comp, "design": design,
-            "power_at_design": {str(t): rl_stats.power(comp, t, design["runs"], design["contexts"], n_arm)
+            "power_at_design": {str(t): power(comp, t, design["runs"], design["contexts"], n_arm)
                                 for t in (effect, observed)},
             "sizing": sizing, "samples_options": list(SIZING_SAMPLES)}
 

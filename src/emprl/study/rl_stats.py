@@ -14,8 +14,8 @@ seed. See docs/statistics.md.
   two-level bootstrap.
 - ``pooled_corpus_difference``: the same for Emp-F1 from per-context confusion counts
   ``[runs, contexts, mechanisms, 3, 3]`` (a corpus statistic, not a mean over contexts).
-- ``variance_components``, ``difference_components``, ``contexts_needed``: how the variance of a per-sample
-  metric splits into runs, contexts and samples, and the design that detects a given effect.
+- How the variance splits into runs, contexts and samples, and the design that detects an effect:
+  ``emprl.study.design``.
 
 Everything is vectorised: a replicate is a vector of draw counts (how often each run, each context was
 drawn), so a mean over a resample is a weighted sum and 10,000 replicates x 5 runs x 1,200 contexts are
@@ -25,8 +25,6 @@ one Mann-Whitney test per task in Python, far too slow for 1,200 contexts x 10,0
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -50,7 +48,7 @@ def as_runs(values, name: str = "values") -> np.ndarray:
     return x
 
 
-def _pair(arm, baseline, any_runs: bool = False) -> tuple[np.ndarray, np.ndarray, bool]:
+def pair_runs(arm, baseline, any_runs: bool = False) -> tuple[np.ndarray, np.ndarray, bool]:
     """(arm [S, C], baseline [1 or S, C], paired by run); ``any_runs``: the baseline may have any number."""
     a, b = as_runs(arm, "arm"), as_runs(baseline, "baseline")
     if a.shape[1] != b.shape[1]:
@@ -119,7 +117,7 @@ def pooled_difference(arm, baseline, *, n_boot: int = RESAMPLES, confidence: flo
     only the arm's runs are drawn. The permutation test flips the sign of each context's run-averaged
     difference: under "no effect" a context's difference is as likely negative as positive."""
     _check(n_boot, confidence)
-    a, b, _ = _pair(arm, baseline)
+    a, b, _ = pair_runs(arm, baseline)
     d = a - b  # [S, C]: the shared baseline broadcasts over runs
     n_runs, n_ctx = d.shape
     reps, per_run = np.empty(n_boot), np.empty((n_boot, n_runs))
@@ -174,7 +172,7 @@ def probability_of_improvement(arm, baseline, *, n_boot: int = RESAMPLES, confid
     run) pairs where the arm scores higher, ties counting one half (the Mann-Whitney U / (m n)), averaged
     over contexts; CI by the two-level bootstrap with runs of each side drawn independently."""
     _check(n_boot, confidence)
-    x, y, _ = _pair(arm, baseline, any_runs=True)
+    x, y, _ = pair_runs(arm, baseline, any_runs=True)
     sx, sy, n_ctx = x.shape[0], y.shape[0], x.shape[1]
     u = (x[:, None, :] > y[None, :, :]) + 0.5 * (x[:, None, :] == y[None, :, :])  # [Sx, Sy, C]
     u = u.reshape(sx * sy, n_ctx)
@@ -212,7 +210,7 @@ def interquartile_mean(arm, baseline=None, *, n_boot: int = RESAMPLES, confidenc
     and their difference (arm IQM - baseline IQM), with two-level bootstrap CIs from shared draws."""
     _check(n_boot, confidence)
     a = as_runs(arm, "arm")
-    b = None if baseline is None else _pair(a, baseline)[1]
+    b = None if baseline is None else pair_runs(a, baseline)[1]
     n_ctx = a.shape[1]
     paired = b is not None and b.shape[0] > 1
     systems = {"arm": a} if b is None else {"arm": a, "baseline": b}
@@ -336,99 +334,3 @@ def _swap_p(fa, fb, inner, statistic, observed, n_boot, seed) -> float:
         hits += int(np.sum(np.abs(d) >= abs(observed) - tol))
         done += n
     return (1 + hits) / (1 + n_boot)
-
-
-# -- variance components and the design that detects an effect -------------------------------------------------
-
-
-def variance_components(values, contexts) -> dict:
-    """One-way random-effects split of a per-sample metric: between-context variance (of the contexts'
-    true means) and within-context variance (between samples of one context), ANOVA estimators that
-    allow unequal samples per context; icc = between / (between + within)."""
-    x = np.asarray(values, dtype=float)
-    ids = np.asarray(contexts)
-    if x.ndim != 1 or len(x) != len(ids) or len(x) == 0:
-        raise ValueError(f"expected one context id per value, got {x.shape} values and {ids.shape} ids")
-    _, inverse, n = np.unique(ids, return_inverse=True, return_counts=True)
-    k, total = len(n), len(x)
-    means = np.bincount(inverse, weights=x) / n
-    grand = x.mean()
-    ss_within = float(((x - means[inverse]) ** 2).sum())
-    ms_within = ss_within / (total - k) if total > k else math.nan
-    ms_between = float((n * (means - grand) ** 2).sum() / (k - 1)) if k > 1 else math.nan
-    n0 = (total - (n ** 2).sum() / total) / (k - 1) if k > 1 else math.nan
-    between = max(0.0, (ms_between - ms_within) / n0) if k > 1 and not math.isnan(ms_within) else math.nan
-    icc = between / (between + ms_within) if between + ms_within > 0 else math.nan
-    return {"mean": float(grand), "between_context": between, "within_context": ms_within, "contexts": k,
-            "samples_per_context": float(total / k), "icc": icc}
-
-
-def difference_components(arm, baseline, *, within_arm: float, within_baseline: float, samples_arm: float,
-                          samples_baseline: float) -> dict:
-    """Variance of a pooled paired difference split into its sources, from per-run per-context means
-    ``arm`` [S, C] against a shared ``baseline`` [C] and the per-sample within-context variances:
-
-        Var(pooled) = run / S + (context + within_baseline / n) / K + (run_x_context + within_arm / n) / (S K)
-
-    run: between trained runs; context: how the true difference varies between contexts (the baseline's
-    sampling noise removed); run_x_context: how runs differ context by context (the arm's sampling noise
-    removed). Two-way ANOVA mean squares on the differences; components clipped at 0."""
-    a, b, paired = _pair(arm, baseline)
-    if paired:
-        raise ValueError("difference_components: expected a shared baseline (one run)")
-    d = a - b
-    s, k = d.shape
-    grand, run_m, ctx_m = d.mean(), d.mean(axis=1), d.mean(axis=0)
-    ms_ctx = s * float(((ctx_m - grand) ** 2).sum()) / (k - 1) if k > 1 else math.nan
-    if s > 1:
-        resid = d - run_m[:, None] - ctx_m[None, :] + grand
-        ms_res = float((resid ** 2).sum()) / ((s - 1) * (k - 1))
-        ms_run = k * float(((run_m - grand) ** 2).sum()) / (s - 1)
-        run = max(0.0, (ms_run - ms_res) / k)
-        ctx_total = max(0.0, (ms_ctx - ms_res) / s)
-    else:  # one run: run and run x context cannot be told apart from the context term
-        ms_res, run, ctx_total = within_arm / samples_arm, 0.0, max(0.0, ms_ctx - within_arm / samples_arm)
-    return {"run": run, "context": max(0.0, ctx_total - within_baseline / samples_baseline),
-            "run_x_context": max(0.0, ms_res - within_arm / samples_arm),
-            "within_arm": within_arm, "within_baseline": within_baseline,
-            "runs": s, "contexts": k, "samples_arm": samples_arm, "samples_baseline": samples_baseline,
-            "sd_context_difference": float(np.std(ctx_m, ddof=1)) if k > 1 else math.nan}
-
-
-def pooled_variance(components: dict, runs: int, contexts: int, samples: float) -> float:
-    """Var of the pooled mean difference for a design of ``runs`` x ``contexts`` x ``samples`` per
-    context and system (the formula of difference_components)."""
-    c = components
-    return (c["run"] / runs + (c["context"] + c["within_baseline"] / samples) / contexts
-            + (c["run_x_context"] + c["within_arm"] / samples) / (runs * contexts))
-
-
-def _z(p: float) -> float:
-    from scipy.stats import norm
-
-    return float(norm.ppf(p))
-
-
-def power(components: dict, effect: float, runs: int, contexts: int, samples: float, alpha: float = 0.05) -> float:
-    """Power of a two-sided level-alpha test of the pooled mean to see ``effect`` (normal approximation)."""
-    from scipy.stats import norm
-
-    se = math.sqrt(pooled_variance(components, runs, contexts, samples))
-    if se == 0:
-        return 1.0
-    z = _z(1 - alpha / 2)
-    return float(norm.cdf(abs(effect) / se - z) + norm.cdf(-abs(effect) / se - z))
-
-
-def contexts_needed(components: dict, effect: float, runs: int, samples: float, *, target_power: float = 0.8,
-                    alpha: float = 0.05) -> int | None:
-    """Smallest number of contexts for ``target_power`` (two-sided ``alpha``) to see ``effect`` with
-    ``runs`` trained runs and ``samples`` per context; None when the between-run variance alone is too
-    large for that many runs (more contexts cannot help, only more runs)."""
-    c = components
-    budget = (abs(effect) / (_z(1 - alpha / 2) + _z(target_power))) ** 2  # the variance the test can afford
-    spare = budget - c["run"] / runs
-    if effect == 0 or spare <= 0:
-        return None
-    per_context = c["context"] + c["within_baseline"] / samples + (c["run_x_context"] + c["within_arm"] / samples) / runs
-    return max(1, math.ceil(per_context / spare))

@@ -18,7 +18,7 @@ from emprl.baselines.ethreed.vocab import Vocab
 from emprl.metrics import perplexity
 
 if TYPE_CHECKING:
-    from emprl.baselines.ethreed.train import EthreedTrainConfig
+    from emprl.baselines.ethreed.config import EthreedTrainConfig
 
 LOSS_KEYS = ("loss", "emotion_loss", "gps_loss", "nll_loss", "coverage_loss")
 

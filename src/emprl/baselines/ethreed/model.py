@@ -17,25 +17,23 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import nn
 
 from emprl.baselines.ethreed.batching import LISTENER, SPEAKER
-from emprl.baselines.ethreed.components import (  # noqa: F401 (re-exported: the parts of the model)
+from emprl.baselines.ethreed.components import (
     GPS_DIVERGENCES,
-    DecoderState,
     DialogueTracker,
     EmotionClassifier,
     EmpatheticPolicy,
     PointerGeneratorDecoder,
-    TrackerState,
     UtteranceEncoder,
-    _masked_softmax,
     emotion_loss,
     gps_loss,
 )
+from emprl.pipeline.config_limits import CheckedConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -43,7 +41,7 @@ COPY_SOURCES = ("speaker", "all")
 
 
 @dataclass
-class ETHREEDConfig:
+class ETHREEDConfig(CheckedConfig):
     vocab_size: int
     embedding_dim: int = 300
     hidden_size: int = 300  # paper: 300 for every GRU (the Bi-GRU has 300 per direction)
@@ -57,21 +55,17 @@ class ETHREEDConfig:
     coverage_weight: float = 1.0
     detach_gps_target: bool = True  # the true listener distribution guides the policy, not vice versa
     # departures from the paper, kept as options (docs/ethreed.md, "Options"); the defaults follow the paper
-    gps_divergence: str = "kl_q_p"  # D12 (paper Eq. 12): KL(q || p); "kl_p_q" is the reversed direction
+    # D12 (paper Eq. 12): KL(q || p); "kl_p_q" is the reversed direction
+    gps_divergence: str = field(default="kl_q_p", metadata={"choices": GPS_DIVERGENCES})
     decoder_input_context: bool = False  # D13 (paper Eq. 15): y_{i-1} only; true also feeds c_{i-1}
-    copy_from: str = "speaker"  # D16: copy from speaker turns only; "all" copies from every context turn
+    # D16: copy from speaker turns only; "all" copies from every context turn
+    copy_from: str = field(default="speaker", metadata={"choices": COPY_SOURCES})
     # ablations (paper Table 3)
     use_party_gru: bool = True
     use_emotion_gru: bool = True
     use_emotion_tracking: bool = True
     use_policy: bool = True
     use_gps_loss: bool = True
-
-    def __post_init__(self):
-        if self.gps_divergence not in GPS_DIVERGENCES:
-            raise ValueError(f"gps_divergence: expected one of {GPS_DIVERGENCES}, got {self.gps_divergence!r}")
-        if self.copy_from not in COPY_SOURCES:
-            raise ValueError(f"copy_from: expected one of {COPY_SOURCES}, got {self.copy_from!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> ETHREEDConfig:
@@ -198,23 +192,12 @@ class ETHREED(nn.Module):
         for _ in range(max_len):
             probs, state, _ = self.decoder.step(y, state, words, keys, src_ids, src_mask, enc["emo"], copy_mask)
             probs[:, [cfg.pad_id, cfg.bos_id, cfg.unk_id]] = 0.0
-            if do_sample:
-                logp = torch.log(probs.clamp_min(1e-20)) / max(temperature, 1e-6)
-                if top_k and top_k < logp.shape[-1]:
-                    kth = logp.topk(top_k, dim=-1).values[:, -1:]
-                    logp = logp.masked_fill(logp < kth, float("-inf"))
-                y = torch.multinomial(torch.softmax(logp, dim=-1), 1, generator=gen).squeeze(1)
-            else:
-                y = probs.argmax(dim=-1)
-            y = y.masked_fill(done, cfg.pad_id)
+            y = _next_token(probs, do_sample, top_k, temperature, gen).masked_fill(done, cfg.pad_id)
             steps.append(y)
             done |= y == cfg.eos_id
             if bool(done.all()):
                 break
-        out = []
-        for row in torch.stack(steps, 1).tolist():
-            out.append(row[: row.index(cfg.eos_id)] if cfg.eos_id in row else row)
-        return out
+        return [row[: row.index(cfg.eos_id)] if cfg.eos_id in row else row for row in torch.stack(steps, 1).tolist()]
 
     # ----- bookkeeping --------------------------------------------------------------------------
     def num_parameters(self, trainable_only: bool = False) -> int:
@@ -223,17 +206,8 @@ class ETHREED(nn.Module):
 
     def save_pretrained(self, folder: str) -> None:
         """config.json + model.safetensors, each written to a temp file and moved into place."""
-        from safetensors.torch import save_model
-
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=WEIGHTS_NAME)
-        os.close(fd)
-        try:
-            save_model(self, tmp)  # handles the tied embedding/output matrix
-            os.replace(tmp, os.path.join(folder, WEIGHTS_NAME))
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        _save_weights(self, folder)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=CONFIG_NAME)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(asdict(self.config), f, indent=2)
@@ -247,3 +221,29 @@ class ETHREED(nn.Module):
             model = cls(ETHREEDConfig.from_dict(json.load(f)))
         load_model(model, os.path.join(folder, WEIGHTS_NAME), strict=True, device=str(device))
         return model.to(device)
+
+
+def _next_token(probs: torch.Tensor, do_sample: bool, top_k: int, temperature: float,
+                gen: torch.Generator | None) -> torch.Tensor:
+    """The argmax of each row of ``probs``, or a draw from its (top-k, temperature-scaled) distribution."""
+    if not do_sample:
+        return probs.argmax(dim=-1)
+    logp = torch.log(probs.clamp_min(1e-20)) / max(temperature, 1e-6)
+    if top_k and top_k < logp.shape[-1]:
+        kth = logp.topk(top_k, dim=-1).values[:, -1:]
+        logp = logp.masked_fill(logp < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logp, dim=-1), 1, generator=gen).squeeze(1)
+
+
+def _save_weights(model: nn.Module, folder: str) -> None:
+    """model.safetensors, written to a temp file and moved into place."""
+    from safetensors.torch import save_model
+
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=WEIGHTS_NAME)
+    os.close(fd)
+    try:
+        save_model(model, tmp)  # handles the tied embedding/output matrix
+        os.replace(tmp, os.path.join(folder, WEIGHTS_NAME))
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

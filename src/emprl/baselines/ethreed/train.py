@@ -3,6 +3,8 @@ sampled generation run per seed.
 
     accelerate launch --config_file recipes/accelerate/cpu.yaml -m emprl.baselines.ethreed.train RECIPE.yaml
 
+The recipe keys are in config.py.
+
 Reads like the paper's section 3, top to bottom:
   data       dialogues with the speaker's emotion (ED) and, from `python -m emprl.emotion_classifier`,
              one emotion per listener turn (the labels of L1 and of the GPS target);
@@ -22,21 +24,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 
 from emprl.baselines.ethreed.batching import IGNORE, encode_example
-from emprl.baselines.ethreed.loop import (  # noqa: F401 (re-exported: the loops the stage drives)
-    LOSS_KEYS,
-    evaluate_loss,
-    fit,
-    generate_responses,
-    generate_runs,
-    make_loader,
-    train_epoch,
-)
+from emprl.baselines.ethreed.config import EthreedTrainConfig
+from emprl.baselines.ethreed.loop import evaluate_loss, fit, generate_runs, make_loader
 from emprl.baselines.ethreed.model import ETHREED, ETHREEDConfig
 from emprl.baselines.ethreed.vocab import Vocab, load_glove
 from emprl.common.errors import UserError, run_cli
@@ -51,83 +44,6 @@ from emprl.pipeline.config import config_to_dict, parse_recipe, recipe_hash
 from emprl.pipeline.lifecycle import begin_stage
 
 GENERATIONS_DIR = "generations"
-
-
-# ----- recipe -----------------------------------------------------------------------------------
-
-@dataclass
-class EthreedTrainConfig:
-    data: str = field(metadata={"help": "dialogue data spec FORMAT:PATH for emprl.data.load_dialogues",
-                                "existing_path": True})
-    listener_emotions: str | None = field(default=None, metadata={
-        "help": "optional JSONL of listener-emotion labels: {\"conv_id\": ..., \"emotions\": [label per "
-                "utterance of the conversation, \"\" where unknown]}", "existing_path": True})
-    glove: str | None = field(default=None, metadata={
-        "help": "optional local GloVe-format text file (\"word v1 ... v<embedding_dim>\" per line) to "
-                "initialise the word embeddings (paper: 300-d GloVe; not downloadable offline)",
-        "existing_path": True})
-    output_dir: str = "outputs/ethreed"
-    overwrite_output_dir: bool = field(default=False, metadata={
-        "help": "rerun even if output_dir holds a finished run of this recipe and inputs"})
-    seed: int = 42
-    # vocabulary and lengths
-    vocab_size: int = 18500
-    min_freq: int = 1
-    max_turns: int = 8
-    max_turn_len: int = 50
-    max_target_len: int = 40
-    max_train_examples: int | None = None
-    max_eval_examples: int | None = None
-    # model (paper: embedding 300, hidden 300)
-    embedding_dim: int = 300
-    hidden_size: int = 300
-    dropout: float = 0.1
-    tie_embeddings: bool = True
-    coverage_weight: float = 1.0
-    use_party_gru: bool = True
-    use_emotion_gru: bool = True
-    use_emotion_tracking: bool = True
-    use_policy: bool = True
-    use_gps_loss: bool = True
-    # departures from the paper, as options (docs/ethreed.md "Options"); the defaults are the paper's
-    gps_divergence: Literal["kl_q_p", "kl_p_q"] = field(default="kl_q_p", metadata={
-        "help": "L2 direction: kl_q_p = KL(policy's listener emotion || true listener emotion), paper Eq. 12; "
-                "kl_p_q = the reverse (this project's earlier form)"})
-    decoder_input_context: bool = field(default=False, metadata={
-        "help": "false: the decoder GRU reads the previous word only (paper Eq. 15); true: also the previous "
-                "context vector (input feeding, this project's earlier form)"})
-    copy_from: Literal["speaker", "all"] = field(default="speaker", metadata={
-        "help": "positions the pointer copies from: speaker = the speaker's turns (paper), all = every turn"})
-    # optimisation (paper: Adam, batch 8, lr 5e-4, x0.3 every 3 epochs)
-    epochs: int = 10
-    batch_size: int = 8
-    eval_batch_size: int = 32
-    lr: float = 5e-4
-    lr_decay: float = 0.3
-    lr_decay_epochs: int = 3
-    grad_clip: float = 5.0
-    num_threads: int | None = field(default=None, metadata={
-        "help": "torch CPU threads (null: torch's default); the model's many small recurrent steps often "
-                "run fastest on one thread, and far faster than on threads competing for shared cores"})
-    # decoding for the shared evaluation: one run over the test split per seed
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={
-        "help": "one generation run of the test split per seed: generations/seed<k>.jsonl"})
-    max_decode_len: int = 40
-    do_sample: bool = field(default=True, metadata={
-        "help": "false: greedy decoding (every seed gives the same run only with policy_inference: mean)"})
-    top_k: int = field(default=20, metadata={"help": "0 = no top-k filter"})
-    temperature: float = 0.9
-    policy_inference: Literal["sample", "mean"] = field(default="sample", metadata={
-        "help": "R^_e at decoding: sample = a seeded draw from the policy's Gaussian (paper: the stochastic "
-                "policy keeps exploring), mean = its mean (deterministic; PPL always uses the mean)"})
-
-    def __post_init__(self):
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"key 'seeds': expected a non-empty list of different seeds, got {self.seeds}")
-        if self.temperature <= 0 or self.top_k < 0 or self.max_decode_len <= 0:
-            raise ValueError("keys 'temperature' and 'max_decode_len' must be positive and 'top_k' >= 0")
-        if self.num_threads is not None and self.num_threads <= 0:
-            raise ValueError(f"key 'num_threads': expected a positive integer or null, got {self.num_threads}")
 
 
 # ----- data: dialogues and listener emotions ------------------------------------------------------
@@ -257,24 +173,30 @@ def run(cfg: EthreedTrainConfig, splits: dict[str, list[dict]] | None = None, pr
     # decoding and writing (one process)
     if accelerator.is_main_process:
         runs = generate_runs(model, enc["test"], splits["test"], vocab, cfg, progress)
-        with atomic_dir(cfg.output_dir) as tmp:  # the folder appears whole or not at all
-            model.save_pretrained(tmp)
-            vocab.save(os.path.join(tmp, "vocab.json"))
-            atomic_write_json(os.path.join(tmp, "train_config.json"), config_to_dict(cfg))
-            for seed, rows in runs.items():
-                atomic_write_jsonl(os.path.join(tmp, GENERATIONS_DIR, f"seed{seed}.jsonl"), rows)
-            # beside the runs, so a reader given generations/seed{seed}.jsonl finds the PPL next to them
-            atomic_write_json(os.path.join(tmp, GENERATIONS_DIR, "metrics.json"),
-                              {k: metrics[k] for k in ("ppl", "emotion_accuracy", "num_parameters", "decoding")})
-            atomic_write_json(os.path.join(tmp, "metrics.json"), metrics)
-            write_model_card(tmp, "ETHREED baseline", "Emotion-tracking hierarchical recurrent encoder-decoder "
-                             "with a stochastic empathetic policy (Li et al.), trained from scratch.",
-                             config_to_dict(cfg), {k: metrics[k] for k in (
-                                 "num_parameters", "vocab_size", "ppl", "emotion_accuracy", "best_epoch")},
-                             extra=_card_extra(cfg))
-            stage.stamp(tmp) if stage else write_stage_stamp(tmp, "ethreed", cfg)  # last: marks it complete
+        write_outputs(cfg, model, vocab, runs, metrics, stage)
     accelerator.wait_for_everyone()
     return metrics
+
+
+def write_outputs(cfg: EthreedTrainConfig, model: ETHREED, vocab: Vocab, runs: dict[int, list[dict]],
+                  metrics: dict, stage=None) -> None:
+    """The output folder, whole or not at all; the stage stamp goes in last."""
+    with atomic_dir(cfg.output_dir) as tmp:
+        model.save_pretrained(tmp)
+        vocab.save(os.path.join(tmp, "vocab.json"))
+        atomic_write_json(os.path.join(tmp, "train_config.json"), config_to_dict(cfg))
+        for seed, rows in runs.items():
+            atomic_write_jsonl(os.path.join(tmp, GENERATIONS_DIR, f"seed{seed}.jsonl"), rows)
+        # beside the runs, so a reader given generations/seed{seed}.jsonl finds the PPL next to them
+        atomic_write_json(os.path.join(tmp, GENERATIONS_DIR, "metrics.json"),
+                          {k: metrics[k] for k in ("ppl", "emotion_accuracy", "num_parameters", "decoding")})
+        atomic_write_json(os.path.join(tmp, "metrics.json"), metrics)
+        write_model_card(tmp, "ETHREED baseline", "Emotion-tracking hierarchical recurrent encoder-decoder "
+                         "with a stochastic empathetic policy (Li et al.), trained from scratch.",
+                         config_to_dict(cfg), {k: metrics[k] for k in (
+                             "num_parameters", "vocab_size", "ppl", "emotion_accuracy", "best_epoch")},
+                         extra=_card_extra(cfg))
+        stage.stamp(tmp) if stage else write_stage_stamp(tmp, "ethreed", cfg)  # last: marks it complete
 
 
 def _card_extra(cfg: EthreedTrainConfig) -> str:
