@@ -107,14 +107,13 @@ def test_identifier_recipes_train_as_the_authors_did(tmp_path, folder):
 def test_majority_rule():
     from collections import Counter
 
-    from emprl.human_eval.run import UNRESOLVED
-    from emprl.human_eval.run import majority as _majority
+    from emprl.human_eval.run import UNRESOLVED, majority
 
-    assert _majority(Counter(win=2, lose=1)) == "win"
-    assert _majority(Counter(win=1, tie=2)) == "tie"  # the answer most evaluators gave
-    assert _majority(Counter(win=1, lose=1, tie=1)) == UNRESOLVED
-    assert _majority(Counter(win=1, lose=1, tie=1), "lose") == "lose"
-    assert _majority(Counter(win=1, lose=1)) == "tie"  # two evaluators who disagree
+    assert majority(Counter(win=2, lose=1)) == "win"
+    assert majority(Counter(win=1, tie=2)) == "tie"  # the answer most evaluators gave
+    assert majority(Counter(win=1, lose=1, tie=1)) == UNRESOLVED
+    assert majority(Counter(win=1, lose=1, tie=1), "lose") == "lose"
+    assert majority(Counter(win=1, lose=1)) == "tie"  # two evaluators who disagree
 
 
 def _kit(tmp_path):

@@ -106,7 +106,7 @@ EMOTION_CLASSIFIER = StageKind(
     "emotion_classifier", "emprl.emotion_classifier", ("emprl.emotion_classifier:EmotionClassifierConfig",), "model",
     {"num_epochs": 1, "max_length": 24, "batch_size": 16, "eval_batch_size": 64, "num_threads": 1})
 ETHREED = StageKind(
-    "ethreed", "emprl.baselines.ethreed.train", ("emprl.baselines.ethreed.train:EthreedTrainConfig",), None,
+    "ethreed", "emprl.baselines.ethreed.train", ("emprl.baselines.ethreed.config:EthreedTrainConfig",), None,
     {"epochs": 1, "embedding_dim": 16, "hidden_size": 16, "max_train_examples": 16, "max_eval_examples": 8,
      "seeds": [0], "max_decode_len": 8, "glove": None, "num_threads": 1})
 EVALUATE = StageKind(
