@@ -274,7 +274,7 @@ def ppo_cfg(assets, output_dir, **kw):
 
 def test_resume_skips_a_damaged_newest_checkpoint(assets, tmp_path, capsys):
     from emprl.common.errors import UserError
-    from emprl.ppo.train import _prepare_output_dir
+    from emprl.ppo.outputs import prepare_output_dir as _prepare_output_dir
 
     out = tmp_path / "ppo"
     out.mkdir()

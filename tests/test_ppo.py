@@ -80,7 +80,9 @@ def read_jsonl(path) -> list[dict]:
 
 
 def trainable(run) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in run.trainer.trainable_state().items()}
+    from emprl.ppo.checkpoint import trainable_state
+
+    return {k: v.clone() for k, v in trainable_state(run.trainer).items()}
 
 
 def rollout_capturing_generate(run, rows):
@@ -527,10 +529,10 @@ def test_bad_reward_settings_are_one_line_errors(assets, tmp_path, overrides, me
 def test_grouped_permutation_keeps_each_contexts_samples_together():
     import numpy as np
 
-    from emprl.ppo.trainer import _GroupedNumpy
+    from emprl.ppo.trainer import GroupedNumpy
 
     np.random.seed(0)
-    grouped = _GroupedNumpy(4)
+    grouped = GroupedNumpy(4)
     perm = grouped.random.permutation(32)
     assert sorted(perm.tolist()) == list(range(32))
     for g in range(8):

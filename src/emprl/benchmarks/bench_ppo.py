@@ -5,7 +5,7 @@
     python -m emprl.benchmarks.bench_ppo --tiny                       # tiny T5 only
     python -m emprl.benchmarks.bench_ppo --scale paper --steps 2      # the paper's shapes (make bench-ppo SCALE=paper)
 
-Runs the stage's own step (:meth:`emprl.ppo.PPORun.train_step`) in a temporary output folder, with
+Runs the stage's own step (:meth:`emprl.ppo.train.PPORun.train_step`) in a temporary output folder, with
 no evaluation and no checkpoints. The demo needs the SFT model, identifiers and labelled data of
 ``recipes/demo`` (``make sft identifiers label``); the tiny T5 is built on the spot from configs.
 The first step is a warm-up and is left out of the means when more than one step runs. The gold

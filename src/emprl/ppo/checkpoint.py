@@ -1,4 +1,4 @@
-"""Resume for TRL's classic ``PPOTrainer``, which has none (section 3 of :mod:`emprl.ppo.trainer`).
+"""Resume for TRL's classic ``PPOTrainer``, which has none; the functions take the trainer.
 
 One folder per checkpoint, written atomically: the trainable weights (policy or LoRA adapter, plus the
 value head) as safetensors, the optimizer and lr scheduler, the KL controller, the running score
@@ -8,6 +8,7 @@ are safetensors; the rest loads with ``torch.load(weights_only=True)`` or JSON.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -36,7 +37,7 @@ def save_checkpoint(trainer, path: str, extra_state: dict[str, Any]) -> None:
     rng_states = gather_object([_rng_state()])
     if trainer.accelerator.is_main_process:
         with atomic_dir(path) as tmp:
-            tensors = {k: v.cpu().contiguous() for k, v in trainer.trainable_state().items()}
+            tensors = {k: v.cpu().contiguous() for k, v in trainable_state(trainer).items()}
             save_file(tensors, os.path.join(tmp, TRAINABLE_FILE))
             torch.save(trainer.optimizer.state_dict(), os.path.join(tmp, "optimizer.pt"))
             if trainer.lr_scheduler is not None:
@@ -85,6 +86,19 @@ def load_checkpoint(trainer, path: str, stacklevel: int = 2) -> dict[str, Any]:
         warnings.warn(f"{path}: saved with {state.get('world_size')} processes, resuming with "
                       f"{acc.num_processes}; random streams restart from the seed", stacklevel=stacklevel)
     return state
+
+
+def trainable_state(trainer) -> dict[str, torch.Tensor]:
+    """Every parameter that training changes (all of them, or the LoRA adapter), value head included."""
+    return {name: p.detach() for name, p in trainer.unwrapped_model.named_parameters() if p.requires_grad}
+
+
+def weights_checksum(trainer) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(trainable_state(trainer).items()):
+        digest.update(name.encode())
+        digest.update(tensor.float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def list_checkpoints(output_dir: str) -> list[str]:

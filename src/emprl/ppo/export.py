@@ -1,4 +1,4 @@
-"""Export of the PPO policy (section 4 of :mod:`emprl.ppo.trainer`): the policy with its value head,
+"""Export of the PPO policy (the functions take the trainer): the policy with its value head,
 reloadable by TRL's ``...WithValueHead.from_pretrained`` and by a plain ``AutoModelFor...`` (LoRA
 policies merged first), and for LoRA policies the adapter and value head alone."""
 

@@ -14,9 +14,17 @@ from emprl.common.errors import UserError
 from emprl.common.io import atomic_write_json, atomic_write_text, read_jsonl, write_model_card
 from emprl.pipeline.config import config_to_dict, recipe_hash
 from emprl.pipeline.lifecycle import newest_intact_checkpoint
-from emprl.ppo.checkpoint import list_checkpoints, rotate_checkpoints
+from emprl.ppo.checkpoint import (
+    list_checkpoints,
+    load_checkpoint,
+    rotate_checkpoints,
+    save_checkpoint,
+    weights_checksum,
+)
 from emprl.ppo.curves import plot_training_curves
-from emprl.ppo.held_out import _summary
+from emprl.ppo.export import export_policy, load_adapter_weights, save_adapter
+from emprl.ppo.held_out import summary
+from emprl.ppo.state import PPOState
 from emprl.ppo.trainer import EmpRLPPOTrainer
 
 logger = logging.getLogger("emprl.ppo")
@@ -43,81 +51,71 @@ class RunLog:
 
 
 class RunOutputs:
-    """Checkpoints, resume and the finished folder of one run (its trainer, counters and evaluations)."""
+    """Checkpoints, resume and the finished folder of one run; the run's state is handed in."""
 
-    def __init__(self, run):
-        self.run = run
+    def __init__(self, cfg, ppo_cfg, trainer: EmpRLPPOTrainer):
+        self.cfg, self.ppo_cfg, self.trainer = cfg, ppo_cfg, trainer
+        acc = trainer.accelerator
+        self.world, self.is_main = acc.num_processes, acc.is_main_process
 
-    def save_checkpoint(self, step: int) -> None:
-        run, ev = self.run, self.run.evaluation
-        path = os.path.join(run.cfg.output_dir, f"checkpoint-{step}")
-        run.trainer.save_checkpoint(path, {
-            "step": step, "samples_consumed": step * run.ppo_cfg.batch_size * run.world,
-            "nan_streak": run.nan_streak, "skipped_steps": run.skipped_steps, "best": ev.best,
-            "eval_history": ev.history, "recipe_hash": recipe_hash(run.cfg, run.ppo_cfg)})
-        if run.is_main:
-            rotate_checkpoints(run.cfg.output_dir, run.cfg.save_total_limit)
-        run.last_checkpoint = path
-        run.trainer.accelerator.wait_for_everyone()
+    def save_checkpoint(self, state: PPOState) -> None:
+        cfg, step = self.cfg, state.step
+        path = os.path.join(cfg.output_dir, f"checkpoint-{step}")
+        save_checkpoint(self.trainer, path, {
+            "step": step, "samples_consumed": step * self.ppo_cfg.batch_size * self.world,
+            "nan_streak": state.nan_streak, "skipped_steps": state.skipped_steps, "best": state.best,
+            "eval_history": state.history, "recipe_hash": recipe_hash(cfg, self.ppo_cfg)})
+        if self.is_main:
+            rotate_checkpoints(cfg.output_dir, cfg.save_total_limit)
+        state.last_checkpoint = path
+        self.trainer.accelerator.wait_for_everyone()
 
-    def resume(self, path: str) -> int:
-        run, ev = self.run, self.run.evaluation
-        state = run.trainer.load_checkpoint(path)
-        step = int(state["step"])
-        if state.get("recipe_hash") != recipe_hash(run.cfg, run.ppo_cfg):
+    def resume(self, path: str, state: PPOState) -> None:
+        """Restore the trainer and ``state`` from the checkpoint ``path``."""
+        saved = load_checkpoint(self.trainer, path)
+        if saved.get("recipe_hash") != recipe_hash(self.cfg, self.ppo_cfg):
             warnings.warn(f"{path}: the recipe changed since this checkpoint was written", stacklevel=2)
-        run.nan_streak, run.skipped_steps = state["nan_streak"], state["skipped_steps"]
-        ev.best, ev.history, run.last_checkpoint = state["best"], state["eval_history"], path
-        best_note = os.path.join(run.cfg.output_dir, "best", "best.json")
+        state.restore(saved, path)
+        best_note = os.path.join(self.cfg.output_dir, "best", "best.json")
         if os.path.isfile(best_note):  # best/ may hold a policy evaluated after this checkpoint
             with open(best_note, encoding="utf-8") as fh:
                 on_disk = json.load(fh)
-            if ev.best is None or on_disk["r_emp"] >= ev.best["r_emp"]:
-                ev.best = on_disk
-        if run.is_main:
+            if state.best is None or on_disk["r_emp"] >= state.best["r_emp"]:
+                state.best = on_disk
+        if self.is_main:
             for name in ("log.jsonl", "eval.jsonl"):  # drop rows written after the checkpoint
-                _truncate_jsonl(os.path.join(run.cfg.output_dir, name), step)
-            logger.warning("resuming from %s (step %d)", path, step)
-        run.trainer.accelerator.wait_for_everyone()
-        return step
+                truncate_jsonl(os.path.join(self.cfg.output_dir, name), state.step)
+            logger.warning("resuming from %s (step %d)", path, state.step)
+        self.trainer.accelerator.wait_for_everyone()
 
-    def finish(self, step: int, stage, minutes: float) -> None:
-        run, ev = self.run, self.run.evaluation
-        trainer = run.trainer
-        acc, out = trainer.accelerator, run.cfg.output_dir
-        checksums = _gather_checksums(trainer)
-        _export_into(trainer, out)                          # the final policy, value head included
+    def finish(self, state: PPOState, stage, minutes: float) -> None:
+        trainer, out = self.trainer, self.cfg.output_dir
+        checksums = gather_checksums(trainer)
+        export_into(trainer, out)                           # the final policy, value head included
         if trainer.is_peft_model:
-            trainer.save_adapter(os.path.join(out, "adapter"))
-            acc.wait_for_everyone()
-            best = os.path.join(out, "best")
-            if os.path.isfile(os.path.join(best, "adapter_model.safetensors")):
-                trainer.load_adapter_weights(best)          # training is over: reuse the live model
-                note = _read_text(os.path.join(best, "best.json")) if run.is_main else ""
-                trainer.export_policy(best, extra_files={"best.json": note})
-                trainer.load_adapter_weights(os.path.join(out, "adapter"))  # back to the final policy
-        acc.wait_for_everyone()
-        acc.end_training()
-        if not run.is_main:
+            _merge_best(trainer, out, self.is_main)
+        trainer.accelerator.wait_for_everyone()
+        trainer.accelerator.end_training()
+        if not self.is_main:
             return
-        log_rows = _read_jsonl(os.path.join(out, "log.jsonl"))
+        log_rows = read_jsonl(os.path.join(out, "log.jsonl"))
         trained = [r for r in log_rows if not r.get("skipped")]
-        final = _summary(ev.history[-1]) if ev.history else {}
+        final = summary(state.history[-1]) if state.history else {}
         metrics = {
-            "sft": next((_summary(r) for r in ev.history if r["step"] == 0), None),
-            "final": final, "best": ev.best, "steps": step, "skipped_steps": run.skipped_steps,
+            "sft": next((summary(r) for r in state.history if r["step"] == 0), None),
+            "final": final, "best": state.best, "steps": state.step, "skipped_steps": state.skipped_steps,
             "train_kl_last": trained[-1]["kl"] if trained else None,
-            "minutes": minutes, "world_size": run.world, "rank_weight_checksums": checksums,
+            "minutes": minutes, "world_size": self.world, "rank_weight_checksums": checksums,
         }
         atomic_write_json(os.path.join(out, "metrics.json"), metrics)
-        plot_training_curves(log_rows, ev.history, os.path.join(out, "training_curves.png"))
+        plot_training_curves(log_rows, state.history, os.path.join(out, "training_curves.png"))
         sft_r_emp = (metrics["sft"] or {}).get("r_emp", math.nan)
         card_metrics = {"held-out R_emp (SFT, step 0)": sft_r_emp, "held-out R_emp (final)": final.get("r_emp"),
                         "held-out Delta R_emp vs SFT (final, paired)": final.get("delta_r_emp"),
                         "held-out Emp-F1 (final)": final.get("emp_f1"),
                         "held-out KL to reference (final)": final.get("kl"),
-                        "held-out R_emp (best)": (ev.best or {}).get("r_emp"), "PPO steps": step}
-        write_model_card(out, "EmpRL PPO policy", _CARD_SUMMARY, config_to_dict(run.cfg, run.ppo_cfg),
+                        "held-out R_emp (best)": (state.best or {}).get("r_emp"), "PPO steps": state.step}
+        write_model_card(out, "EmpRL PPO policy", _CARD_SUMMARY, config_to_dict(self.cfg, self.ppo_cfg),
                          {k: v for k, v in card_metrics.items() if v is not None}, extra=_CARD_USAGE)
         stage.stamp(out)  # last: marks the folder complete
         ci = final.get("delta_r_emp_ci")
@@ -126,6 +124,18 @@ class RunOutputs:
         print(f"emprl.ppo.train: done in {minutes:.1f} min; held-out R_emp {sft_r_emp:.4f} (SFT) -> "
               f"{final.get('r_emp', math.nan):.4f} (PPO){paired}, KL to reference {final.get('kl', math.nan):.3f}; "
               f"outputs in {out}")
+
+
+def _merge_best(trainer: EmpRLPPOTrainer, out: str, is_main: bool) -> None:
+    """LoRA runs: save the final adapter, and turn best/ (an adapter so far) into full merged weights."""
+    save_adapter(trainer, os.path.join(out, "adapter"))
+    trainer.accelerator.wait_for_everyone()
+    best = os.path.join(out, "best")
+    if os.path.isfile(os.path.join(best, "adapter_model.safetensors")):
+        load_adapter_weights(trainer, best)                 # training is over: reuse the live model
+        note = _read_text(os.path.join(best, "best.json")) if is_main else ""
+        export_policy(trainer, best, extra_files={"best.json": note})
+        load_adapter_weights(trainer, os.path.join(out, "adapter"))  # back to the final policy
 
 
 _CARD_SUMMARY = """Empathetic response generator fine-tuned with PPO (TRL 0.11.4) against the EmpRL empathy
@@ -142,7 +152,7 @@ Files: `log.jsonl` (per PPO step), `eval.jsonl` (held-out evaluations), `trainin
 `metrics.json`, `best/` (best held-out R_emp), `runs/` (tensorboard)."""
 
 
-def _prepare_output_dir(cfg) -> str | None:
+def prepare_output_dir(cfg) -> str | None:
     """The checkpoint to resume from, or None for a fresh start (after clearing an earlier run)."""
     from accelerate import PartialState
 
@@ -170,10 +180,10 @@ def _prepare_output_dir(cfg) -> str | None:
     return None
 
 
-def _export_into(trainer: EmpRLPPOTrainer, output_dir: str) -> None:
+def export_into(trainer: EmpRLPPOTrainer, output_dir: str) -> None:
     """Export the policy next to the logs: written to a sibling folder, then moved in file by file."""
     staging = os.path.join(output_dir, ".export")
-    trainer.export_policy(staging)
+    export_policy(trainer, staging)
     if trainer.accelerator.is_main_process:
         for name in os.listdir(staging):
             os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
@@ -181,13 +191,11 @@ def _export_into(trainer: EmpRLPPOTrainer, output_dir: str) -> None:
     trainer.accelerator.wait_for_everyone()
 
 
-def _gather_checksums(trainer: EmpRLPPOTrainer) -> list[str]:
+def gather_checksums(trainer: EmpRLPPOTrainer) -> list[str]:
+    """Every rank's checksum of its trainable weights (metrics.json: the ranks must agree)."""
     from accelerate.utils import gather_object
 
-    return gather_object([trainer.weights_checksum()])
-
-
-_read_jsonl = read_jsonl  # the old name, re-exported by emprl.ppo
+    return gather_object([weights_checksum(trainer)])
 
 
 def _read_text(path: str) -> str:
@@ -195,7 +203,8 @@ def _read_text(path: str) -> str:
         return fh.read()
 
 
-def _truncate_jsonl(path: str, last_step: int) -> None:
+def truncate_jsonl(path: str, last_step: int) -> None:
+    """Keep the rows of ``path`` up to ``last_step`` (rows written after a checkpoint go on resume)."""
     if os.path.isfile(path):
-        kept = [r for r in _read_jsonl(path) if r.get("step", 0) <= last_step]
+        kept = [r for r in read_jsonl(path) if r.get("step", 0) <= last_step]
         atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))

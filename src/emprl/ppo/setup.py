@@ -4,6 +4,7 @@ rollout decoding and the empathy reward used for the held-out evaluation."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -17,7 +18,7 @@ from emprl.data import MECHANISMS, load_dialogues
 logger = logging.getLogger("emprl.ppo")
 
 
-def _check_batch_sizes(ppo_cfg, samples_per_context: int = 1) -> None:
+def check_batch_sizes(ppo_cfg, samples_per_context: int = 1) -> None:
     if ppo_cfg.steps <= 0:
         raise UserError(f"steps: expected a positive number of PPO steps, got {ppo_cfg.steps}")
     if ppo_cfg.batch_size % samples_per_context:
@@ -47,7 +48,7 @@ def load_labelled(labelled_data: str, splits: tuple[str, ...] = ("train",)):
     return data
 
 
-def _load_data(cfg, seed: int = 0):
+def load_data(cfg, seed: int = 0):
     """PPO's (train, held-out) splits. ``reward_gold: shuffled`` (the placebo control) gives every
     training context the gold levels of another one; the held-out split keeps its own."""
     data = load_labelled(cfg.labelled_data, ("train", cfg.eval_split))
@@ -73,7 +74,7 @@ def shuffle_gold_levels(split, seed: int):
     return split
 
 
-def _eval_subset(n: int, k: int, seed: int) -> list[int]:
+def eval_subset(n: int, k: int, seed: int) -> list[int]:
     if k <= 0 or n == 0:
         return []
     return sorted(int(i) for i in np.random.default_rng(seed).permutation(n)[:k])
@@ -121,30 +122,44 @@ def load_value_head_policy(cfg):
     return model, ref_model, tokenizer, enc_dec, path
 
 
-def _configure_logging(cfg, ppo_cfg) -> None:
-    """Local tensorboard logs in ``output_dir/runs`` unless the recipe says otherwise (log_with: null)."""
+def configure_logging(cfg, ppo_cfg) -> tuple[str | None, dict]:
+    """The tracker (``log_with``) and its ``project_kwargs`` for TRL: local tensorboard logs in
+    ``output_dir/runs`` unless the recipe says otherwise (log_with: null)."""
     chosen = getattr(ppo_cfg, "_emprl_recipe", {}).get("values", {})
-    if "log_with" not in chosen and ppo_cfg.log_with is None:
-        ppo_cfg.log_with = "tensorboard"
-    if ppo_cfg.log_with == "tensorboard":
-        ppo_cfg.project_kwargs = {"logging_dir": os.path.join(cfg.output_dir, "runs"),
-                                  **(ppo_cfg.project_kwargs or {})}
+    log_with = ppo_cfg.log_with
+    if "log_with" not in chosen and log_with is None:
+        log_with = "tensorboard"
+    project_kwargs = ppo_cfg.project_kwargs
+    if log_with == "tensorboard":
+        project_kwargs = {"logging_dir": os.path.join(cfg.output_dir, "runs"), **(project_kwargs or {})}
+    return log_with, project_kwargs
 
 
-def _choose_precision(cfg, ppo_cfg) -> str:
-    """bf16 autocast where the device computes it natively (``mixed_precision: auto``), logged. A
-    LoRA base loaded in bf16 (``bf16: true``) needs no autocast on top."""
+def choose_precision(cfg, ppo_cfg) -> tuple[str, dict]:
+    """The precision (logged) and the ``accelerator_kwargs`` for TRL that carry it: bf16 autocast where
+    the device computes it natively (``mixed_precision: auto``). A LoRA base loaded in bf16
+    (``bf16: true``) needs no autocast on top."""
     from emprl.common.precision import choose_mixed_precision
 
     if cfg.bf16 and cfg.use_lora:
         logger.info("precision: LoRA base weights in bf16 (bf16: true), no autocast")
-        return "bf16-weights"
+        return "bf16-weights", ppo_cfg.accelerator_kwargs
     device = "cuda" if torch.cuda.is_available() and not ppo_cfg.accelerator_kwargs.get("cpu") else "cpu"
     chosen, why = choose_mixed_precision(cfg.mixed_precision, device)
     logger.info("precision: %s", why)
     if chosen == "bf16":
-        ppo_cfg.accelerator_kwargs = {"mixed_precision": "bf16", **(ppo_cfg.accelerator_kwargs or {})}
-    return chosen
+        return chosen, {"mixed_precision": "bf16", **(ppo_cfg.accelerator_kwargs or {})}
+    return chosen, ppo_cfg.accelerator_kwargs
+
+
+def trainer_config(ppo_cfg, **fields):
+    """A copy of the parsed PPOConfig with ``fields`` set, for TRL; the parsed one stays as the recipe
+    said. A shallow copy, not ``dataclasses.replace``: that would rerun PPOConfig's checks and drop the
+    recipe record that ``recipe_hash`` reads."""
+    out = copy.copy(ppo_cfg)
+    for name, value in fields.items():
+        setattr(out, name, value)
+    return out
 
 
 def lr_decay_horizon(cfg, ppo_cfg, n_train: int, world: int = 1) -> int:
@@ -161,7 +176,7 @@ def lr_decay_horizon(cfg, ppo_cfg, n_train: int, world: int = 1) -> int:
     return max(1, math.ceil(cfg.lr_decay_over_epochs * math.ceil(n_train / per_step)))
 
 
-def _scheduler(cfg, ppo_cfg, optimizer, world: int, n_train: int):
+def build_scheduler(cfg, ppo_cfg, optimizer, world: int, n_train: int):
     from transformers import get_scheduler
 
     horizon = lr_decay_horizon(cfg, ppo_cfg, n_train, world)
@@ -174,7 +189,7 @@ def _scheduler(cfg, ppo_cfg, optimizer, world: int, n_train: int):
                          num_training_steps=horizon * world)
 
 
-def _stop_ids(model, tokenizer, builder) -> list[int]:
+def stop_ids(model, tokenizer, builder) -> list[int]:
     """Tokens that end a reply, the one that ends a turn first: it stands in for an empty reply.
     (SmolLM2's converted tokenizer calls <|im_start|> its eos; its chat template ends turns right.)"""
     from emprl.common.policy import response_suffix, stop_token_ids
@@ -188,7 +203,7 @@ def _stop_ids(model, tokenizer, builder) -> list[int]:
     return [end, *[i for i in stops if i != end]] if end is not None else stops
 
 
-def _rollout_kwargs(cfg, tokenizer, stop_ids: list[int]) -> dict:
+def rollout_kwargs(cfg, tokenizer, stop_ids: list[int]) -> dict:
     """The paper's decoding, and nothing from the model's saved generation config. No minimum length
     unless the recipe asks for one: it can push the KL estimate negative (docs/minimum-length.md)."""
     return dict(
@@ -199,7 +214,7 @@ def _rollout_kwargs(cfg, tokenizer, stop_ids: list[int]) -> dict:
         pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_ids)
 
 
-def _find_empathy_reward(composite, cfg, device):
+def find_empathy_reward(composite, cfg, device):
     from reward_models.reward import EmpathyReward
 
     for _, component in composite.components.values():

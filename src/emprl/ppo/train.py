@@ -30,33 +30,25 @@ from emprl.common.ranks import join_cpu_ranks
 from emprl.pipeline.config import parse_recipe
 from emprl.pipeline.lifecycle import begin_stage, check_model_folder
 from emprl.ppo.config import PPOScriptConfig
-from emprl.ppo.curves import plot_training_curves  # noqa: F401  (re-exported)
-from emprl.ppo.held_out import PER_CONTEXT, HeldOutEvaluation, _summary  # noqa: F401  (re-exported)
-from emprl.ppo.outputs import (  # noqa: F401  (re-exported)
-    RunLog,
-    RunOutputs,
-    _export_into,
-    _gather_checksums,
-    _prepare_output_dir,
-    _read_jsonl,
-    _truncate_jsonl,
-)
-from emprl.ppo.setup import (  # noqa: F401  (re-exported)
-    _check_batch_sizes,
-    _choose_precision,
-    _configure_logging,
-    _eval_subset,
-    _find_empathy_reward,
-    _load_data,
-    _rollout_kwargs,
-    _scheduler,
-    _stop_ids,
+from emprl.ppo.held_out import HeldOutEvaluation
+from emprl.ppo.outputs import RunLog, RunOutputs, prepare_output_dir
+from emprl.ppo.setup import (
+    build_scheduler,
+    check_batch_sizes,
+    choose_precision,
+    configure_logging,
+    eval_subset,
+    find_empathy_reward,
+    load_data,
     load_value_head_policy,
+    rollout_kwargs,
+    stop_ids,
+    trainer_config,
 )
+from emprl.ppo.state import PPOState
 from emprl.ppo.trainer import EmpRLPPOTrainer
 from reward_models.baseline import apply_baseline
 
-_init_distributed = join_cpu_ranks  # the old name (emprl.dpo and older scripts import it from here)
 logger = logging.getLogger("emprl.ppo")
 STAGE = "ppo"
 # TRL 0.11.4 announces the classic PPO API's deprecation on every PPOConfig; it is the API we pin
@@ -70,50 +62,51 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     start = time.time()
     # Everything is checked before the output folder is touched (docs/lifecycle.md).
-    _check_batch_sizes(ppo_cfg, cfg.samples_per_context)
-    data = _load_data(cfg, ppo_cfg.seed)
+    check_batch_sizes(ppo_cfg, cfg.samples_per_context)
+    data = load_data(cfg, ppo_cfg.seed)
     check_model_folder(cfg.sft_model_path, "sft_model_path")
     stage = begin_stage(STAGE, cfg.output_dir, (cfg, ppo_cfg), in_place=True,
                         inputs=[cfg.sft_model_path, cfg.labelled_data, cfg.identifiers_dir],
                         overwrite=cfg.overwrite_output_dir)
     if stage is None:
         return None
-    checkpoint = _prepare_output_dir(cfg)
+    checkpoint = prepare_output_dir(cfg)
 
     # 1. Load: policy + value head, reference, reward, data (emprl.ppo.setup).
     run = PPORun(cfg, ppo_cfg, data=data)
-    step = 0
+    state = run.state  # step, NaN streak, evaluations: saved in checkpoints (emprl.ppo.state)
     if checkpoint:
-        step = run.outputs.resume(checkpoint)
+        run.outputs.resume(checkpoint, state)
     else:
-        run.evaluation.evaluate(0)             # the SFT policy, before any update
+        run.evaluation.evaluate(0, state)      # the SFT policy, before any update
 
     # 2. The PPO loop: rollout -> R_emp -> PPO step; held-out evaluation (emprl.ppo.held_out) and
     #    checkpoints (emprl.ppo.outputs) every so many steps.
-    bar = run.progress(initial=step)
-    while step < ppo_cfg.steps:
-        step += 1
-        row = run.train_step(step)
+    bar = run.progress(initial=state.step)
+    while state.step < ppo_cfg.steps:
+        state.step += 1
+        row = run.train_step(state.step)
         bar.update(1)
         bar.set_postfix(reward=f"{row.get('r_emp', row['reward']):.3f}", kl=f"{row.get('kl', 0):.3f}",
                         len=f"{row['response_words']:.1f}")
-        if cfg.eval_steps > 0 and step % cfg.eval_steps == 0:
-            run.evaluation.evaluate(step)
-        if cfg.save_steps > 0 and step % cfg.save_steps == 0 and not row.get("skipped"):
-            run.outputs.save_checkpoint(step)  # never a checkpoint right after a NaN step
+        if cfg.eval_steps > 0 and state.step % cfg.eval_steps == 0:
+            run.evaluation.evaluate(state.step, state)
+        if cfg.save_steps > 0 and state.step % cfg.save_steps == 0 and not row.get("skipped"):
+            run.outputs.save_checkpoint(state)  # never a checkpoint right after a NaN step
     bar.close()
-    if not run.evaluation.evaluated_at(step):
-        run.evaluation.evaluate(step)
+    if not state.evaluated_at(state.step):
+        run.evaluation.evaluate(state.step, state)
 
     # 3. Finish: final policy, best/, metrics, curves, model card, stage.json last.
-    run.outputs.finish(step, stage, minutes=(time.time() - start) / 60)
+    run.outputs.finish(state, stage, minutes=(time.time() - start) / 60)
     stage.release()
     return run
 
 
 class PPORun:
-    """The trainer, the reward and the data order, and one PPO step; the held-out evaluation
-    (``evaluation``) and the outputs (``outputs``: checkpoints, resume, finish) are parts of their own."""
+    """The trainer, the reward and the data order, and one PPO step. It owns the run's ``state``
+    (emprl.ppo.state) and hands it to the held-out evaluation (``evaluation``) and the outputs
+    (``outputs``: checkpoints, resume, finish), which are parts of their own."""
 
     def __init__(self, cfg: PPOScriptConfig, ppo_cfg: PPOConfig, data: tuple | None = None):
         """``data``: the (train, held-out) splits when the caller has loaded them already."""
@@ -123,24 +116,27 @@ class PPORun:
         from emprl.common.policy import prompt_builder_for
         from reward_models.registry import build_reward
 
-        self.cfg, self.ppo_cfg = cfg, ppo_cfg
-        state = PartialState()
-        self.is_main, self.rank, self.world = state.is_main_process, state.process_index, state.num_processes
-        _check_batch_sizes(ppo_cfg, cfg.samples_per_context)
+        self.cfg = cfg
+        ranks = PartialState()
+        self.is_main, self.rank, self.world = ranks.is_main_process, ranks.process_index, ranks.num_processes
+        check_batch_sizes(ppo_cfg, cfg.samples_per_context)
         set_seed(ppo_cfg.seed)  # the value head and LoRA weights are initialised at random
 
-        self.train, self.eval_data = data or _load_data(cfg, ppo_cfg.seed)
+        self.train, self.eval_data = data or load_data(cfg, ppo_cfg.seed)
         model, ref_model, tokenizer, self.is_encoder_decoder, path = load_value_head_policy(cfg)
         self.builder = prompt_builder_for(path, tokenizer, self.is_encoder_decoder,
                                           max_source_tokens=cfg.max_source_tokens, speaker_tag=cfg.speaker_tag,
                                           listener_tag=cfg.listener_tag, system_prompt=cfg.system_prompt)
         tokenizer.padding_side = self.builder.generation_padding_side  # T5: right (docs/padding-sides.md)
-        self.stop_ids = _stop_ids(model.pretrained_model, tokenizer, self.builder)
+        self.stop_ids = stop_ids(model.pretrained_model, tokenizer, self.builder)
 
-        _configure_logging(cfg, ppo_cfg)
-        self.precision = _choose_precision(cfg, ppo_cfg)
+        log_with, project_kwargs = configure_logging(cfg, ppo_cfg)
+        self.precision, accelerator_kwargs = choose_precision(cfg, ppo_cfg)
+        # TRL's config (logs, model card and checkpoints read it too); the caller's stays as parsed
+        self.ppo_cfg = ppo_cfg = trainer_config(ppo_cfg, log_with=log_with, project_kwargs=project_kwargs,
+                                                accelerator_kwargs=accelerator_kwargs)
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=ppo_cfg.learning_rate)
-        scheduler = _scheduler(cfg, ppo_cfg, optimizer, self.world, n_train=len(self.train))
+        scheduler = build_scheduler(cfg, ppo_cfg, optimizer, self.world, n_train=len(self.train))
         self.trainer = EmpRLPPOTrainer(config=ppo_cfg, model=model, ref_model=ref_model, tokenizer=tokenizer,
                                        optimizer=optimizer, lr_scheduler=scheduler,
                                        fix_first_token=cfg.fix_first_token, prompt_builder=self.builder,
@@ -157,17 +153,18 @@ class PPORun:
         shared = {"identifiers_dir": cfg.identifiers_dir, "device": self.trainer.accelerator.device,
                   "speaker_tag": self.builder.speaker_tag, "listener_tag": self.builder.listener_tag}
         self.reward = build_reward(cfg.reward, **shared)
-        self.empathy = _find_empathy_reward(self.reward, cfg, self.trainer.accelerator.device)
-        self.generation_kwargs = _rollout_kwargs(cfg, tokenizer, self.stop_ids)
+        self.empathy = find_empathy_reward(self.reward, cfg, self.trainer.accelerator.device)
+        self.generation_kwargs = rollout_kwargs(cfg, tokenizer, self.stop_ids)
         self.generation_batch_size = cfg.generation_batch_size or ppo_cfg.batch_size
-        self.nan_streak, self.skipped_steps = 0, 0
-        self.last_checkpoint: str | None = None
+        self.state = PPOState()
         self._perms: dict[int, np.ndarray] = {}
         self.log = RunLog(cfg.output_dir, ppo_cfg, self.trainer.accelerator, self.is_main)
-        eval_rows = [row for row in _eval_subset(len(self.eval_data), cfg.eval_samples, cfg.eval_seed)
+        eval_rows = [row for row in eval_subset(len(self.eval_data), cfg.eval_samples, cfg.eval_seed)
                      for _ in range(cfg.eval_repeats)]
-        self.evaluation = HeldOutEvaluation(self, self.eval_data, eval_rows)
-        self.outputs = RunOutputs(self)
+        self.evaluation = HeldOutEvaluation(self.eval_data, eval_rows, rollout=self.rollout, empathy=self.empathy,
+                                            trainer=self.trainer, log=self.log, seed=cfg.eval_seed,
+                                            batch_size=cfg.eval_batch_size, output_dir=cfg.output_dir)
+        self.outputs = RunOutputs(cfg, ppo_cfg, self.trainer)
 
     # -- data order ---------------------------------------------------------------------------------
     def batch_rows(self, step: int) -> list[int]:
@@ -210,10 +207,10 @@ class PPORun:
         t1 = time.perf_counter()
         total, parts = self.reward(contexts, texts, batch["response"], batch)
         t2 = time.perf_counter()
-        row = {"step": step, **self._gather_means(total, parts, responses, texts)}
-        if not self._all_finite(total):
+        row = {"step": step, **_batch_means(self.trainer, self.is_encoder_decoder, total, parts, responses, texts)}
+        if not _all_finite(self.trainer.accelerator, total):
             return self._skip(step, row)
-        self.nan_streak = 0
+        self.state.nan_streak = 0
         adjusted = apply_baseline(total.detach().float().cpu(), self.cfg.reward_baseline, self.cfg.samples_per_context)
         stats = self.trainer.step(queries, responses, list(adjusted))
         t3 = time.perf_counter()
@@ -229,35 +226,17 @@ class PPORun:
         self.log.write(row, "log.jsonl")
         return row
 
-    def _gather_means(self, total, parts, responses, texts) -> dict:
-        acc = self.trainer.accelerator
-        skip = 1 if self.is_encoder_decoder else 0
-        special = set(self.trainer.tokenizer.all_special_ids)
-        n_tokens = [sum(int(t) not in special for t in r[skip:]) for r in responses]
-        local = {"reward": total.float(), **{f"reward/{k}": v.float() for k, v in parts.items()},
-                 "response_tokens": torch.tensor(n_tokens, dtype=torch.float),
-                 "response_words": torch.tensor([len(t.split()) for t in texts], dtype=torch.float),
-                 "empty_responses": torch.tensor([float(not t) for t in texts])}
-        means = {k: float(acc.gather(v.to(acc.device)).nanmean()) for k, v in local.items()}
-        if "reward/empathy" in means:
-            means["r_emp"] = means["reward/empathy"]
-        return means
-
-    def _all_finite(self, total: torch.Tensor) -> bool:
-        acc = self.trainer.accelerator
-        bad = torch.tensor([0.0 if torch.isfinite(total).all() else 1.0], device=acc.device)
-        return float(acc.reduce(bad, reduction="sum")) == 0.0  # every rank skips together
-
     def _skip(self, step: int, row: dict) -> dict:
-        self.nan_streak += 1
-        self.skipped_steps += 1
+        state = self.state
+        state.nan_streak += 1
+        state.skipped_steps += 1
         warnings.warn(f"step {step}: NaN or infinite reward, step skipped "
-                      f"({self.nan_streak}/{self.cfg.nan_patience} in a row)", stacklevel=2)
-        row.update({"skipped": True, "nan_streak": self.nan_streak})
+                      f"({state.nan_streak}/{self.cfg.nan_patience} in a row)", stacklevel=2)
+        row.update({"skipped": True, "nan_streak": state.nan_streak})
         self.log.write(row, "log.jsonl")
-        if self.nan_streak >= self.cfg.nan_patience:
-            last = self.last_checkpoint or "none (no checkpoint was saved yet)"
-            raise UserError(f"{self.nan_streak} PPO steps in a row (up to step {step}) got NaN or infinite "
+        if state.nan_streak >= self.cfg.nan_patience:
+            last = state.last_checkpoint or "none (no checkpoint was saved yet)"
+            raise UserError(f"{state.nan_streak} PPO steps in a row (up to step {step}) got NaN or infinite "
                             f"rewards; stopped. Last good checkpoint: {last}")
         return row
 
@@ -266,6 +245,28 @@ class PPORun:
         from tqdm.auto import tqdm
 
         return tqdm(total=self.ppo_cfg.steps, initial=initial, desc="PPO", unit="step", disable=not self.is_main)
+
+
+
+def _batch_means(trainer, is_encoder_decoder: bool, total, parts, responses, texts) -> dict:
+    """A step's reward, reward parts and response lengths, averaged over every rank's batch."""
+    acc = trainer.accelerator
+    skip = 1 if is_encoder_decoder else 0
+    special = set(trainer.tokenizer.all_special_ids)
+    n_tokens = [sum(int(t) not in special for t in r[skip:]) for r in responses]
+    local = {"reward": total.float(), **{f"reward/{k}": v.float() for k, v in parts.items()},
+             "response_tokens": torch.tensor(n_tokens, dtype=torch.float),
+             "response_words": torch.tensor([len(t.split()) for t in texts], dtype=torch.float),
+             "empty_responses": torch.tensor([float(not t) for t in texts])}
+    means = {k: float(acc.gather(v.to(acc.device)).nanmean()) for k, v in local.items()}
+    if "reward/empathy" in means:
+        means["r_emp"] = means["reward/empathy"]
+    return means
+
+
+def _all_finite(acc, total: torch.Tensor) -> bool:
+    bad = torch.tensor([0.0 if torch.isfinite(total).all() else 1.0], device=acc.device)
+    return float(acc.reduce(bad, reduction="sum")) == 0.0  # every rank skips together
 
 
 if __name__ == "__main__":

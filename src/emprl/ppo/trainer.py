@@ -1,4 +1,4 @@
-"""TRL 0.11.4's classic ``PPOTrainer`` with what the EmpRL stage needs on top.
+"""TRL 0.11.4's classic ``PPOTrainer`` with what the EmpRL stage changes in its behaviour.
 
 1. The first-token fix (docs/first-token-fix.md). For encoder-decoder policies ``batched_forward_pass`` masks
    log-prob index 0, which is log p(y1 | x, <start>): the first generated word never receives a
@@ -7,21 +7,18 @@
    replication of the authors' runs).
 2. Rollouts: batched sampling that pads T5 batches on the right and decoder-only batches on the left,
    cuts each response after its first end-of-sequence token, and never hands TRL an empty response.
-3. Resume: TRL has none. :meth:`save_checkpoint` / :meth:`load_checkpoint` keep the trainable weights
-   (policy or LoRA adapter, plus the value head), optimizer, lr scheduler, KL controller, running
-   score moments, TRL's step counter, every rank's RNG and the caller's own state, in one folder
-   written atomically; the code is in :mod:`emprl.ppo.checkpoint`.
-4. Export: the policy with its value head, reloadable by TRL's ``...WithValueHead.from_pretrained``
-   and by a plain ``AutoModelFor...`` (LoRA policies are merged first); the code is in :mod:`emprl.ppo.export`.
+3. Score scaling: TRL's running score moments crash ``use_score_scaling``; ours keep them as tensors.
+4. Grouped mini-batches: a context's K samples stay in one mini-batch, so the encoder runs once per
+   context (:mod:`emprl.ppo.encoder_reuse`).
+
+Resume and export take the trainer as an argument: :mod:`emprl.ppo.checkpoint`, :mod:`emprl.ppo.export`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,28 +27,12 @@ from trl import PPOTrainer
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import RunningMoments
 
-from emprl.ppo.checkpoint import (  # noqa: F401  (re-exported)
-    CHECKPOINT_PREFIX,
-    STATE_FILE,
-    TRAINABLE_FILE,
-    list_checkpoints,
-    load_checkpoint,
-    rotate_checkpoints,
-    save_checkpoint,
-)
-from emprl.ppo.export import (  # noqa: F401  (re-exported)
-    VALUE_HEAD_FILE,
-    export_policy,
-    load_adapter_weights,
-    merged_lora_state_dict,
-    save_adapter,
-)
-
 trl_module = sys.modules[PPOTrainer.__module__]  # where TRL looks up the Accelerator class
 
 
 class EmpRLPPOTrainer(PPOTrainer):
-    """``trl.PPOTrainer`` plus the first-token fix, rollouts and full checkpoints (see module doc)."""
+    """``trl.PPOTrainer`` with the first-token fix, rollouts, score scaling repaired and grouped
+    mini-batches (see the module doc)."""
 
     def __init__(self, *args, fix_first_token: bool = True, prompt_builder=None, context_group: int = 1, **kwargs):
         self.fix_first_token = fix_first_token
@@ -78,7 +59,7 @@ class EmpRLPPOTrainer(PPOTrainer):
         (emprl.ppo.encoder_reuse) instead of scattering the copies over mini-batches. Same global RNG as TRL."""
         if self.context_group <= 1 or len(queries) % self.context_group:
             return super().step(queries, responses, scores, response_masks)
-        trl_module.np = _GroupedNumpy(self.context_group)
+        trl_module.np = GroupedNumpy(self.context_group)
         try:
             return super().step(queries, responses, scores, response_masks)
         finally:
@@ -170,53 +151,6 @@ class EmpRLPPOTrainer(PPOTrainer):
             response = torch.cat([response, torch.full((min_len - len(response),), eos_id, dtype=torch.long)])
         return response
 
-    def sequence_kl(self, queries: Sequence[torch.Tensor], responses: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Per-response KL estimate to the reference, sum_t log pi(y_t) - log pi_ref(y_t) over the
-        scored tokens (the quantity TRL logs as objective/kl). Runs on the unwrapped model only, so
-        ranks may call it with different numbers of responses."""
-        model = self.unwrapped_model
-        inputs = self.prepare_model_inputs(list(queries), list(responses))
-        with torch.no_grad():
-            logprobs, _, _, masks = self.batched_forward_pass(model, queries, responses, inputs)
-            with self.optional_peft_ctx():
-                ref = model if self.is_peft_model else self.accelerator.unwrap_model(self.ref_model)
-                ref_logprobs, _, _, _ = self.batched_forward_pass(ref, queries, responses, inputs)
-        return ((logprobs - ref_logprobs) * masks).sum(dim=-1).float().cpu()
-
-    # -- 3. checkpoints ------------------------------------------------------------------------------
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        """Every parameter that training changes (all of them, or the LoRA adapter), value head included."""
-        return {name: p.detach() for name, p in self.unwrapped_model.named_parameters() if p.requires_grad}
-
-    def weights_checksum(self) -> str:
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.trainable_state().items()):
-            digest.update(name.encode())
-            digest.update(tensor.float().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()[:16]
-
-    def save_checkpoint(self, path: str, extra_state: dict[str, Any]) -> None:
-        """Write the full training state to ``path`` atomically (:func:`emprl.ppo.checkpoint.save_checkpoint`).
-        Call on every rank (RNG states are gathered); only the main process writes."""
-        save_checkpoint(self, path, extra_state)
-
-    def load_checkpoint(self, path: str) -> dict[str, Any]:
-        """Restore what :meth:`save_checkpoint` wrote; returns the whole saved state dict."""
-        return load_checkpoint(self, path, stacklevel=3)
-
-    # -- 4. export (emprl.ppo.export) ---------------------------------------------------------------
-    def export_policy(self, folder: str, extra_files: dict[str, str] | None = None) -> None:
-        """The policy with its value head, LoRA merged, into ``folder`` (:func:`emprl.ppo.export.export_policy`)."""
-        export_policy(self, folder, extra_files)
-
-    def save_adapter(self, folder: str) -> None:
-        """LoRA policies: the adapter (PEFT format) and the value head, for loading on the SFT base."""
-        save_adapter(self, folder)
-
-    def load_adapter_weights(self, folder: str) -> None:
-        """Load an adapter saved by :meth:`save_adapter` into the live LoRA policy (used to export best/)."""
-        load_adapter_weights(self, folder)
-
 
 # ---------------------------------------------------------------------------------------------------
 
@@ -242,7 +176,7 @@ class _RunningMoments(RunningMoments):
         self.var, self.count = float(state["var"]), float(state["count"])
 
 
-class _GroupedNumpy:
+class GroupedNumpy:
     """numpy as TRL's ``step`` sees it while mini-batches follow context groups: ``random.permutation(n)``
     shuffles the n / K groups of K consecutive indices and keeps each group together; all else is numpy."""
 
