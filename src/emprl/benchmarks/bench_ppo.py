@@ -103,7 +103,8 @@ def build_tiny_setting(root: str) -> str:
     from transformers import BertConfig, BertModel, T5Config, T5ForConditionalGeneration
 
     from emprl.benchmarks.bench_reward import RESPONSES, TURNS
-    from reward_models import MECHANISMS, EmpathyIdentifier
+    from emprl.common.mechanisms import MECHANISMS
+    from reward_models import EmpathyIdentifier
 
     tokenizer = _word_tokenizer(TURNS + RESPONSES)
     torch.manual_seed(0)
@@ -150,7 +151,8 @@ def build_paper_setting(root: str) -> str:
     from transformers import T5Config, T5ForConditionalGeneration
 
     from emprl.benchmarks.bench_reward import RESPONSES, TURNS
-    from reward_models import MECHANISMS, EmpathyIdentifier
+    from emprl.common.mechanisms import MECHANISMS
+    from reward_models import EmpathyIdentifier
 
     tokenizer = _word_tokenizer(TURNS + RESPONSES, size=T5_BASE["vocab_size"])
     torch.manual_seed(0)
