@@ -274,21 +274,21 @@ def ppo_cfg(assets, output_dir, **kw):
 
 def test_resume_skips_a_damaged_newest_checkpoint(assets, tmp_path, capsys):
     from emprl.common.errors import UserError
-    from emprl.ppo.outputs import prepare_output_dir as _prepare_output_dir
+    from emprl.ppo.outputs import prepare_output_dir
 
     out = tmp_path / "ppo"
     out.mkdir()
     write_checkpoint(out, 2)
     write_checkpoint(out, 4, damaged=True)
     before = snapshot(out)
-    assert _prepare_output_dir(ppo_cfg(assets, out, resume=True)) == str(out / "checkpoint-2")
+    assert prepare_output_dir(ppo_cfg(assets, out, resume=True)) == str(out / "checkpoint-2")
     said = capsys.readouterr().out
     assert f"skipped {out / 'checkpoint-4'}: it does not load" in said and "checkpoint-2:" not in said
     assert snapshot(out) == before
     with open(out / "checkpoint-2" / "trainable.safetensors", "rb+") as fh:
         fh.truncate(10)
     with pytest.raises(UserError, match="no checkpoint in .* loads"):
-        _prepare_output_dir(ppo_cfg(assets, out, resume=True))
+        prepare_output_dir(ppo_cfg(assets, out, resume=True))
 
 
 def test_interrupted_run_after_sigkill_is_kept_and_its_temporaries_removed(assets, tmp_path, capsys):

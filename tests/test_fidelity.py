@@ -29,12 +29,12 @@ def _ppo_configs(recipe, tmp_path, *extra):
 
 
 def _lr_fraction_at(cfg, ppo_cfg, n_train, step, world=1):
-    """The scheduler's LR after ``step`` PPO steps, as a fraction of the peak (the real _scheduler)."""
-    from emprl.ppo.setup import build_scheduler as _scheduler
+    """The scheduler's LR after ``step`` PPO steps, as a fraction of the peak (the real build_scheduler)."""
+    from emprl.ppo.setup import build_scheduler
 
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.Adam([param], lr=ppo_cfg.learning_rate)
-    scheduler = _scheduler(cfg, ppo_cfg, optimizer, world, n_train=n_train)
+    scheduler = build_scheduler(cfg, ppo_cfg, optimizer, world, n_train=n_train)
     for _ in range(step * world):  # accelerate steps it once per process per PPO step
         optimizer.step()
         scheduler.step()
