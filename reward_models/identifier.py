@@ -107,6 +107,10 @@ class EmpathyIdentifierConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
+    def to_json_string(self) -> str:
+        """The config as JSON: transformers' tensorboard callback records it for the model it logs."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
     @property
     def hidden_size(self) -> int:
         cfg = self.encoder_config

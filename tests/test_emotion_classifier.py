@@ -7,6 +7,7 @@ import pytest
 import tiny
 import torch
 import yaml
+from transformers import TrainerCallback
 
 from emprl.baselines.ethreed.batching import ED_EMOTIONS
 from emprl.common.errors import UserError
@@ -80,7 +81,8 @@ def test_situations_and_conversations_from_reader_rows():
 def test_stage_trains_labels_every_utterance_and_ethreed_reads_the_labels(tmp_path, bert):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from emprl.baselines.ethreed.train import EthreedTrainConfig, load_splits
+    from emprl.baselines.ethreed.config import EthreedTrainConfig
+    from emprl.baselines.ethreed.train import load_splits
     from emprl.baselines.ethreed.train import main as ethreed_main
     from emprl.emotion_classifier import main
     from emprl.pipeline.config import recipe_file_hash
@@ -242,3 +244,46 @@ def test_max_train_situations_caps_training_but_every_utterance_is_labelled(tmp_
     assert metrics["situations"] == {"train": 10, "validation": 8, "test": 8}
     rows = (tmp_path / "clf" / "listener_emotions.jsonl").read_text().splitlines()
     assert len(rows) == sum(len(convs[s]) for s in convs)
+
+
+class StopAfterEpoch(TrainerCallback):
+    """Stops the run the way a kill would, just after the checkpoint of ``epoch``."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_save(self, args, state, control, **kwargs):
+        if round(state.epoch) >= self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, bert, monkeypatch):
+    import emprl.emotion_classifier as stage
+
+    _write_ed(tmp_path / "ed")
+    out = tmp_path / "clf"
+    recipe = tmp_path / "emotion_classifier.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "data": f"empathetic_dialogues:{tmp_path / 'ed'}", "model": bert, "output_dir": str(out),
+        "max_length": 32, "num_epochs": 3, "batch_size": 8, "learning_rate": 5e-3, "warmup_ratio": 0.0,
+        "head_learning_rate": 1e-2, "class_weighting": "balanced"}))
+    whole = stage.main([str(recipe), "--output_dir", str(tmp_path / "whole")])  # never interrupted
+
+    monkeypatch.setattr(stage, "early_stopping", lambda patience: [StopAfterEpoch(2)])
+    with pytest.raises(KeyboardInterrupt):
+        stage.main([str(recipe)])
+    monkeypatch.undo()
+    assert not (out / "stage.json").exists()
+    # 40 situations in batches of 8: epoch 2 ends at step 10
+    assert max(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("checkpoint-*")) == 10
+
+    resumed = stage.main([str(recipe)])
+    assert resumed["resumed_from"] == "checkpoint-10" and whole["resumed_from"] is None
+    # epoch 3 picks up the weights, optimiser, schedule and random state of the checkpoint: the same
+    # numbers and labels as the run that was never interrupted
+    for key in ("epochs", "best_epoch", "validation_accuracy", "test_accuracy", "listener_label_counts"):
+        assert resumed[key] == whole[key], key
+    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2, 3]
+    assert (out / "listener_emotions.jsonl").read_text() == (tmp_path / "whole" / "listener_emotions.jsonl").read_text()
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())
+    assert not (out / "checkpoints").exists()

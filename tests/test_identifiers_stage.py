@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from datasets import load_from_disk
+from transformers import TrainerCallback
 
 from emprl.common.errors import UserError
 from emprl.data import MECHANISMS, serialize_context
@@ -139,12 +140,12 @@ def test_label_step_adds_level_columns(trained, tmp_path):
 
 
 def test_balanced_loss_weights():
-    from emprl.identifiers import loss_weights
+    from emprl.classifier_trainer import loss_weights
 
-    assert loss_weights([0, 0, 1, 2], "none") is None
-    w = loss_weights([0, 0, 0, 0, 1, 1, 2, 2], "balanced")
+    assert loss_weights([0, 0, 1, 2], "none", 3) is None
+    w = loss_weights([0, 0, 0, 0, 1, 1, 2, 2], "balanced", 3)
     assert torch.allclose(w, torch.tensor([8 / 12, 8 / 6, 8 / 6]))
-    assert loss_weights([0, 1, 1], "balanced")[2] == 0  # an absent level gets no weight
+    assert loss_weights([0, 1, 1], "balanced", 3)[2] == 0  # an absent level gets no weight
 
 
 def test_bad_recipe_values_are_user_errors(tmp_path):
@@ -189,21 +190,127 @@ def test_overwrite_retrains_and_replaces_atomically(tmp_path):
     assert "baseline" not in json.loads((tmp_path / "out" / "report.json").read_text())["mechanisms"]["interpretations"]
 
 
-def test_length_grouped_batches_cover_every_example_once_and_cut_padding():
-    from emprl.identifiers import LengthGroupedBatches
+def test_trainer_groups_lengths_keeps_validation_order_and_has_two_learning_rates(tmp_path):
+    from tiny import make_tiny_bert
 
-    lengths = [(i * 37) % 101 for i in range(100)]
-    sampler = LengthGroupedBatches(lengths, batch_size=8, shuffle=True, seed=3, group=4)
-    first, second = list(sampler), list(sampler)
-    for epoch in (first, second):
-        assert sorted(i for batch in epoch for i in batch) == list(range(100)) and len(epoch) == len(sampler)
-    assert first != second                                     # a new order each epoch
-    assert first == list(LengthGroupedBatches(lengths, 8, True, seed=3, group=4))  # seeded
+    from emprl.data import load_epitome
+    from emprl.identifiers import IdentifiersConfig, build_trainer
+
+    make_tiny_bert(str(tmp_path / "encoder"))
+    write_epitome(tmp_path / "epitome", n_per_level=40)
+    data = load_epitome(str(tmp_path / "epitome"), seed=42)["explorations"]
+    fewer_none = data["train"].filter(lambda r, i: r["level"] != 0 or i % 3 == 0, with_indices=True)
+    data = {"train": fewer_none, "validation": data["validation"]}  # imbalanced: class weights matter
+    cfg = IdentifiersConfig(data=str(tmp_path / "epitome"), batch_size=8, max_context_len=24, max_response_len=24,
+                            learning_rate=1e-4, head_learning_rate=3e-3, freeze_embeddings=True,
+                            class_weighting="balanced")
+    trainer = build_trainer(data, str(tmp_path / "encoder"), cfg, str(tmp_path / "work"))
+    assert trainer.args.group_by_length
+
+    # the pretrained encoders at learning_rate, the new attention and head at head_learning_rate
+    lr_of = {id(p): g["lr"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    for name, p in trainer.model.named_parameters():
+        if "word_embeddings" in name:
+            assert id(p) not in lr_of  # frozen
+        else:
+            assert lr_of[id(p)] == (1e-4 if name.startswith(("context_encoder.", "response_encoder.")) else 3e-3)
 
     def padding(batches):
-        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches)
+        return sum(int((b["response_attention_mask"] == 0).sum()) for b in batches)
 
-    plain = [list(range(k, min(k + 8, 100))) for k in range(0, 100, 8)]
-    assert padding(first) < padding(plain) / 2
-    ordered = list(LengthGroupedBatches(lengths, 8, shuffle=False, seed=0))
-    assert [lengths[b[0]] for b in ordered] == sorted((lengths[b[0]] for b in ordered), reverse=True)
+    grouped = list(trainer.get_train_dataloader())
+    # every training pair once per epoch, in batches of similar-length pairs: less padding than in order
+    assert sum(len(b["labels"]) for b in grouped) == len(data["train"])
+    assert sorted(torch.cat([b["labels"] for b in grouped]).tolist()) == sorted(data["train"]["level"])
+    plain = [trainer.data_collator([data["train"][j] for j in range(i, min(i + 8, len(data["train"])))])
+             for i in range(0, len(data["train"]), 8)]
+    assert padding(grouped) < padding(plain)
+    # validation: longest pairs first and read in that order, so predict() lines up with the rows
+    valid = trainer.eval_dataset
+    assert valid["length"] == sorted(valid["length"], reverse=True) and len(valid) == len(data["validation"])
+    labels = torch.cat([b["labels"] for b in trainer.get_eval_dataloader()]).tolist()
+    assert labels == valid["level"]
+
+    # class_weighting: balanced weighs each level's loss by n / (3 * its count in training)
+    batch = next(iter(trainer.get_eval_dataloader()))
+    trainer.model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, batch)
+        logits = trainer.model(**{k: v for k, v in batch.items() if k != "labels"})
+    weights = torch.bincount(torch.tensor(data["train"]["level"]), minlength=3).float().reciprocal() * len(
+        data["train"]) / 3
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(logits, batch["labels"], weight=weights))
+    assert not torch.allclose(loss, torch.nn.functional.cross_entropy(logits, batch["labels"]))
+
+
+class StopAfterEpoch(TrainerCallback):
+    """Stops the run the way a kill would, just after the checkpoint of ``epoch`` of the Trainer whose
+    folder ends with ``folder``."""
+
+    def __init__(self, folder: str, epoch: int):
+        self.folder, self.epoch = folder, epoch
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.output_dir.endswith(self.folder) and round(state.epoch) >= self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    from tiny import make_tiny_bert
+
+    import emprl.identifiers as stage
+
+    make_tiny_bert(str(tmp_path / "encoder"))
+    write_epitome(tmp_path / "epitome", n_per_level=4)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "data": str(tmp_path / "epitome"), "encoder": str(tmp_path / "encoder"), "output_dir": str(tmp_path / "out"),
+        "mechanisms": ["interpretations", "explorations"], "num_epochs": 3, "batch_size": 4, "baseline": False,
+        "early_stopping_patience": 0, "head_learning_rate": 1e-2, "learning_rate": 1e-3, "max_context_len": 24,
+        "max_response_len": 16}))
+    whole = stage.main([str(recipe), "--output_dir", str(tmp_path / "whole")])  # never interrupted
+
+    stop = StopAfterEpoch("explorations", 2)
+    monkeypatch.setattr(stage, "early_stopping", lambda patience: [stop])
+    with pytest.raises(KeyboardInterrupt):
+        stage.main([str(recipe)])
+    monkeypatch.undo()
+    out = tmp_path / "out"
+    assert not (out / "stage.json").exists()
+    done = json.loads((out / "checkpoints" / "interpretations" / "result.json").read_text())
+    kept = [int(p.name.split("-")[1]) for p in (out / "checkpoints" / "explorations").glob("checkpoint-*")]
+    assert max(kept) == 6  # 12 training pairs in batches of 4: epoch 2 ends at step 6
+
+    resumed = stage.main([str(recipe)])
+    assert resumed["mechanisms"]["interpretations"] == done  # finished before the interruption: not retrained
+    assert resumed["mechanisms"]["explorations"]["resumed_from"] == "checkpoint-6"
+    for mech in ("interpretations", "explorations"):
+        # epoch 3 picks up the weights, optimiser, schedule and random state of the checkpoint: the same
+        # numbers as the run that was never interrupted
+        assert resumed["mechanisms"][mech]["identifier"] == whole["mechanisms"][mech]["identifier"]
+    assert [h["epoch"] for h in resumed["mechanisms"]["explorations"]["identifier"]["history"]] == [1, 2, 3]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "explorations", "interpretations", "report.json", "report.png", "stage.json"]
+
+
+def test_checkpoints_of_another_recipe_are_not_resumed(tmp_path, monkeypatch):
+    from tiny import make_tiny_bert
+
+    import emprl.identifiers as stage
+
+    make_tiny_bert(str(tmp_path / "encoder"))
+    write_epitome(tmp_path / "epitome", n_per_level=4)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "data": str(tmp_path / "epitome"), "encoder": str(tmp_path / "encoder"), "output_dir": str(tmp_path / "out"),
+        "mechanisms": ["explorations"], "num_epochs": 2, "batch_size": 4, "baseline": False,
+        "early_stopping_patience": 0, "max_context_len": 24, "max_response_len": 16}))
+    stop = StopAfterEpoch("explorations", 1)
+    monkeypatch.setattr(stage, "early_stopping", lambda patience: [stop])
+    with pytest.raises(KeyboardInterrupt):
+        stage.main([str(recipe)])
+    monkeypatch.undo()
+    assert (tmp_path / "out" / "checkpoints" / "explorations" / "checkpoint-3").is_dir()
+    other = stage.main([str(recipe), "--learning_rate", "1e-3"])
+    assert other["mechanisms"]["explorations"]["resumed_from"] is None
+    assert len(other["mechanisms"]["explorations"]["identifier"]["history"]) == 2

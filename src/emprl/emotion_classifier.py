@@ -10,41 +10,56 @@ situation -> emotion (62.8% test accuracy) and ran it over the listener turns. T
 with any transformers encoder:
 
 1. one (situation, emotion) example per conversation and split (deduplicated by conv_id);
-2. fine-tune AutoModelForSequenceClassification with 32 labels (AdamW, linear warmup and decay), keeping
-   the epoch with the best validation accuracy (ties: the lower validation loss);
+2. fine-tune AutoModelForSequenceClassification with 32 labels with ``transformers.Trainer``
+   (``emprl.classifier_trainer``: AdamW, linear warmup and decay, optional class weights and head
+   learning rate), keeping the epoch with the best validation accuracy (ties: the lower validation loss);
 3. report validation and test accuracy beside the majority-class accuracy;
 4. label every utterance (speaker and listener turns) of every conversation of train/validation/test and
    write ``listener_emotions.jsonl``: one line ``{"conv_id", "split", "emotions": [label per utterance]}``,
    the file the ETHREED stage reads;
 5. save the classifier (a transformers folder: config.json with id2label, weights, tokenizer), metrics.json
    and README.md in one move, then ``stage.json`` last.
+
+Until then ``output_dir/checkpoints`` holds each epoch's checkpoint (then the trained classifier): a rerun
+of an interrupted run continues from there; ``--overwrite_output_dir true`` starts afresh.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from emprl.baselines.ethreed.batching import ED_EMOTIONS
-from emprl.common.errors import UserError, run_cli
-from emprl.common.io import (
-    atomic_dir,
-    atomic_write_json,
-    atomic_write_jsonl,
-    write_model_card,
-    write_stage_stamp,
+from emprl.classifier_trainer import (
+    RESULT_FILE,
+    WORK_DIR,
+    ClassifierTrainer,
+    best_epoch,
+    drop_checkpoints,
+    early_stopping,
+    epoch_history,
+    finished_result,
+    fit,
+    loss_weights,
+    make_optimizer,
+    param_groups,
+    prepare_work_dir,
+    training_arguments,
 )
+from emprl.common.errors import UserError, run_cli
+from emprl.common.io import atomic_dir, atomic_write_json, atomic_write_jsonl, write_model_card
 from emprl.common.models import resolve_model
-from emprl.pipeline.config import config_to_dict, parse_recipe, recipe_hash
-from emprl.pipeline.lifecycle import begin_stage
+from emprl.common.ranks import join_cpu_ranks_for_trainer
+from emprl.pipeline.config import config_to_dict, parse_recipe
+from emprl.pipeline.lifecycle import begin_stage, check_owner
 
 logger = logging.getLogger("emprl.emotion_classifier")
 LABEL2ID = {label: i for i, label in enumerate(ED_EMOTIONS)}
@@ -61,7 +76,8 @@ class EmotionClassifierConfig:
         "help": "hub ids only: the commit to fetch (recorded in stage.json)"})
     output_dir: str = "outputs/demo/emotion_classifier"
     overwrite_output_dir: bool = field(default=False, metadata={
-        "help": "rerun even if output_dir holds a finished run of this recipe and inputs"})
+        "help": "rerun from scratch, even if output_dir holds a finished run of this recipe and inputs or "
+                "checkpoints to resume from"})
     labels_file: str = field(default="listener_emotions.jsonl", metadata={
         "help": "name of the per-utterance label file inside output_dir (ETHREED's listener_emotions)"})
     max_length: int = field(default=64, metadata={"help": "tokens per situation or utterance"})
@@ -71,24 +87,21 @@ class EmotionClassifierConfig:
     batch_size: int = 16
     eval_batch_size: int = 64
     learning_rate: float = 5e-5
+    head_learning_rate: float | None = field(default=None, metadata={
+        "help": "for the new classification head; null: learning_rate"})
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
+    class_weighting: Literal["none", "balanced"] = field(
+        default="none", metadata={"help": "balanced: loss weights n / (32 * count) against the emotion imbalance"})
+    early_stopping_patience: int = field(default=0, metadata={
+        "help": "epochs without a better validation accuracy before stopping; 0 = off"})
+    report_to: str = field(default="none", metadata={"help": "none or tensorboard (logs in output_dir/runs)"})
     seed: int = 42
     num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (null: torch's default)"})
     on_bad_rows: Literal["error", "skip"] = "error"
 
-    def __post_init__(self):
-        for key in ("max_length", "num_epochs", "batch_size", "eval_batch_size", "learning_rate"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"key '{key}': expected a positive value, got {getattr(self, key)}")
-        if self.max_train_situations is not None and self.max_train_situations <= 0:
-            raise ValueError(f"key 'max_train_situations': expected a positive integer or null, "
-                             f"got {self.max_train_situations}")
-        if self.num_threads is not None and self.num_threads <= 0:
-            raise ValueError(f"key 'num_threads': expected a positive integer or null, got {self.num_threads}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"key 'warmup_ratio': expected a value in [0, 1), got {self.warmup_ratio}")
+    def __post_init__(self):  # numeric ranges: pipeline/config_limits.py
         if not self.labels_file or os.path.basename(self.labels_file) != self.labels_file:
             raise ValueError(f"key 'labels_file': expected a file name without folders, got {self.labels_file!r}")
 
@@ -125,19 +138,21 @@ def conversations(split) -> dict[str, list[str]]:
     return convs
 
 
-def make_loader(texts: list[str], labels: list[int] | None, tokenizer, max_length: int, batch_size: int,
-                shuffle: bool = False, seed: int = 0) -> DataLoader:
-    rows = [(t, -100 if labels is None else labels[i]) for i, t in enumerate(texts)]
+def text_dataset(texts: list[str], labels: list[int] | None = None):
+    """Texts (with their labels) and a ``length`` column for the Trainer's ``group_by_length``."""
+    from datasets import Dataset
 
-    def collate(batch):
-        enc = tokenizer([t for t, _ in batch], truncation=True, max_length=max_length, padding=True,
-                        return_tensors="pt")
-        enc = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        enc["labels"] = torch.tensor([y for _, y in batch], dtype=torch.long)
-        return enc
+    columns = {"text": list(texts), "length": [len(t.split()) for t in texts]}
+    return Dataset.from_dict(columns if labels is None else {**columns, "label": list(labels)})
 
-    return DataLoader(rows, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
-                      generator=torch.Generator().manual_seed(seed))
+
+def collate_texts(rows: list[dict], tokenizer, max_length: int) -> dict:
+    enc = tokenizer([r["text"] for r in rows], truncation=True, max_length=max_length, padding=True,
+                    return_tensors="pt")
+    batch = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    if "label" in rows[0]:
+        batch["labels"] = torch.tensor([r["label"] for r in rows], dtype=torch.long)
+    return batch
 
 
 # ----------------------------------------------------------------------------- model
@@ -156,24 +171,6 @@ def load_classifier(path: str):
     return model, tokenizer
 
 
-@torch.no_grad()
-def predict(model, loader, accelerator, desc: str = "predict") -> tuple[list[int], float | None]:
-    """Predicted label ids in loader order (shards gathered from every process) and the mean cross-entropy
-    over the examples that carry a label (None when none does)."""
-    model.eval()
-    preds: list[int] = []
-    nll_sum, labelled = 0.0, 0
-    for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, leave=False):
-        labels = batch.pop("labels")
-        logits = model(**batch).logits.float()
-        nll = torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="none")
-        pred, nll, labels = accelerator.gather_for_metrics((logits.argmax(-1), nll, labels))
-        preds += pred.tolist()
-        nll_sum += float(nll[labels != -100].sum())
-        labelled += int((labels != -100).sum())
-    return preds, (nll_sum / labelled if labelled else None)
-
-
 def accuracy_report(gold: list[int], pred: list[int]) -> dict:
     from sklearn.metrics import f1_score
 
@@ -183,75 +180,85 @@ def accuracy_report(gold: list[int], pred: list[int]) -> dict:
             "macro_f1": float(f1_score(gold, pred, average="macro", zero_division=0)), "n": len(gold)}
 
 
-def train(model, tokenizer, examples: dict[str, list[dict]], cfg: EmotionClassifierConfig, accelerator,
-          progress: bool = True):
-    """Fine-tune; returns (the prepared model holding the weights of the best validation epoch, the
-    per-epoch history, the best epoch)."""
-    from transformers import get_linear_schedule_with_warmup
+def selection_metrics(prediction) -> dict:
+    """Validation accuracy, macro-F1 and mean cross-entropy (``nll``, unweighted), and ``selection``, which
+    orders epochs by accuracy and ties by the lower loss: the loss term, nll / (1 + nll) / (2n), stays below
+    half of one example's share of accuracy (1/n), so it never outweighs a difference in accuracy."""
+    logits = torch.as_tensor(prediction.predictions).float()
+    gold = torch.as_tensor(prediction.label_ids).long()
+    nll = float(torch.nn.functional.cross_entropy(logits, gold))
+    report = accuracy_report(gold.tolist(), logits.argmax(-1).tolist())
+    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "nll": nll,
+            "selection": report["accuracy"] - nll / (1 + nll) / (2 * len(gold))}
 
-    def loader(split, batch_size, shuffle):
-        rows = examples[split]
-        return make_loader([r["text"] for r in rows], [r["label"] for r in rows], tokenizer, cfg.max_length,
-                           batch_size, shuffle, cfg.seed)
 
-    train_loader = loader("train", cfg.batch_size, True)
-    valid_loader = loader("validation", cfg.eval_batch_size, False)
-    total = len(train_loader) * cfg.num_epochs
-    decay = [p for n, p in model.named_parameters() if p.dim() > 1 and "norm" not in n.lower()]
-    rest = [p for n, p in model.named_parameters() if not (p.dim() > 1 and "norm" not in n.lower())]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": rest, "weight_decay": 0.0}], lr=cfg.learning_rate)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
-    model, optimizer, train_loader, valid_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, valid_loader, scheduler)
-    gold_valid = [r["label"] for r in examples["validation"]]
+def classifier_arguments(cfg: EmotionClassifierConfig, work: str, validate: bool, progress: bool = True):
+    """Checkpoints in ``work``; without validation situations, the last epoch is kept."""
+    return training_arguments(
+        work, metric="selection" if validate else None, bf16=None, report_to=cfg.report_to, progress=progress,
+        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
+        num_train_epochs=cfg.num_epochs, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
+        warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, group_by_length=True,
+        length_column_name="length")
 
-    history, best_key, best_state, best_epoch = [], None, None, 0
-    for epoch in range(1, cfg.num_epochs + 1):
-        model.train()
-        loss_sum, steps = 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.num_epochs}", leave=False,
-                   disable=not (progress and accelerator.is_local_main_process))
-        for batch in bar:
-            loss = model(**batch).loss
-            accelerator.backward(loss)
-            if cfg.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum, steps = loss_sum + loss.item(), steps + 1
-            bar.set_postfix(loss=f"{loss_sum / steps:.3f}")
-        pred, val_loss = predict(model, valid_loader, accelerator, "validation")
-        val = accuracy_report(gold_valid, pred)
-        history.append({"epoch": epoch, "train_loss": loss_sum / max(steps, 1), "val_loss": val_loss,
-                        "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"]})
-        if progress and accelerator.is_main_process:
-            tqdm.write(f"epoch {epoch}: loss {history[-1]['train_loss']:.4f}, validation accuracy "
-                       f"{val['accuracy'] if val['accuracy'] is None else round(100 * val['accuracy'], 2)}")
-        # best validation accuracy, ties to the lower validation loss; no validation data: the last epoch
-        key = (val["accuracy"], -val_loss) if val["accuracy"] is not None else (epoch, 0.0)
-        if best_key is None or key > best_key:
-            best_key, best_epoch = key, epoch
-            best_state = {k: v.detach().to("cpu", copy=True)
-                          for k, v in accelerator.unwrap_model(model).state_dict().items()}
-    accelerator.unwrap_model(model).load_state_dict(best_state)  # a DDP wrapper shares these weights
-    return model, history, best_epoch
+
+def build_trainer(model, tokenizer, examples: dict[str, list[dict]], cfg: EmotionClassifierConfig,
+                  args) -> ClassifierTrainer:
+    valid = examples["validation"]
+    head_lr = cfg.learning_rate if cfg.head_learning_rate is None else cfg.head_learning_rate
+    optimizer = make_optimizer(param_groups(model, (model.base_model_prefix + ".",), cfg.learning_rate, head_lr,
+                                            cfg.weight_decay))
+    train_labels = [r["label"] for r in examples["train"]]
+    return ClassifierTrainer(
+        model=model, args=args, optimizers=(optimizer, None),
+        train_dataset=text_dataset([r["text"] for r in examples["train"]], train_labels),
+        eval_dataset=text_dataset([r["text"] for r in valid], [r["label"] for r in valid]) if valid else None,
+        data_collator=functools.partial(collate_texts, tokenizer=tokenizer, max_length=cfg.max_length),
+        compute_metrics=selection_metrics, callbacks=early_stopping(cfg.early_stopping_patience if valid else 0),
+        class_weights=loss_weights(train_labels, cfg.class_weighting, len(ED_EMOTIONS)))
+
+
+def train(path: str, examples: dict[str, list[dict]], cfg: EmotionClassifierConfig,
+          args) -> tuple[ClassifierTrainer, dict]:
+    """Fine-tune from ``path`` (or continue an interrupted run; or reuse the classifier a finished training
+    saved in ``args.output_dir/final``); returns (the Trainer holding the kept epoch's weights, the training
+    record: best_epoch, per-epoch history, the checkpoint it resumed from)."""
+    from transformers import set_seed
+
+    work = args.output_dir
+    final = os.path.join(work, "final")
+    done = finished_result(work, os.path.join(final, "config.json"))
+    set_seed(cfg.seed)  # the new head's initial weights
+    model, tokenizer = load_classifier(final if done is not None else path)
+    trainer = build_trainer(model, tokenizer, examples, cfg, args)
+    if done is not None:
+        logger.info("trained by an earlier run of this recipe (%s)", final)
+        return trainer, done
+    resumed = fit(trainer)
+    result = {"best_epoch": best_epoch(trainer), "resumed_from": resumed,
+              "epochs": epoch_history(trainer.state.log_history, {"val_loss": "eval_nll", "val_accuracy":
+                                                                  "eval_accuracy", "val_macro_f1": "eval_macro_f1"})}
+    if trainer.is_world_process_zero():
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(final, safe_serialization=True)
+        tokenizer.save_pretrained(final)
+        atomic_write_json(os.path.join(work, RESULT_FILE), result)  # after the model: marks training done
+        drop_checkpoints(work)
+    trainer.accelerator.wait_for_everyone()
+    return trainer, result
+
+
+def predict_ids(trainer: ClassifierTrainer, texts: list[str]) -> list[int]:
+    """Label ids in the order of ``texts`` (the Trainer gathers every process's share)."""
+    if not texts:
+        return []
+    return trainer.predict(text_dataset(texts)).predictions.argmax(-1).tolist()
 
 
 # ----------------------------------------------------------------------------- stage
-def run(cfg: EmotionClassifierConfig, progress: bool = True, stage=None) -> dict:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
+def load_examples(cfg: EmotionClassifierConfig):
+    """The dialogue splits and their (situation, emotion) examples, checked before any folder is touched."""
     from emprl.data import load_dialogues
 
-    # cpu=True lets several CPU ranks (a MULTI_GPU + use_cpu launch config) join one process group
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    if cfg.num_threads and accelerator.device.type == "cpu":
-        torch.set_num_threads(cfg.num_threads)
-    set_seed(cfg.seed)
-    started = time.time()
     data = load_dialogues(cfg.data, on_bad_rows=cfg.on_bad_rows)
     missing = [s for s in SPLITS if s not in data]
     if missing:
@@ -262,77 +269,97 @@ def run(cfg: EmotionClassifierConfig, progress: bool = True, stage=None) -> dict
     if not examples["train"]:
         raise UserError(f"{cfg.data}: no conversation of the train split has both a situation and an emotion "
                         "(the classifier needs EmpatheticDialogues-style data)")
+    return data, examples
 
-    # 1-2. fine-tune on situations
-    path = resolve_model(cfg.model, cfg.model_revision)
-    model, tokenizer = load_classifier(path)
-    accelerator.print(f"emotion classifier: {cfg.model} ({sum(p.numel() for p in model.parameters()):,} "
-                      f"parameters), situations train/validation/test "
-                      f"{'/'.join(str(len(examples[s])) for s in SPLITS)}")
-    model, history, best_epoch = train(model, tokenizer, examples, cfg, accelerator, progress)
 
-    # 3. accuracy
-    reports = {}
-    for split in ("validation", "test"):
-        rows = examples[split]
-        loader = accelerator.prepare(make_loader([r["text"] for r in rows], None, tokenizer, cfg.max_length,
-                                                 cfg.eval_batch_size))
-        reports[split] = accuracy_report([r["label"] for r in rows], predict(model, loader, accelerator, split)[0])
-    train_counts = Counter(r["label"] for r in examples["train"])
-    majority = train_counts.most_common(1)[0][0]
-    test_gold = [r["label"] for r in examples["test"]]
-
-    # 4. label every utterance; longest first so batches hold similar lengths
+def label_utterances(trainer: ClassifierTrainer, data) -> tuple[list[dict], dict]:
+    """One row per conversation of every split with an emotion per utterance; longest first, so batches
+    hold similar lengths."""
     convs = {s: conversations(data[s]) for s in SPLITS}
     units = [(s, c, i, text) for s in SPLITS for c, turns in convs[s].items() for i, text in enumerate(turns)]
     order = sorted(range(len(units)), key=lambda k: -len(units[k][3]))
-    loader = accelerator.prepare(make_loader([units[k][3] for k in order], None, tokenizer, cfg.max_length,
-                                             cfg.eval_batch_size))
     labels = [""] * len(units)
-    for k, pred in zip(order, predict(model, loader, accelerator, "label utterances")[0]):
+    for k, pred in zip(order, predict_ids(trainer, [units[k][3] for k in order])):
         labels[k] = ED_EMOTIONS[pred]
     table: dict[tuple[str, str], list[str]] = {}
     for (split, conv_id, _, _), label in zip(units, labels):
         table.setdefault((split, conv_id), []).append(label)
-    rows = [{"conv_id": c, "split": s, "emotions": emotions} for (s, c), emotions in table.items()]
+    return [{"conv_id": c, "split": s, "emotions": emotions} for (s, c), emotions in table.items()], convs
+
+
+def run(cfg: EmotionClassifierConfig, stage, loaded, progress: bool = True) -> dict:
+    """Steps 2-5 for the splits and examples of :func:`load_examples`, under ``stage`` (begin_stage)."""
+    data, examples = loaded
+    if cfg.num_threads and not torch.cuda.is_available():
+        torch.set_num_threads(cfg.num_threads)
+    started = time.time()
+    work = os.path.join(cfg.output_dir, WORK_DIR)
+    path = resolve_model(cfg.model, cfg.model_revision)
+
+    # 1-2. fine-tune on situations (or continue an interrupted run)
+    args = classifier_arguments(cfg, work, bool(examples["validation"]), progress)  # joins the processes
+    with args.main_process_first(desc="checkpoints"):
+        if args.process_index == 0:
+            prepare_work_dir(cfg.output_dir, stage.recipe_hash, stage.inputs, fresh=cfg.overwrite_output_dir)
+    trainer, trained = train(path, examples, cfg, args)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    num_parameters = sum(p.numel() for p in model.parameters())
+    trainer.accelerator.print(f"emotion classifier: {cfg.model} ({num_parameters:,} parameters), situations "
+                              f"train/validation/test {'/'.join(str(len(examples[s])) for s in SPLITS)}")
+
+    # 3. accuracy
+    gold = {s: [r["label"] for r in examples[s]] for s in SPLITS}
+    reports = {s: accuracy_report(gold[s], predict_ids(trainer, [r["text"] for r in examples[s]]))
+               for s in ("validation", "test")}
+    majority = Counter(gold["train"]).most_common(1)[0][0]
+    test_gold = gold["test"]
+
+    # 4. label every utterance
+    rows, convs = label_utterances(trainer, data)
     # listener turns are the even positions counted back from each conversation's last reply
     listener_counts = Counter(lab for r in rows for i, lab in enumerate(r["emotions"])
                               if (len(r["emotions"]) - 1 - i) % 2 == 0)
-
     metrics = {
-        "model": cfg.model, "num_parameters": sum(p.numel() for p in accelerator.unwrap_model(model).parameters()),
+        "model": cfg.model, "num_parameters": num_parameters,
         "situations": {s: len(examples[s]) for s in SPLITS},
         "validation_accuracy": reports["validation"]["accuracy"], "test_accuracy": reports["test"]["accuracy"],
         "validation_macro_f1": reports["validation"]["macro_f1"], "test_macro_f1": reports["test"]["macro_f1"],
         "majority_class": ED_EMOTIONS[majority],
         "majority_test_accuracy": (sum(g == majority for g in test_gold) / len(test_gold)) if test_gold else None,
-        "best_epoch": best_epoch,
-        "epochs": history,
+        "best_epoch": trained["best_epoch"], "epochs": trained["epochs"], "resumed_from": trained["resumed_from"],
         "labelled": {s: {"conversations": len(convs[s]), "utterances": sum(map(len, convs[s].values()))}
                      for s in SPLITS},
         "listener_label_counts": dict(listener_counts.most_common()),
         "labels_file": cfg.labels_file, "wall_seconds": round(time.time() - started, 1),
-        "recipe_hash": recipe_hash(cfg),
+        "recipe_hash": stage.recipe_hash,
     }
 
     # 5. one folder, written whole; the stamp goes last
-    if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model).to("cpu")
-        with atomic_dir(cfg.output_dir) as tmp:
-            unwrapped.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-            atomic_write_jsonl(os.path.join(tmp, cfg.labels_file), rows)
-            atomic_write_json(os.path.join(tmp, "metrics.json"), metrics)
-            write_model_card(tmp, "Emotion classifier (listener-emotion labels for ETHREED)", _card_summary(cfg),
-                             config_to_dict(cfg), {k: metrics[k] for k in (
-                                 "validation_accuracy", "test_accuracy", "majority_test_accuracy", "num_parameters")},
-                             extra=_card_extra(cfg))
-            stage.stamp(tmp) if stage else write_stage_stamp(tmp, "emotion_classifier", cfg)  # last
+    if trainer.is_world_process_zero():
+        write_outputs(cfg, stage, work, rows, metrics)
         acc = metrics["test_accuracy"]
         print(f"test accuracy {'n/a' if acc is None else f'{100 * acc:.2f}%'} (paper, RoBERTa-large: 62.8%); "
               f"labels for {len(rows)} conversations in {os.path.join(cfg.output_dir, cfg.labels_file)}")
-    accelerator.wait_for_everyone()
+    trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def write_outputs(cfg: EmotionClassifierConfig, stage, work: str, rows: list[dict], metrics: dict) -> None:
+    """The trained classifier (from ``work/final``), labels, metrics and card replace output_dir
+    (checkpoints and all) in one move; the stamp goes in last."""
+    with atomic_dir(cfg.output_dir) as tmp:
+        final = os.path.join(work, "final")
+        for name in os.listdir(final):
+            os.replace(os.path.join(final, name), os.path.join(tmp, name))
+        if os.path.isdir(os.path.join(work, "runs")):  # tensorboard, when report_to asks for it
+            shutil.move(os.path.join(work, "runs"), os.path.join(tmp, "runs"))
+        atomic_write_jsonl(os.path.join(tmp, cfg.labels_file), rows)
+        atomic_write_json(os.path.join(tmp, "metrics.json"), metrics)
+        write_model_card(tmp, "Emotion classifier (listener-emotion labels for ETHREED)", _card_summary(cfg),
+                         config_to_dict(cfg), {k: metrics[k] for k in (
+                             "validation_accuracy", "test_accuracy", "majority_test_accuracy", "num_parameters")},
+                         extra=_card_extra(cfg))
+        stage.stamp(tmp)  # last
 
 
 def _card_summary(cfg: EmotionClassifierConfig) -> str:
@@ -354,14 +381,17 @@ def _card_extra(cfg: EmotionClassifierConfig) -> str:
             "epoch with the best validation accuracy is kept (ties: the lower validation loss).")
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict | None:
+    join_cpu_ranks_for_trainer()  # several CPU ranks: one process group (docs/cpu-ranks.md)
     (cfg,) = parse_recipe((EmotionClassifierConfig,), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    check_owner("emotion_classifier", cfg.output_dir)  # another stage's folder: refused before reading the data
+    loaded = load_examples(cfg)  # inputs checked before the folder is touched
     stage = begin_stage("emotion_classifier", cfg.output_dir, (cfg,), overwrite=cfg.overwrite_output_dir,
-                        inputs=[cfg.data, resolve_model(cfg.model, cfg.model_revision)])
+                        inputs=[cfg.data, resolve_model(cfg.model, cfg.model_revision)], in_place=True)
     if stage is None:
         return None
-    metrics = run(cfg, stage=stage)
+    metrics = run(cfg, stage, loaded)
     stage.release()
     return metrics
 

@@ -3,32 +3,49 @@
     accelerate launch --config_file recipes/accelerate/cpu.yaml -m emprl.identifiers recipes/demo/identifiers.yaml
 
 Per mechanism: the seeded, level-stratified 80/20 split of ``emprl.data.load_epitome``; an identifier
-built from the pretrained encoder (both encoders start from it), trained with cross-entropy (optionally
-class-weighted), keeping the epoch with the best validation macro-F1 (early stopping on it). Beside
-each identifier, a TF-IDF + logistic-regression baseline on the same split shows whether the neural
-model earns its cost. Writes ``output_dir/<mechanism>/`` (a saved identifier), ``report.json`` and
-``report.png``; the whole folder appears at once when the stage finishes.
+built from the pretrained encoder (both encoders start from it), trained by ``transformers.Trainer``
+(``emprl.classifier_trainer``) with cross-entropy (optionally class-weighted), keeping the epoch with
+the best validation macro-F1 (early stopping on it). Beside each identifier, a TF-IDF +
+logistic-regression baseline on the same split shows whether the neural model earns its cost. Writes
+``output_dir/<mechanism>/`` (a saved identifier), ``report.json`` and ``report.png``; the whole folder
+appears at once when the stage finishes. Until then ``output_dir/checkpoints`` holds each epoch's
+checkpoint and each finished identifier, so a rerun of an interrupted run continues where it stopped;
+``--overwrite_output_dir true`` starts afresh.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import logging
-import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
+from emprl.classifier_trainer import (
+    RESULT_FILE,
+    WORK_DIR,
+    ClassifierTrainer,
+    best_epoch,
+    drop_checkpoints,
+    early_stopping,
+    epoch_history,
+    finished_result,
+    fit,
+    loss_weights,
+    make_optimizer,
+    param_groups,
+    prepare_work_dir,
+    training_arguments,
+)
 from emprl.common.errors import run_cli
 from emprl.common.io import atomic_dir, atomic_write_json, write_model_card
 from emprl.common.models import hub_revision, resolve_model
-from emprl.common.ranks import join_cpu_ranks
+from emprl.common.ranks import join_cpu_ranks_for_trainer
 from emprl.data import LEVEL_NAMES, MECHANISMS, load_epitome
 from emprl.pipeline.config import config_to_dict, parse_recipe
 from emprl.pipeline.lifecycle import begin_stage
@@ -36,6 +53,7 @@ from reward_models import EmpathyIdentifier, tokenize_pairs
 
 logger = logging.getLogger("emprl.identifiers")
 LABELS = [0, 1, 2]
+ENCODERS = ("context_encoder.", "response_encoder.")  # the pretrained part (learning_rate); the rest is new
 
 
 @dataclass
@@ -74,19 +92,16 @@ class IdentifiersConfig:
     on_bad_rows: Literal["error", "skip"] = "error"
     baseline: bool = field(default=True, metadata={"help": "also fit the TF-IDF + logistic regression baseline"})
     seed: int = 42
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "retrain even if output_dir is complete"})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "retrain from scratch, even if output_dir is complete or holds checkpoints to resume from"})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast; null: as the accelerate config says"})
+    report_to: str = field(default="none", metadata={
+        "help": "none or tensorboard (logs in output_dir/runs/<mechanism>)"})
 
-    def __post_init__(self):
+    def __post_init__(self):  # numeric ranges: pipeline/config_limits.py
         unknown = [m for m in self.mechanisms if m not in MECHANISMS]
         if unknown or not self.mechanisms or len(set(self.mechanisms)) != len(self.mechanisms):
             raise ValueError(f"key 'mechanisms': expected distinct names from {list(MECHANISMS)}, got {self.mechanisms}")
-        for key in ("learning_rate", "head_learning_rate", "num_epochs", "batch_size", "eval_batch_size",
-                    "gradient_accumulation_steps", "max_context_len", "max_response_len"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"key '{key}': expected a positive value, got {getattr(self, key)}")
-        if self.early_stopping_patience < 0 or not 0 <= self.warmup_ratio < 1:
-            raise ValueError("key 'early_stopping_patience' must be >= 0 and 'warmup_ratio' in [0, 1)")
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -141,149 +156,86 @@ def pair_half(splits: dict, half: str, seed: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- training
-class LengthGroupedBatches(torch.utils.data.Sampler):
-    """Batches of similar-length pairs, so little of each batch is padding (EPITOME posts range from
-    a few words to a paragraph). Every example appears once per epoch. Shuffled: a fresh seeded
-    permutation each epoch, cut into spans of ``group`` batches that are sorted by length and split
-    into batches, then the batches are shuffled. Not shuffled: longest first."""
-
-    def __init__(self, lengths, batch_size: int, shuffle: bool, seed: int, group: int = 8):
-        self.lengths, self.batch_size, self.shuffle, self.group = list(lengths), batch_size, shuffle, group
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
-
-    def _cut(self, order: list[int]) -> list[list[int]]:
-        order = sorted(order, key=lambda i: -self.lengths[i])
-        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-
-    def __iter__(self):
-        if not self.shuffle:
-            yield from self._cut(list(range(len(self.lengths))))
-            return
-        perm = torch.randperm(len(self.lengths), generator=self.generator).tolist()
-        span = self.batch_size * self.group
-        batches = [b for start in range(0, len(perm), span) for b in self._cut(perm[start:start + span])]
-        for j in torch.randperm(len(batches), generator=self.generator).tolist():
-            yield batches[j]
+def pairs_dataset(split, longest_first: bool = False):
+    """The split with a ``length`` column (words of both posts) for the Trainer's ``group_by_length``:
+    batches of similar-length pairs pad little (EPITOME posts range from a few words to a paragraph).
+    ``longest_first``: sorted that way (validation: the order does not change a metric)."""
+    split = split.map(lambda r: {"length": len(r["seeker_post"].split()) + len(r["response_post"].split())},
+                      desc="lengths")
+    return split.sort("length", reverse=True) if longest_first else split
 
 
-def make_loader(split, tokenizer, cfg: IdentifiersConfig, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-    def collate(rows):
-        ctx = tokenize_pairs(tokenizer, [r["seeker_post"] for r in rows], cfg.max_context_len, "left")
-        resp = tokenize_pairs(tokenizer, [r["response_post"] for r in rows], cfg.max_response_len, "right")
-        return {"context_input_ids": ctx["input_ids"], "context_attention_mask": ctx["attention_mask"],
-                "response_input_ids": resp["input_ids"], "response_attention_mask": resp["attention_mask"],
-                "labels": torch.tensor([r["level"] for r in rows], dtype=torch.long)}
-
-    rows = split.to_list()
-    lengths = [len(r["seeker_post"].split()) + len(r["response_post"].split()) for r in rows]
-    return DataLoader(rows, batch_sampler=LengthGroupedBatches(lengths, batch_size, shuffle, seed), collate_fn=collate)
+def collate_pairs(rows: list[dict], tokenizer, max_context_len: int, max_response_len: int) -> dict:
+    ctx = tokenize_pairs(tokenizer, [r["seeker_post"] for r in rows], max_context_len, "left")
+    resp = tokenize_pairs(tokenizer, [r["response_post"] for r in rows], max_response_len, "right")
+    return {"context_input_ids": ctx["input_ids"], "context_attention_mask": ctx["attention_mask"],
+            "response_input_ids": resp["input_ids"], "response_attention_mask": resp["attention_mask"],
+            "labels": torch.tensor([r["level"] for r in rows], dtype=torch.long)}
 
 
-def loss_weights(levels, how: str) -> torch.Tensor | None:
-    if how == "none":
-        return None
-    counts = torch.bincount(torch.as_tensor(list(levels)), minlength=3).float()
-    # n / (K * count_k); a level absent from training gets weight 0 (it never appears as a target).
-    return torch.where(counts > 0, counts.sum() / (3 * counts.clamp(min=1)), torch.zeros_like(counts))
+def identifier_metrics(prediction) -> dict:
+    """The Trainer's validation metrics; ``macro_f1`` picks the epoch to keep."""
+    report = classification_report(prediction.label_ids.tolist(), prediction.predictions.argmax(-1).tolist())
+    return {"macro_f1": report["macro_f1"], "accuracy": report["accuracy"]}
 
 
-def param_groups(model: EmpathyIdentifier, cfg: IdentifiersConfig) -> list[dict]:
-    if cfg.freeze_embeddings:
-        for encoder in (model.context_encoder, model.response_encoder):
-            encoder.get_input_embeddings().weight.requires_grad_(False)
-    groups = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        pretrained = name.startswith(("context_encoder.", "response_encoder."))
-        decay = p.dim() > 1 and "norm" not in name.lower()
-        key = (pretrained, decay)
-        groups.setdefault(key, {"params": [], "lr": cfg.learning_rate if pretrained else cfg.head_learning_rate,
-                                "weight_decay": cfg.weight_decay if decay else 0.0})["params"].append(p)
-    return list(groups.values())
+def identifier_arguments(cfg: IdentifiersConfig, output_dir: str):
+    return training_arguments(
+        output_dir, metric="macro_f1", bf16=cfg.bf16, report_to=cfg.report_to,
+        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, num_train_epochs=cfg.num_epochs,
+        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
+        max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, group_by_length=True, length_column_name="length")
 
 
-def make_optimizer(groups: list[dict]) -> torch.optim.Optimizer:
-    # The fused AdamW kernel (CPU and CUDA) is several times faster than the per-tensor loop on CPU.
-    try:
-        return torch.optim.AdamW(groups, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(groups)
-
-
-def predict(model, loader, accelerator) -> tuple[list[int], list[int]]:
-    model.eval()
-    preds, golds = [], []
-    with torch.no_grad():
-        for batch in loader:
-            labels = batch.pop("labels")
-            logits = model(**batch)
-            p, g = accelerator.gather_for_metrics((logits.argmax(-1), labels))
-            preds += p.tolist()
-            golds += g.tolist()
-    return golds, preds
-
-
-def train_mechanism(mech: str, data, encoder_path: str, cfg: IdentifiersConfig, accelerator):
-    """Train one identifier; return (the best model, unwrapped, on CPU; its validation report)."""
-    from accelerate.utils import set_seed
-    from transformers import get_linear_schedule_with_warmup
+def build_trainer(data, encoder_path: str, cfg: IdentifiersConfig, folder: str) -> ClassifierTrainer:
+    """A fresh identifier (seeded head) and its Trainer; checkpoints in ``folder``."""
+    from transformers import set_seed
 
     set_seed(cfg.seed)
     model = EmpathyIdentifier.from_encoders(encoder_path, pooling=cfg.pooling, head=cfg.head, dropout=cfg.dropout)
-    tokenizer = model.tokenizer
-    train_loader = make_loader(data["train"], tokenizer, cfg, cfg.batch_size, True, cfg.seed)
-    valid_loader = make_loader(data["validation"], tokenizer, cfg, cfg.eval_batch_size, False, cfg.seed)
-    # The scheduler counts optimiser steps of the whole (un-sharded) epoch: accelerate steps it once per process.
-    total_steps = math.ceil(len(train_loader) / cfg.gradient_accumulation_steps) * cfg.num_epochs
-    optimizer = make_optimizer(param_groups(model, cfg))
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-    model, optimizer, train_loader, valid_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, valid_loader, scheduler)
-    weights = loss_weights(data["train"]["level"], cfg.class_weighting)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(accelerator.device))
+    if cfg.freeze_embeddings:
+        for encoder in (model.context_encoder, model.response_encoder):
+            encoder.get_input_embeddings().weight.requires_grad_(False)
+    optimizer = make_optimizer(param_groups(model, ENCODERS, cfg.learning_rate, cfg.head_learning_rate,
+                                            cfg.weight_decay))
+    return ClassifierTrainer(
+        model=model, args=identifier_arguments(cfg, folder), train_dataset=pairs_dataset(data["train"]),
+        eval_dataset=pairs_dataset(data["validation"], longest_first=True),
+        data_collator=functools.partial(collate_pairs, tokenizer=model.tokenizer, max_context_len=cfg.max_context_len,
+                                        max_response_len=cfg.max_response_len),
+        compute_metrics=identifier_metrics, optimizers=(optimizer, None), callbacks=early_stopping(
+            cfg.early_stopping_patience), class_weights=loss_weights(data["train"]["level"], cfg.class_weighting, 3))
 
-    best, best_state, history, stale = None, None, [], 0
-    for epoch in range(1, cfg.num_epochs + 1):
-        model.train()
-        total, count = 0.0, 0
-        bar = tqdm(train_loader, desc=f"{mech} epoch {epoch}/{cfg.num_epochs}", disable=not accelerator.is_main_process,
-                   leave=False)
-        for batch in bar:
-            with accelerator.accumulate(model):
-                labels = batch.pop("labels")
-                loss = loss_fn(model(**batch).float(), labels)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            total, count = total + loss.item(), count + 1
-            bar.set_postfix(loss=f"{total / count:.4f}")
-        golds, preds = predict(model, valid_loader, accelerator)
-        report = classification_report(golds, preds)
-        history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_macro_f1": report["macro_f1"],
-                        "val_accuracy": report["accuracy"]})
-        if accelerator.is_main_process:
-            logger.info("%s epoch %d: loss %.4f, val macro-F1 %.4f, accuracy %.4f", mech, epoch,
-                        history[-1]["train_loss"], report["macro_f1"], report["accuracy"])
-        if best is None or report["macro_f1"] > best["macro_f1"]:
-            best, stale = {**report, "best_epoch": epoch}, 0
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in
-                          accelerator.unwrap_model(model).state_dict().items()}
-        else:
-            stale += 1
-            if cfg.early_stopping_patience and stale >= cfg.early_stopping_patience:
-                break
-    unwrapped = accelerator.unwrap_model(model).to("cpu")
-    unwrapped.load_state_dict(best_state)
-    best["history"] = history
-    accelerator.free_memory()
-    return unwrapped.eval(), best
+
+def train_mechanism(mech: str, data, encoder_path: str, cfg: IdentifiersConfig, work: str) -> dict:
+    """Train one identifier (or continue its interrupted training), save it to ``work/<mech>/identifier``
+    and return its report entry; a mechanism finished by an earlier run is not trained again."""
+    folder = os.path.join(work, mech)
+    done = finished_result(folder, os.path.join(folder, "identifier", "model.safetensors"))
+    if done is not None:
+        logger.info("%s: trained by an earlier run of this recipe (%s)", mech, folder)
+        return done
+    started = time.time()
+    trainer = build_trainer(data, encoder_path, cfg, folder)
+    resumed = fit(trainer)
+    kept = trainer.predict(trainer.eval_dataset)  # the kept epoch's weights: its full report, confusion matrix too
+    result = {**classification_report(kept.label_ids.tolist(), kept.predictions.argmax(-1).tolist()),
+              "best_epoch": best_epoch(trainer),
+              "history": epoch_history(trainer.state.log_history, {"val_macro_f1": "eval_macro_f1",
+                                                                   "val_accuracy": "eval_accuracy"})}
+    entry = {"identifier": result, "train_seconds": round(time.time() - started, 1), "resumed_from": resumed,
+             "class_counts": {"train": class_counts(data["train"]["level"]),
+                              "validation": class_counts(data["validation"]["level"])}}
+    if trainer.is_world_process_zero():
+        if cfg.baseline:
+            entry["baseline"] = tfidf_baseline(data["train"], data["validation"], cfg.seed)
+        trainer.accelerator.unwrap_model(trainer.model).to("cpu").save_pretrained(os.path.join(folder, "identifier"))
+        atomic_write_json(os.path.join(folder, RESULT_FILE), entry)  # after the model: marks the mechanism done
+        drop_checkpoints(folder)
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.free_memory()
+    return entry
 
 
 # ----------------------------------------------------------------------------- report
@@ -338,8 +290,7 @@ def draw_report(report: dict, path: str) -> None:
 
 # ----------------------------------------------------------------------------- stage
 def main(argv: list[str] | None = None) -> dict | None:
-    from accelerate import Accelerator
-
+    join_cpu_ranks_for_trainer()  # several CPU ranks: one process group (docs/cpu-ranks.md)
     (cfg,) = parse_recipe((IdentifiersConfig,), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     encoder_path = resolve_model(cfg.encoder, cfg.model_revision)
@@ -347,55 +298,52 @@ def main(argv: list[str] | None = None) -> dict | None:
                           on_bad_rows=cfg.on_bad_rows)  # inputs checked before the folder is touched
     splits = pair_half(splits, cfg.pair_half, cfg.pair_half_seed)
     run = begin_stage("identifiers", cfg.output_dir, (cfg,), inputs=[cfg.data, encoder_path],
-                      overwrite=cfg.overwrite_output_dir)
+                      overwrite=cfg.overwrite_output_dir, in_place=True)
     if run is None:
         return None
-    join_cpu_ranks()  # several CPU ranks: one process group, not one run each (docs/cpu-ranks.md)
-    precision = None if cfg.bf16 is None else ("bf16" if cfg.bf16 else "no")
-    accelerator = Accelerator(mixed_precision=precision,
-                              gradient_accumulation_steps=cfg.gradient_accumulation_steps)
+    work = os.path.join(cfg.output_dir, WORK_DIR)
+    args = identifier_arguments(cfg, work)  # joins the processes; its device is the one every Trainer uses
+    with args.main_process_first(desc="checkpoints"):
+        if args.process_index == 0:
+            prepare_work_dir(cfg.output_dir, run.recipe_hash, run.inputs, fresh=cfg.overwrite_output_dir)
     report = {"recipe_hash": run.recipe_hash, "encoder": cfg.encoder, "data": cfg.data,
-              "device": str(accelerator.device), "num_processes": accelerator.num_processes, "mechanisms": {}}
+              "device": str(args.device), "num_processes": args.world_size, "mechanisms": {}}
     started = time.time()
-    with contextlib.ExitStack() as stack:
-        # Only the main process writes, into a temporary folder that replaces output_dir at the end.
-        tmp = stack.enter_context(atomic_dir(cfg.output_dir)) if accelerator.is_main_process else None
-        for mech in cfg.mechanisms:
-            data = splits[mech]
-            t0 = time.time()
-            model, result = train_mechanism(mech, data, encoder_path, cfg, accelerator)
-            entry = {"identifier": result, "train_seconds": round(time.time() - t0, 1),
-                     "class_counts": {"train": class_counts(data["train"]["level"]),
-                                      "validation": class_counts(data["validation"]["level"])}}
-            if accelerator.is_main_process:
-                if cfg.baseline:
-                    entry["baseline"] = tfidf_baseline(data["train"], data["validation"], cfg.seed)
-                model.save_pretrained(os.path.join(tmp, mech))
-                summary = f"{mech}: identifier macro-F1 {result['macro_f1']:.4f}"
-                if cfg.baseline:
-                    summary += f", TF-IDF baseline {entry['baseline']['macro_f1']:.4f}"
-                accelerator.print(summary)
-            report["mechanisms"][mech] = entry
-            del model
-            accelerator.wait_for_everyone()
-        report["total_seconds"] = round(time.time() - started, 1)
-        if accelerator.is_main_process:
-            atomic_write_json(os.path.join(tmp, "report.json"), report)
-            draw_report(report, os.path.join(tmp, "report.png"))
-            metrics = {f"{m} {label} macro-F1": v[key]["macro_f1"] for m, v in report["mechanisms"].items()
-                       for key, label in (("identifier", "identifier"), ("baseline", "TF-IDF baseline")) if key in v}
-            write_model_card(tmp, "EmpRL empathy identifiers",
-                             "Three empathy identifiers (EPITOME ER/IP/EX) trained by `emprl.identifiers`; "
-                             "load them with `reward_models.EmpathyReward.from_pretrained(<this folder>)`.",
-                             config_to_dict(cfg), metrics=metrics)
-            run.stamp(tmp, model_revision=hub_revision(encoder_path))  # last: marks the folder complete
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        accelerator.print(json.dumps({m: {s: round(v[s]["macro_f1"], 4) for s in ("identifier", "baseline") if s in v}
-                                      for m, v in report["mechanisms"].items()}))
-        accelerator.print(f"wrote {cfg.output_dir} in {report['total_seconds']:.0f} s")
+    for mech in cfg.mechanisms:
+        entry = report["mechanisms"][mech] = train_mechanism(mech, splits[mech], encoder_path, cfg, work)
+        if args.process_index == 0:
+            summary = f"{mech}: identifier macro-F1 {entry['identifier']['macro_f1']:.4f}"
+            if "baseline" in entry:
+                summary += f", TF-IDF baseline {entry['baseline']['macro_f1']:.4f}"
+            print(summary, flush=True)
+    report["total_seconds"] = round(time.time() - started, 1)
+    if args.process_index == 0:
+        write_results(cfg, run, work, report, encoder_path)
+        print(json.dumps({m: {s: round(v[s]["macro_f1"], 4) for s in ("identifier", "baseline") if s in v}
+                          for m, v in report["mechanisms"].items()}))
+        print(f"wrote {cfg.output_dir} in {report['total_seconds']:.0f} s", flush=True)
     run.release()
     return report
+
+
+def write_results(cfg: IdentifiersConfig, run, work: str, report: dict, encoder_path: str) -> None:
+    """The identifiers, report and card in a temporary folder that replaces output_dir (checkpoints and
+    all) in one move; the stamp goes in last."""
+    with atomic_dir(cfg.output_dir) as tmp:
+        for mech in cfg.mechanisms:
+            os.replace(os.path.join(work, mech, "identifier"), os.path.join(tmp, mech))
+            if os.path.isdir(os.path.join(work, mech, "runs")):  # tensorboard, when report_to asks for it
+                os.makedirs(os.path.join(tmp, "runs"), exist_ok=True)
+                shutil.move(os.path.join(work, mech, "runs"), os.path.join(tmp, "runs", mech))
+        atomic_write_json(os.path.join(tmp, "report.json"), report)
+        draw_report(report, os.path.join(tmp, "report.png"))
+        metrics = {f"{m} {label} macro-F1": v[key]["macro_f1"] for m, v in report["mechanisms"].items()
+                   for key, label in (("identifier", "identifier"), ("baseline", "TF-IDF baseline")) if key in v}
+        write_model_card(tmp, "EmpRL empathy identifiers",
+                         "Three empathy identifiers (EPITOME ER/IP/EX) trained by `emprl.identifiers`; "
+                         "load them with `reward_models.EmpathyReward.from_pretrained(<this folder>)`.",
+                         config_to_dict(cfg), metrics=metrics)
+        run.stamp(tmp, model_revision=hub_revision(encoder_path))  # last: marks the folder complete
 
 
 if __name__ == "__main__":
