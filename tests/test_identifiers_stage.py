@@ -140,7 +140,7 @@ def test_label_step_adds_level_columns(trained, tmp_path):
 
 
 def test_balanced_loss_weights():
-    from emprl.classifier_trainer import loss_weights
+    from emprl.common.classifier_trainer import loss_weights
 
     assert loss_weights([0, 0, 1, 2], "none", 3) is None
     w = loss_weights([0, 0, 0, 0, 1, 1, 2, 2], "balanced", 3)

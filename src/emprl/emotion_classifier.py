@@ -11,7 +11,7 @@ with any transformers encoder:
 
 1. one (situation, emotion) example per conversation and split (deduplicated by conv_id);
 2. fine-tune AutoModelForSequenceClassification with 32 labels with ``transformers.Trainer``
-   (``emprl.classifier_trainer``: AdamW, linear warmup and decay, optional class weights and head
+   (``emprl.common.classifier_trainer``: AdamW, linear warmup and decay, optional class weights and head
    learning rate), keeping the epoch with the best validation accuracy (ties: the lower validation loss);
 3. report validation and test accuracy beside the majority-class accuracy;
 4. label every utterance (speaker and listener turns) of every conversation of train/validation/test and
@@ -38,7 +38,7 @@ from typing import Literal
 import torch
 
 from emprl.baselines.ethreed.batching import ED_EMOTIONS
-from emprl.classifier_trainer import (
+from emprl.common.classifier_trainer import (
     RESULT_FILE,
     WORK_DIR,
     ClassifierTrainer,

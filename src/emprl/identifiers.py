@@ -4,7 +4,7 @@
 
 Per mechanism: the seeded, level-stratified 80/20 split of ``emprl.data.load_epitome``; an identifier
 built from the pretrained encoder (both encoders start from it), trained by ``transformers.Trainer``
-(``emprl.classifier_trainer``) with cross-entropy (optionally class-weighted), keeping the epoch with
+(``emprl.common.classifier_trainer``) with cross-entropy (optionally class-weighted), keeping the epoch with
 the best validation macro-F1 (early stopping on it). Beside each identifier, a TF-IDF +
 logistic-regression baseline on the same split shows whether the neural model earns its cost. Writes
 ``output_dir/<mechanism>/`` (a saved identifier), ``report.json`` and ``report.png``; the whole folder
@@ -26,7 +26,7 @@ from typing import Literal
 
 import torch
 
-from emprl.classifier_trainer import (
+from emprl.common.classifier_trainer import (
     RESULT_FILE,
     WORK_DIR,
     ClassifierTrainer,

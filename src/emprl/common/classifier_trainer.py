@@ -25,7 +25,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 from emprl.common.io import atomic_write_json
 from emprl.pipeline.lifecycle import check_folder_files, newest_intact_checkpoint
 
-logger = logging.getLogger("emprl.classifier_trainer")
+logger = logging.getLogger("emprl.common.classifier_trainer")
 WORK_DIR = "checkpoints"   # inside the stage's output folder while it runs
 RUN_FILE = "run.json"      # the recipe hash and inputs the checkpoints belong to
 RESULT_FILE = "result.json"  # written once a model is trained: a rerun reuses it instead of training again
