@@ -122,6 +122,8 @@ def test_smoke_rewrites_models_data_sizes_and_outputs(tmp_path):
     assert ev["systems"]["EmpRL (ED)"] == f"{root}/outputs/t5-base_empathetic-dialogues/ppo"
     ident = smoke_values(by_name[("t5-base_empathetic-dialogues", "identifiers.yaml")], root, models)
     assert ident["encoder"] == "/tiny/t5" and ident["data"] == f"{DEMO_DATA}/epitome"
+    assert os.path.isdir(ident["data"])  # the bundled data is where the smoke looks for it
+    assert os.path.isdir(sft["data"].split(":", 1)[1]) and os.path.isdir(ev["data"].split(":", 1)[1])
     demo = [link for link in full_chain("recipes/demo")]
     demo_values = {link.stage.recipe: smoke_values(link, root, models) for link in demo}
     assert demo_values["sft.yaml"]["model_name_or_path"] == "/tiny/llama"  # SmolLM2: the Llama family

@@ -25,7 +25,7 @@ import yaml
 from emprl.common.errors import UserError
 from emprl.pipeline.chain import Link, path_of
 
-DEMO_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_data")
+DEMO_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "demo_data")
 DEMO_FOLDERS = {"empathetic_dialogues": "empathetic_dialogues", "pec": "pec", "dailydialog": "dailydialog",
                 "epitome": "epitome"}
 OUTPUTS = "outputs/"
