@@ -16,34 +16,13 @@ it's i'm you're don't can't sounds like must be understand know think hope love 
 BERT_WORDS = ("i am so sorry to hear that you feel sad happy what happened how are doing it must be hard "
               "understand why did the job lost my dog today great news ? . !").split()
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}{{ '<' + m['role'] + '> ' + m['content'] + ' </s> ' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<assistant> ' }}{% endif %}"
-)
-
 
 def make_tokenizer(folder: str | None = None, seq2seq: bool = True):
-    """A word-level fast tokenizer: ids 0 <pad>, 1 </s>, 2 <unk>, 3 <s>. T5-style (eos appended)
-    when ``seq2seq``; otherwise a causal one with a tiny chat template."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    """The smoke's word-level tokenizer (emprl.pipeline.smoke.tiny_tokenizer) over WORDS, saved in
+    ``folder`` when given."""
+    from emprl.pipeline.smoke import tiny_tokenizer
 
-    specials = ["<pad>", "</s>", "<unk>", "<s>", "<user>", "<assistant>", "<system>"]
-    vocab = {tok: i for i, tok in enumerate(specials + sorted(set(WORDS)))}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    if seq2seq:
-        tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    from tokenizers import decoders
-
-    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   bos_token=None if seq2seq else "<s>",
-                                   additional_special_tokens=["<user>", "<assistant>", "<system>"],
-                                   model_input_names=["input_ids", "attention_mask"])
-    if not seq2seq:
-        fast.chat_template = CHAT_TEMPLATE
+    fast = tiny_tokenizer(seq2seq, words=sorted(set(WORDS)))
     if folder:
         fast.save_pretrained(folder)
     return fast

@@ -61,13 +61,13 @@ def demo_words(limit: int = 3000) -> list[str]:
     return [w for w, _ in counts.most_common(limit) if w not in SPECIALS]
 
 
-def tiny_tokenizer(seq2seq: bool):
-    """A word-level fast tokenizer: ids 0 <pad>, 1 </s>, 2 <unk>, 3 <s>; T5-style (</s> appended) for
-    seq2seq, otherwise causal with a small chat template."""
+def tiny_tokenizer(seq2seq: bool, words: list[str] | None = None):
+    """A word-level fast tokenizer over ``words`` (default: the demo data's words): ids 0 <pad>, 1 </s>,
+    2 <unk>, 3 <s>; T5-style (</s> appended) for seq2seq, otherwise causal with a small chat template."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + demo_words())}
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + (demo_words() if words is None else words))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
