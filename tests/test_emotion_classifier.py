@@ -258,6 +258,7 @@ class StopAfterEpoch(TrainerCallback):
 
 
 def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, bert, monkeypatch):
+    import emprl.common.classifier_trainer as classifier_trainer
     import emprl.emotion_classifier as stage
 
     _write_ed(tmp_path / "ed")
@@ -269,7 +270,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, bert, monkey
         "head_learning_rate": 1e-2, "class_weighting": "balanced"}))
     whole = stage.main([str(recipe), "--output_dir", str(tmp_path / "whole")])  # never interrupted
 
-    monkeypatch.setattr(stage, "early_stopping", lambda patience: [StopAfterEpoch(2)])
+    monkeypatch.setattr(classifier_trainer, "early_stopping", lambda patience: [StopAfterEpoch(2)])
     with pytest.raises(KeyboardInterrupt):
         stage.main([str(recipe)])
     monkeypatch.undo()

@@ -258,6 +258,7 @@ class StopAfterEpoch(TrainerCallback):
 def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     from tiny import make_tiny_bert
 
+    import emprl.common.classifier_trainer as classifier_trainer
     import emprl.identifiers as stage
 
     make_tiny_bert(str(tmp_path / "encoder"))
@@ -271,7 +272,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch)
     whole = stage.main([str(recipe), "--output_dir", str(tmp_path / "whole")])  # never interrupted
 
     stop = StopAfterEpoch("explorations", 2)
-    monkeypatch.setattr(stage, "early_stopping", lambda patience: [stop])
+    monkeypatch.setattr(classifier_trainer, "early_stopping", lambda patience: [stop])
     with pytest.raises(KeyboardInterrupt):
         stage.main([str(recipe)])
     monkeypatch.undo()
@@ -296,6 +297,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch)
 def test_checkpoints_of_another_recipe_are_not_resumed(tmp_path, monkeypatch):
     from tiny import make_tiny_bert
 
+    import emprl.common.classifier_trainer as classifier_trainer
     import emprl.identifiers as stage
 
     make_tiny_bert(str(tmp_path / "encoder"))
@@ -306,7 +308,7 @@ def test_checkpoints_of_another_recipe_are_not_resumed(tmp_path, monkeypatch):
         "mechanisms": ["explorations"], "num_epochs": 2, "batch_size": 4, "baseline": False,
         "early_stopping_patience": 0, "max_context_len": 24, "max_response_len": 16}))
     stop = StopAfterEpoch("explorations", 1)
-    monkeypatch.setattr(stage, "early_stopping", lambda patience: [stop])
+    monkeypatch.setattr(classifier_trainer, "early_stopping", lambda patience: [stop])
     with pytest.raises(KeyboardInterrupt):
         stage.main([str(recipe)])
     monkeypatch.undo()

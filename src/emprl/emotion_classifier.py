@@ -39,19 +39,13 @@ import torch
 
 from emprl.baselines.ethreed.batching import ED_EMOTIONS
 from emprl.common.classifier_trainer import (
-    RESULT_FILE,
     WORK_DIR,
     ClassifierTrainer,
-    best_epoch,
-    drop_checkpoints,
-    early_stopping,
-    epoch_history,
+    build_classifier_trainer,
     finished_result,
-    fit,
-    loss_weights,
-    make_optimizer,
-    param_groups,
     prepare_work_dir,
+    save_result,
+    train_and_record,
     training_arguments,
 )
 from emprl.common.errors import UserError, run_cli
@@ -206,16 +200,16 @@ def build_trainer(model, tokenizer, examples: dict[str, list[dict]], cfg: Emotio
                   args) -> ClassifierTrainer:
     valid = examples["validation"]
     head_lr = cfg.learning_rate if cfg.head_learning_rate is None else cfg.head_learning_rate
-    optimizer = make_optimizer(param_groups(model, (model.base_model_prefix + ".",), cfg.learning_rate, head_lr,
-                                            cfg.weight_decay))
     train_labels = [r["label"] for r in examples["train"]]
-    return ClassifierTrainer(
-        model=model, args=args, optimizers=(optimizer, None),
+    return build_classifier_trainer(
+        model, args, encoder_prefixes=(model.base_model_prefix + ".",), learning_rate=cfg.learning_rate,
+        head_learning_rate=head_lr, weight_decay=cfg.weight_decay, train_labels=train_labels,
+        class_weighting=cfg.class_weighting, num_classes=len(ED_EMOTIONS),
+        early_stopping_patience=cfg.early_stopping_patience if valid else 0,
         train_dataset=text_dataset([r["text"] for r in examples["train"]], train_labels),
         eval_dataset=text_dataset([r["text"] for r in valid], [r["label"] for r in valid]) if valid else None,
         data_collator=functools.partial(collate_texts, tokenizer=tokenizer, max_length=cfg.max_length),
-        compute_metrics=selection_metrics, callbacks=early_stopping(cfg.early_stopping_patience if valid else 0),
-        class_weights=loss_weights(train_labels, cfg.class_weighting, len(ED_EMOTIONS)))
+        compute_metrics=selection_metrics)
 
 
 def train(path: str, examples: dict[str, list[dict]], cfg: EmotionClassifierConfig,
@@ -234,16 +228,15 @@ def train(path: str, examples: dict[str, list[dict]], cfg: EmotionClassifierConf
     if done is not None:
         logger.info("trained by an earlier run of this recipe (%s)", final)
         return trainer, done
-    resumed = fit(trainer)
-    result = {"best_epoch": best_epoch(trainer), "resumed_from": resumed,
-              "epochs": epoch_history(trainer.state.log_history, {"val_loss": "eval_nll", "val_accuracy":
-                                                                  "eval_accuracy", "val_macro_f1": "eval_macro_f1"})}
-    if trainer.is_world_process_zero():
+    record = train_and_record(trainer, {"val_loss": "eval_nll", "val_accuracy": "eval_accuracy",
+                                        "val_macro_f1": "eval_macro_f1"})
+    result = {"best_epoch": record["best_epoch"], "resumed_from": record["resumed_from"], "epochs": record["history"]}
+
+    def save_model():
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(final, safe_serialization=True)
         tokenizer.save_pretrained(final)
-        atomic_write_json(os.path.join(work, RESULT_FILE), result)  # after the model: marks training done
-        drop_checkpoints(work)
-    trainer.accelerator.wait_for_everyone()
+
+    save_result(trainer, work, result, save_model)
     return trainer, result
 
 

@@ -27,19 +27,13 @@ from typing import Literal
 import torch
 
 from emprl.common.classifier_trainer import (
-    RESULT_FILE,
     WORK_DIR,
     ClassifierTrainer,
-    best_epoch,
-    drop_checkpoints,
-    early_stopping,
-    epoch_history,
+    build_classifier_trainer,
     finished_result,
-    fit,
-    loss_weights,
-    make_optimizer,
-    param_groups,
     prepare_work_dir,
+    save_result,
+    train_and_record,
     training_arguments,
 )
 from emprl.common.errors import run_cli
@@ -197,15 +191,15 @@ def build_trainer(data, encoder_path: str, cfg: IdentifiersConfig, folder: str) 
     if cfg.freeze_embeddings:
         for encoder in (model.context_encoder, model.response_encoder):
             encoder.get_input_embeddings().weight.requires_grad_(False)
-    optimizer = make_optimizer(param_groups(model, ENCODERS, cfg.learning_rate, cfg.head_learning_rate,
-                                            cfg.weight_decay))
-    return ClassifierTrainer(
-        model=model, args=identifier_arguments(cfg, folder), train_dataset=pairs_dataset(data["train"]),
+    return build_classifier_trainer(
+        model, identifier_arguments(cfg, folder), encoder_prefixes=ENCODERS, learning_rate=cfg.learning_rate,
+        head_learning_rate=cfg.head_learning_rate, weight_decay=cfg.weight_decay,
+        train_labels=data["train"]["level"], class_weighting=cfg.class_weighting, num_classes=3,
+        early_stopping_patience=cfg.early_stopping_patience, train_dataset=pairs_dataset(data["train"]),
         eval_dataset=pairs_dataset(data["validation"], longest_first=True),
         data_collator=functools.partial(collate_pairs, tokenizer=model.tokenizer, max_context_len=cfg.max_context_len,
                                         max_response_len=cfg.max_response_len),
-        compute_metrics=identifier_metrics, optimizers=(optimizer, None), callbacks=early_stopping(
-            cfg.early_stopping_patience), class_weights=loss_weights(data["train"]["level"], cfg.class_weighting, 3))
+        compute_metrics=identifier_metrics)
 
 
 def train_mechanism(mech: str, data, encoder_path: str, cfg: IdentifiersConfig, work: str) -> dict:
@@ -218,22 +212,18 @@ def train_mechanism(mech: str, data, encoder_path: str, cfg: IdentifiersConfig, 
         return done
     started = time.time()
     trainer = build_trainer(data, encoder_path, cfg, folder)
-    resumed = fit(trainer)
+    record = train_and_record(trainer, {"val_macro_f1": "eval_macro_f1", "val_accuracy": "eval_accuracy"})
     kept = trainer.predict(trainer.eval_dataset)  # the kept epoch's weights: its full report, confusion matrix too
     result = {**classification_report(kept.label_ids.tolist(), kept.predictions.argmax(-1).tolist()),
-              "best_epoch": best_epoch(trainer),
-              "history": epoch_history(trainer.state.log_history, {"val_macro_f1": "eval_macro_f1",
-                                                                   "val_accuracy": "eval_accuracy"})}
-    entry = {"identifier": result, "train_seconds": round(time.time() - started, 1), "resumed_from": resumed,
+              "best_epoch": record["best_epoch"], "history": record["history"]}
+    entry = {"identifier": result, "train_seconds": round(time.time() - started, 1),
+             "resumed_from": record["resumed_from"],
              "class_counts": {"train": class_counts(data["train"]["level"]),
                               "validation": class_counts(data["validation"]["level"])}}
-    if trainer.is_world_process_zero():
-        if cfg.baseline:
-            entry["baseline"] = tfidf_baseline(data["train"], data["validation"], cfg.seed)
-        trainer.accelerator.unwrap_model(trainer.model).to("cpu").save_pretrained(os.path.join(folder, "identifier"))
-        atomic_write_json(os.path.join(folder, RESULT_FILE), entry)  # after the model: marks the mechanism done
-        drop_checkpoints(folder)
-    trainer.accelerator.wait_for_everyone()
+    if cfg.baseline and trainer.is_world_process_zero():
+        entry["baseline"] = tfidf_baseline(data["train"], data["validation"], cfg.seed)
+    save_result(trainer, folder, entry, lambda: trainer.accelerator.unwrap_model(trainer.model).to("cpu")
+                .save_pretrained(os.path.join(folder, "identifier")))
     trainer.accelerator.free_memory()
     return entry
 

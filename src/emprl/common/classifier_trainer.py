@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -87,6 +88,18 @@ class ClassifierTrainer(Trainer):
         if eval_dataset is None:
             return None
         return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
+
+def build_classifier_trainer(model, args: TrainingArguments, *, encoder_prefixes: tuple[str, ...],
+                             learning_rate: float, head_learning_rate: float, weight_decay: float,
+                             train_labels, class_weighting: str, num_classes: int, early_stopping_patience: int,
+                             **trainer_kwargs: Any) -> ClassifierTrainer:
+    """A stage's Trainer: encoder and head learning rates as AdamW param groups, the class-weighted loss,
+    early stopping. ``trainer_kwargs``: the datasets, the collator and compute_metrics."""
+    optimizer = make_optimizer(param_groups(model, encoder_prefixes, learning_rate, head_learning_rate, weight_decay))
+    return ClassifierTrainer(model=model, args=args, optimizers=(optimizer, None),
+                             callbacks=early_stopping(early_stopping_patience),
+                             class_weights=loss_weights(train_labels, class_weighting, num_classes), **trainer_kwargs)
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -173,6 +186,24 @@ def finished_result(folder: str, model_file: str) -> dict | None:
     """The result a finished training wrote into ``folder``, if its saved model is there too."""
     result = read_json(os.path.join(folder, RESULT_FILE))
     return result if result is not None and os.path.isfile(model_file) else None
+
+
+def train_and_record(trainer: Trainer, history_columns: dict[str, str]) -> dict:
+    """Train (continuing an interrupted run) and return the record: the kept epoch, the per-epoch
+    history (``history_columns`` as in epoch_history) and the checkpoint it resumed from."""
+    resumed = fit(trainer)
+    return {"best_epoch": best_epoch(trainer), "history": epoch_history(trainer.state.log_history, history_columns),
+            "resumed_from": resumed}
+
+
+def save_result(trainer: Trainer, folder: str, result: dict, save_model: Callable[[], None]) -> None:
+    """On the main process: the trained model (``save_model``), then RESULT_FILE in ``folder`` (after the
+    model: it marks the training done), then the checkpoints go. Every process waits for it."""
+    if trainer.is_world_process_zero():
+        save_model()
+        atomic_write_json(os.path.join(folder, RESULT_FILE), result)
+        drop_checkpoints(folder)
+    trainer.accelerator.wait_for_everyone()
 
 
 # ----------------------------------------------------------------------------- history
