@@ -16,6 +16,7 @@ Experiments named in ``chain.yaml`` (``after``) run first, only the stages this 
 from __future__ import annotations
 
 import collections
+import importlib.resources
 import os
 import re
 from typing import Any
@@ -25,7 +26,9 @@ import yaml
 from emprl.common.errors import UserError
 from emprl.pipeline.chain import Link, path_of
 
-DEMO_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "demo_data")
+# The data bundled with the emprl package (package data in setup.cfg), found from the package itself so
+# that moving this module does not move the path.
+DEMO_DATA = str(importlib.resources.files("emprl") / "demo_data")
 DEMO_FOLDERS = {"empathetic_dialogues": "empathetic_dialogues", "pec": "pec", "dailydialog": "dailydialog",
                 "epitome": "epitome"}
 OUTPUTS = "outputs/"
