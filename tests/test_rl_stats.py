@@ -26,7 +26,10 @@ def test_known_effect_is_covered_and_significant():
     arm, base = synthetic(effect=0.05)
     out = rl_stats.pooled_difference(arm, base, n_boot=2000)
     assert out["ci_low"] < 0.05 < out["ci_high"] and out["ci_low"] > 0
-    assert out["p_value"] < 0.01 and out["runs_positive"] == 5 and out["runs"] == 5
+    # the test flips the 5 runs: every run positive is the most extreme of 32 patterns
+    assert out["p_value"] == pytest.approx(2 / 32) and out["runs_positive"] == 5 and out["runs"] == 5
+    greater = rl_stats.pooled_difference(arm, base, n_boot=200, alternative="greater")
+    assert greater["p_value"] == pytest.approx(1 / 32) and "greater" in greater["test"]
     assert out["delta"] == pytest.approx((arm - base).mean())
     for run, row in zip(arm, out["per_run"]):  # one-level CIs: each run's own mean over contexts
         assert row["delta"] == pytest.approx((run - base).mean()) and row["ci_low"] < row["delta"] < row["ci_high"]
@@ -69,7 +72,29 @@ def test_context_draws_are_shared_between_comparisons():
 
 def test_sign_flip_p_enumerates_small_samples():
     assert rl_stats.sign_flip_p([1.0, 1.0, 1.0, 1.0]) == pytest.approx(2 / 16)
+    assert rl_stats.sign_flip_p([1.0, 1.0, 1.0, 1.0], alternative="greater") == pytest.approx(1 / 16)
+    assert rl_stats.sign_flip_p([-1.0, -1.0, -1.0, -1.0], alternative="greater") == 1.0
     assert rl_stats.sign_flip_p([0.0, 0.0]) == 1.0
+    assert rl_stats.run_sign_flip_p([0.3, -0.1, 0.2]) == pytest.approx(4 / 8)  # +-0.4 and +-0.6 of 8 sums
+    with pytest.raises(ValueError, match="alternative"):
+        rl_stats.run_sign_flip_p([1.0], alternative="less-ish")
+
+
+def test_run_level_flip_holds_its_level_where_the_context_flip_does_not():
+    """Under no effect but a between-run SD, flipping contexts (the old test) rejects far too often; the
+    run-level flip, the unit the two-level bootstrap draws, stays at its nominal level (exactly 1/32 at 5 runs
+    one-sided: the only pattern at or below 0.05 is all five runs on the observed side)."""
+    rng = np.random.default_rng(31)
+    run_level = context_level = 0
+    sims = 400
+    for _ in range(sims):
+        arm, base = synthetic(effect=0.0, runs=5, contexts=200, run_sd=0.03, noise=0.1,
+                              seed=int(rng.integers(1 << 30)))
+        d = arm - base
+        run_level += rl_stats.run_sign_flip_p(d.mean(axis=1), alternative="greater") <= 0.05
+        context_level += rl_stats.sign_flip_p(d.mean(axis=0), n_boot=500, alternative="greater") <= 0.05
+    assert 0.01 <= run_level / sims <= 0.07
+    assert context_level / sims > 0.1  # at least twice the nominal 5%
 
 
 def test_probability_of_improvement_matches_mann_whitney_per_context():
@@ -114,7 +139,9 @@ def test_emp_f1_batched_matches_the_metric_and_the_corpus_variant_sees_an_effect
     gold = rng.integers(0, 3, size=(150, 3))
     better, base = _confusions(5, gold, 0.7, rng), _confusions(1, gold, 0.4, rng)
     out = rl_stats.pooled_corpus_difference(better, base, n_boot=1000)
-    assert out["ci_low"] > 0 and out["p_value"] < 0.01 and out["runs_positive"] == 5
+    assert out["ci_low"] > 0 and out["p_value"] == pytest.approx(2 / 32) and out["runs_positive"] == 5
+    single = rl_stats.pooled_corpus_difference(better[:1], base, n_boot=1000)  # one run: contexts swapped
+    assert single["p_value"] < 0.01 and "one run" in single["test"]
     assert out["mean_baseline"] == pytest.approx(emp_f1_from_confusion(base[0].sum(axis=0)))
     null = rl_stats.pooled_corpus_difference(_confusions(5, gold, 0.5, rng), _confusions(5, gold, 0.5, rng),
                                              n_boot=1000)

@@ -116,8 +116,10 @@ def test_a_placebo_as_good_as_empraL_fails_that_criterion(tmp_path):
     write_fixture_eval(tmp_path / "eval", fixture_systems(cfg, placebo_effect=0.05))
     report = build_report(cfg, plan_runs(cfg), str(tmp_path / "eval"), {}, 1.0)
     verdict = {v["criterion"]: v["met"] for v in report["verdict"]}
-    assert verdict["pooled Delta R_emp vs SFT: lower bound > 0"] is True
-    assert verdict["pooled Delta R_emp vs the placebo (same seed): lower bound > 0"] is False
+    assert verdict["EmpRL - SFT, pooled Delta R_emp: lower bound > 0"] is True
+    assert verdict["EmpRL - placebo (same seed), pooled Delta R_emp: lower bound > 0"] is False
+    primary = [v for v in report["verdict"] if v["kind"] == "primary"]
+    assert len(primary) == 1 and "oracle" in primary[0]["criterion"] and "placebo" in primary[0]["criterion"]
 
 
 def test_without_per_sample_files_r_emp_is_pooled_from_results_json(tmp_path):
@@ -130,7 +132,7 @@ def test_without_per_sample_files_r_emp_is_pooled_from_results_json(tmp_path):
     emp = report["pooled"]["comparisons"][0]
     assert report["pooled"]["source"] == "results.json per_context" and "r_emp" in emp and "judges" not in emp
     verdict = {v["criterion"]: v["met"] for v in report["verdict"]}
-    assert verdict["fresh seeds (none used for choosing settings)"] is False
+    assert verdict["fresh seeds, every arm's (none used for choosing settings)"] is False
     assert "No true levels" in report_markdown(report)
 
 
@@ -207,3 +209,26 @@ def test_arm_seeds_give_one_equal_budget_dpo_row_and_the_report_still_pools(tmp_
     assert "EmpRL-DPO, seed 11" in report_markdown(report)
     with pytest.raises(ValueError, match="arm_seeds"):
         RLStudyConfig(ppo_recipe="a", evaluate_recipe="b", arm_seeds={"ppo2": [1]})
+
+
+def test_fresh_seed_check_covers_every_arms_seeds_and_the_primary_needs_the_judge(tmp_path):
+    from emprl.study.run import build_report, plan_runs
+
+    from emprl.study.run import RLStudyConfig
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:  # the control runs once, on a seed that chose the settings: the study's own seeds are fresh
+        (cfg,) = parse_recipe((RLStudyConfig,), ["recipes/demo/rl_study.yaml", "--output_dir", str(tmp_path),
+                                                 "--dpo_recipe", "null", "--resamples", "300", "--seeds", "[11, 12]",
+                                                 "--arm_seeds", "{control: [3]}", "--choice_seeds", "[3]"])
+    finally:
+        os.chdir(cwd)
+    systems = fixture_systems(cfg)
+    systems.update({n: (0.05, 0.5) for n in systems if n.startswith("EmpRL")})  # oracle no better than placebo
+    write_fixture_eval(tmp_path / "eval", systems)
+    report = build_report(cfg, plan_runs(cfg), str(tmp_path / "eval"), {}, 1.0)
+    verdict = {v["criterion"]: v for v in report["verdict"]}
+    assert verdict["fresh seeds, every arm's (none used for choosing settings)"]["met"] is False
+    assert "3" in verdict["fresh seeds, every arm's (none used for choosing settings)"]["value"]
+    (primary,) = [v for v in report["verdict"] if v["kind"] == "primary"]
+    assert primary["met"] is False and "one-sided" in primary["value"]

@@ -118,12 +118,22 @@ class RunOutputs:
         write_model_card(out, "EmpRL PPO policy", _CARD_SUMMARY, config_to_dict(self.cfg, self.ppo_cfg),
                          {k: v for k, v in card_metrics.items() if v is not None}, extra=_CARD_USAGE)
         stage.stamp(out)  # last: marks the folder complete
-        ci = final.get("delta_r_emp_ci")
-        paired = (f" (paired Delta {final['delta_r_emp']:+.4f}, 95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}])"
-                  if ci else "")
-        print(f"emprl.ppo.train: done in {minutes:.1f} min; held-out R_emp {sft_r_emp:.4f} (SFT) -> "
-              f"{final.get('r_emp', math.nan):.4f} (PPO){paired}, KL to reference {final.get('kl', math.nan):.3f}; "
+        print(f"emprl.ppo.train: done in {minutes:.1f} min; {held_out_line(metrics['sft'], final, trained)}; "
               f"outputs in {out}")
+
+
+def held_out_line(sft: dict | None, final: dict, trained: list[dict]) -> str:
+    """What the run's end says about the policy: the held-out change, or, when no held-out evaluation ran
+    (eval_samples 0), that fact and the training batches' last figures instead of NaN."""
+    if not final or "r_emp" not in final:
+        last = trained[-1] if trained else {}
+        tail = (f"; last training batch: R_emp {last.get('r_emp', last.get('reward', math.nan)):.4f}, "
+                f"KL {last.get('kl', math.nan):.3f}" if last else "")
+        return f"no held-out evaluation ran (eval_samples 0 or eval_steps 0){tail}"
+    ci = final.get("delta_r_emp_ci")
+    paired = f" (paired Delta {final['delta_r_emp']:+.4f}, 95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}])" if ci else ""
+    return (f"held-out R_emp {(sft or {}).get('r_emp', math.nan):.4f} (SFT) -> {final['r_emp']:.4f} (PPO){paired}, "
+            f"KL to reference {final.get('kl', math.nan):.3f}")
 
 
 def _merge_best(trainer: EmpRLPPOTrainer, out: str, is_main: bool) -> None:

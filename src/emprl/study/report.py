@@ -137,10 +137,11 @@ def comparisons(runs_by_arm: dict[str, list[tuple[int, str]]]) -> list[dict]:
 
 
 def pooled_statistics(runs_by_arm: dict[str, list[tuple[int, str]]], samples: Samples | None, results: dict,
-                      n_boot: int, effect: float) -> dict:
+                      n_boot: int, effect: float, primary_judge: str = "oracle") -> dict:
     """The pooled tables of the report: per comparison the R_emp statistics (pooled difference, per-run CIs,
     PoI, IQM), Emp-F1 of the reward identifiers, the judges against the true levels and the guardrails;
-    the variance components of R_emp and the design sizing."""
+    the variance components of R_emp and the design sizing. EmpRL - placebo carries the primary test:
+    ``primary_judge``'s level agreement with the true levels, one-sided."""
     def values(system: str, key: str) -> np.ndarray | None:
         if samples is not None:
             return samples.per_context(system, key)
@@ -171,7 +172,9 @@ def pooled_statistics(runs_by_arm: dict[str, list[tuple[int, str]]], samples: Sa
                 np.stack([samples.confusion(s) for s in arm_systems]),
                 np.stack([samples.confusion(s) for s in base_systems]), **settings)
             entry["empty"] = {"arm": int(sum(samples.systems[s].empty.sum() for s in arm_systems)),
-                              "samples": int(sum(len(samples.systems[s].empty) for s in arm_systems))}
+                              "samples": int(sum(len(samples.systems[s].empty) for s in arm_systems)),
+                              "baseline": int(sum(samples.systems[s].empty.sum() for s in base_systems)),
+                              "baseline_samples": int(sum(len(samples.systems[s].empty) for s in base_systems))}
             entry["judges"] = {}
             for judge in samples.judge_names():
                 if judge != REWARD_JUDGE and not all(judge in samples.systems[s].judges
@@ -184,6 +187,12 @@ def pooled_statistics(runs_by_arm: dict[str, list[tuple[int, str]]], samples: Sa
                     "accuracy": rl_stats.pooled_difference(
                         np.stack([100 * samples.accuracy(s, judge) for s in arm_systems]),
                         np.stack([100 * samples.accuracy(s, judge) for s in base_systems]), **settings)}
+            if comp["baseline"] == "placebo" and primary_judge in entry["judges"]:
+                # The study's one declared test: one-sided, EmpRL above its placebo (docs/statistics.md)
+                entry["primary"] = {"judge": primary_judge, **rl_stats.pooled_difference(
+                    np.stack([100 * samples.accuracy(s, primary_judge) for s in arm_systems]),
+                    np.stack([100 * samples.accuracy(s, primary_judge) for s in base_systems]),
+                    alternative="greater", **settings)}
         entry["dist_2"] = _summary_difference(results, arm_systems, base_systems, "dist-2")
         out["comparisons"].append(entry)
     if samples is not None and "empathy" in runs_by_arm and SFT_ROW in samples.systems:

@@ -9,7 +9,8 @@ seed. See docs/statistics.md.
 
 - ``pooled_difference``: mean over runs and contexts of arm - baseline, a two-level percentile bootstrap
   (draw runs with replacement, then contexts; the same context draw for both systems), a sign-flip
-  permutation p on the pooled mean, per-run one-level CIs and the number of runs with a positive delta.
+  permutation p at the unit the bootstrap draws first (the trained runs: ``run_sign_flip_p``), per-run
+  one-level CIs and the number of runs with a positive delta.
 - ``probability_of_improvement`` and ``interquartile_mean``: rliable's aggregates, with the same
   two-level bootstrap.
 - ``pooled_corpus_difference``: the same for Emp-F1 from per-context confusion counts
@@ -109,14 +110,18 @@ def _interval(reps: np.ndarray, confidence: float) -> tuple[float, float]:
 
 
 def pooled_difference(arm, baseline, *, n_boot: int = RESAMPLES, confidence: float = CONFIDENCE,
-                      seed: int = 0) -> dict:
+                      seed: int = 0, alternative: str = "two-sided") -> dict:
     """Pooled mean of arm - baseline over runs and contexts, with its two-level bootstrap CI, a sign-flip
     permutation p, per-run CIs (one-level bootstrap over contexts) and the runs with a positive delta.
 
     Paired by run (baseline [S, C]), a replicate draws runs once for both; against a shared baseline
-    only the arm's runs are drawn. The permutation test flips the sign of each context's run-averaged
-    difference: under "no effect" a context's difference is as likely negative as positive."""
+    only the arm's runs are drawn. The permutation test flips the sign of each trained run's mean
+    difference (``run_sign_flip_p``): under "no effect" a run is as likely to land below its baseline as
+    above, whatever the contexts. Flipping contexts instead would treat the runs' shared deviation as
+    signal (docs/statistics.md, "Which unit the test flips"). With one run, contexts are the only unit.
+    ``alternative``: "two-sided" or "greater" (arm above baseline, declared before the run)."""
     _check(n_boot, confidence)
+    _check_alternative(alternative)
     a, b, _ = pair_runs(arm, baseline)
     d = a - b  # [S, C]: the shared baseline broadcasts over runs
     n_runs, n_ctx = d.shape
@@ -133,32 +138,65 @@ def pooled_difference(arm, baseline, *, n_boot: int = RESAMPLES, confidence: flo
     for s in range(n_runs):
         lo, hi = _interval(per_run[:, s], confidence)
         runs.append({"delta": float(run_means[s]), "ci_low": lo, "ci_high": hi})
+    if n_runs > 1:
+        p, test = run_sign_flip_p(run_means, alternative), f"sign flip of the {n_runs} runs' mean differences"
+    else:
+        p, test = sign_flip_p(d[0], n_boot=n_boot, seed=seed, alternative=alternative), \
+            "sign flip of the per-context differences (one run)"
     return {"delta": float(d.mean()), "ci_low": low, "ci_high": high,
-            "p_value": sign_flip_p(d.mean(axis=0), n_boot=n_boot, seed=seed),
-            "test": "sign-flip permutation of the per-context run-averaged differences (two-sided)",
+            "p_value": p, "test": f"{test} ({alternative})", "alternative": alternative,
             "mean_arm": float(a.mean()), "mean_baseline": float(b.mean()), "runs": n_runs, "contexts": n_ctx,
             "runs_positive": int((run_means > 0).sum()), "per_run": runs, "confidence": confidence,
             "n_boot": n_boot, "paired_by_run": b.shape[0] > 1}
 
 
-def sign_flip_p(differences, *, n_boot: int = RESAMPLES, seed: int = 0) -> float:
-    """Two-sided p of the mean of per-context differences: each replicate flips the sign of a random
-    subset; p = (1 + #|mean*| >= |mean|) / (1 + n_boot), exact enumeration when 2**n <= n_boot."""
-    d = np.asarray(differences, dtype=float).ravel()
-    observed = abs(d.mean())
+ALTERNATIVES = ("two-sided", "greater")
+
+
+def _check_alternative(alternative: str) -> None:
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative: expected one of {', '.join(ALTERNATIVES)}, got {alternative!r}")
+
+
+def _exceed(flipped_means: np.ndarray, observed: float, alternative: str) -> np.ndarray:
+    """Which flipped means are at least as extreme as the observed one (rounding aside)."""
+    tol = 1e-12 * max(1.0, abs(observed))
+    if alternative == "greater":
+        return flipped_means >= observed - tol
+    return np.abs(flipped_means) >= abs(observed) - tol
+
+
+def run_sign_flip_p(run_deltas, alternative: str = "two-sided") -> float:
+    """Exact sign-flip p of the mean over trained runs of their mean differences: every one of the 2**S
+    sign patterns. Valid whatever the between-run variance, because the unit flipped is the unit that
+    varies; its smallest value is 1/2**S one-sided and 2/2**S two-sided (5 runs: 0.031 / 0.063), so a
+    two-sided test at 0.05 needs at least 6 runs."""
+    _check_alternative(alternative)
+    d = np.asarray(run_deltas, dtype=float).ravel()
+    if len(d) > 20:
+        raise ValueError(f"run_sign_flip_p: {len(d)} runs; the exact test enumerates 2**runs patterns (at most 20)")
     if not np.any(d):
         return 1.0
-    tol = 1e-12 * max(1.0, observed)  # a flip that reproduces the observed mean counts, rounding aside
+    signs = 1 - 2 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)
+    return float(np.mean(_exceed(signs @ d / len(d), d.mean(), alternative)))
+
+
+def sign_flip_p(differences, *, n_boot: int = RESAMPLES, seed: int = 0, alternative: str = "two-sided") -> float:
+    """p of the mean of independent differences (one run's per-context differences): each replicate flips
+    the sign of a random subset; p = (1 + #extreme) / (1 + n_boot), exact enumeration when 2**n <= n_boot."""
+    _check_alternative(alternative)
+    d = np.asarray(differences, dtype=float).ravel()
+    if not np.any(d):
+        return 1.0
     if 2 ** len(d) <= n_boot:
-        signs = 1 - 2 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)
-        return float(np.mean(np.abs(signs @ d) / len(d) >= observed - tol))
+        return run_sign_flip_p(d, alternative)
     rng = np.random.default_rng([seed, 2])
     hits, done = 0, 0
     chunk = max(1, _CHUNK_VALUES // len(d))
     while done < n_boot:
         b = min(chunk, n_boot - done)
         signs = rng.integers(0, 2, size=(b, len(d)), dtype=np.int8) * 2 - 1
-        hits += int(np.sum(np.abs(signs @ d) / len(d) >= observed - tol))
+        hits += int(np.sum(_exceed(signs @ d / len(d), d.mean(), alternative)))
         done += b
     return (1 + hits) / (1 + n_boot)
 
@@ -270,8 +308,9 @@ def pooled_corpus_difference(arm_counts, baseline_counts, *, statistic=emp_f1_ba
     """Pooled difference of a corpus statistic (default Emp-F1) computed per run from summed per-context
     counts: delta = mean over arm runs of stat(run) - mean over baseline runs of stat(run). The two-level
     bootstrap redraws runs and contexts (each replicate's per-run counts are the context-count-weighted
-    sums); the permutation p swaps, within random contexts, the arm's counts with the baseline's (the
-    run-averaged counts of the other side), the corpus analogue of the sign flip."""
+    sums). The permutation p, with several runs, flips the sign of each run's difference of the statistic
+    (swapping a run's counts with its baseline's), as ``pooled_difference`` does; with one run it swaps,
+    within random contexts, the arm's counts with the baseline's, the corpus analogue of the sign flip."""
     _check(n_boot, confidence)
     a, b = _as_counts(arm_counts, "arm"), _as_counts(baseline_counts, "baseline")
     if a.shape[1:] != b.shape[1:]:
@@ -296,11 +335,15 @@ def pooled_corpus_difference(arm_counts, baseline_counts, *, statistic=emp_f1_ba
         at += len(v)
     low, high = _interval(reps, confidence)
     delta = float(stat_a.mean() - stat_b.mean())
+    run_deltas = stat_a - (stat_b if paired else stat_b.mean())
+    if sa > 1:
+        p, test = run_sign_flip_p(run_deltas), f"sign flip of the {sa} runs' differences (two-sided)"
+    else:
+        p, test = _swap_p(fa, fb, inner, statistic, delta, n_boot, seed), \
+            "paired permutation: arm and baseline counts swapped within random contexts (one run, two-sided)"
     return {"delta": delta, "ci_low": low, "ci_high": high, "mean_arm": float(stat_a.mean()),
             "mean_baseline": float(stat_b.mean()), "per_run_arm": stat_a.tolist(),
-            "runs_positive": int((stat_a - stat_b > 0).sum()),
-            "p_value": _swap_p(fa, fb, inner, statistic, delta, n_boot, seed),
-            "test": "paired permutation: arm and baseline counts swapped within random contexts (two-sided)",
+            "runs_positive": int((run_deltas > 0).sum()), "p_value": p, "test": test,
             "runs": sa, "contexts": n_ctx, "confidence": confidence, "n_boot": n_boot}
 
 

@@ -83,6 +83,9 @@ class RLStudyConfig(CheckedConfig):
     prerequisites: list[str] = field(default_factory=list, metadata={
         "help": "pipeline stages (recipe file names) the study reads, run first by `make rl-study`"})
     jobs: int | None = field(default=None, metadata={"help": "runs at once (default: 2 on a CPU machine)"})
+    primary_judge: str = field(default="oracle", metadata={
+        "help": "the evaluation's independent judge whose level agreement with the true levels, EmpRL - placebo "
+                "pooled, is the study's primary test (declared before the run; docs/statistics.md)"})
 
     def recipes(self) -> dict[str, str | None]:
         return {"empathy": self.ppo_recipe, "placebo": self.placebo_recipe, "control": self.control_recipe,
@@ -191,10 +194,12 @@ def build_report(cfg: RLStudyConfig, runs: list[Run], eval_dir: str, minutes: di
     for run in runs:
         runs_by_arm.setdefault(run.arm, []).append((run.seed, run.title))
     samples = load_samples(eval_dir)
-    pooled = pooled_statistics(runs_by_arm, samples, results, cfg.resamples, cfg.detectable_effect)
+    pooled = pooled_statistics(runs_by_arm, samples, results, cfg.resamples, cfg.detectable_effect,
+                               cfg.primary_judge)
     report = {"ppo_recipe": cfg.ppo_recipe, "placebo_recipe": cfg.placebo_recipe,
               "control_recipe": cfg.control_recipe, "dpo_recipe": cfg.dpo_recipe,
               "evaluate_recipe": cfg.evaluate_recipe, "seeds": cfg.seeds, "choice_seeds": cfg.choice_seeds,
+              "all_seeds": sorted({run.seed for run in runs}), "primary_judge": cfg.primary_judge,
               "ppo_overrides": cfg.ppo_overrides, "resamples": cfg.resamples,
               "design": {"contexts": results.get("num_examples"), "seeds": results.get("seeds"),
                          "samples_per_context": results.get("samples_per_context",

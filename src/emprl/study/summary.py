@@ -18,49 +18,56 @@ def _comparison(report: dict, arm: str, baseline: str = SFT_ROW) -> dict | None:
     return None
 
 
-def _line(criterion: str, met: bool | None, value: str) -> dict:
-    return {"criterion": criterion, "met": met, "value": value}
+def _line(kind: str, criterion: str, met: bool | None, value: str) -> dict:
+    return {"kind": kind, "criterion": criterion, "met": met, "value": value}
+
+
+def _criterion(lines: list, kind: str, criterion: str, d: dict | None, test, value=None) -> None:
+    """One line: ``test(d)`` decides it when the figure ``d`` was measured, else it is not measured."""
+    lines.append(_line(kind, criterion, None if d is None else bool(test(d)),
+                       "not measured" if d is None else (value(d) if value else interval(d, 4))))
 
 
 def verdict(report: dict) -> list[dict]:
-    """Each criterion with whether it is met (None: not measured in this study) and the figure behind it."""
+    """The study's criteria, each with its kind (primary: the one test declared before the run; secondary;
+    guardrail; check), whether it is met (None: not measured) and the figure behind it. Only the primary
+    line answers the study's question; the others are reported without a correction for their number."""
     emp, vs_placebo = _comparison(report, "empathy"), _comparison(report, "empathy", "placebo")
-    lines = []
-    reused = sorted(set(report["seeds"]) & set(report.get("choice_seeds") or []))
-    lines.append(_line("fresh seeds (none used for choosing settings)", not reused,
-                       f"seeds {report['seeds']}; choice seeds {report.get('choice_seeds') or []}"))
-    for name, comp in (("SFT", emp), ("the placebo (same seed)", vs_placebo)):
-        r = (comp or {}).get("r_emp")
-        lines.append(_line(f"pooled Delta R_emp vs {name}: lower bound > 0", None if r is None else r["ci_low"] > 0,
-                           "not measured" if r is None else interval(r, 4)))
+    used = sorted(set(report.get("all_seeds") or report["seeds"]))
+    reused = sorted(set(used) & set(report.get("choice_seeds") or []))
+    lines = [_line("check", "fresh seeds, every arm's (none used for choosing settings)", not reused,
+                   f"seeds {used}; choice seeds {report.get('choice_seeds') or []}")]
+    judge = report.get("primary_judge")
+    primary = (vs_placebo or {}).get("primary")
+    _criterion(lines, "primary", f"EmpRL - placebo (same seed), level agreement of the judge '{judge}' with the "
+               "true levels, pooled over seeds: 95% CI lower bound > 0", primary, lambda d: d["ci_low"] > 0,
+               lambda d: f"{interval(d, 2)} points, one-sided run-level p {d['p_value']:.3g}, "
+                         f"{d['runs_positive']}/{d['runs']} seeds positive")
     r = (emp or {}).get("r_emp")
-    if r is None:
-        lines.append(_line("at least 4 of 5 seeds positive", None, "not measured"))
-    else:
-        need = math.ceil(0.8 * r["runs"])
-        lines.append(_line(f"at least {need} of {r['runs']} seeds positive", r["runs_positive"] >= need,
-                           f"{r['runs_positive']}/{r['runs']}"))
-    judged = [(j, k, v) for j, entry in ((emp or {}).get("judges") or {}).items() if j != REWARD_JUDGE
-              for k, v in entry.items()]
-    lines.append(_line("an independent judge's pooled Delta Emp-F1 or level accuracy (true levels): lower bound > 0",
-                       any(v["ci_low"] > 0 for _, _, v in judged) if judged else None,
-                       "; ".join(f"{j} {k} {interval(v, 2)}" for j, k, v in judged) or "no judge in the evaluation"))
+    _criterion(lines, "secondary", "EmpRL - SFT, pooled Delta R_emp: lower bound > 0", r, lambda d: d["ci_low"] > 0)
+    need = math.ceil(0.8 * r["runs"]) if r else 4
+    _criterion(lines, "secondary", f"EmpRL - SFT, Delta R_emp positive in at least {need} of "
+               f"{r['runs'] if r else 5} seeds", r, lambda d: d["runs_positive"] >= need,
+               lambda d: f"{d['runs_positive']}/{d['runs']}")
+    _criterion(lines, "secondary", "EmpRL - placebo (same seed), pooled Delta R_emp: lower bound > 0",
+               (vs_placebo or {}).get("r_emp"), lambda d: d["ci_low"] > 0)
     f = (emp or {}).get("f_bert")
-    lines.append(_line(f"guardrail: Delta F_BERT lower bound > {F_BERT_FLOOR}",
-                       None if f is None else f["ci_low"] > F_BERT_FLOOR, "not measured" if f is None else interval(f, 2)))
-    empty = (emp or {}).get("empty")
-    lines.append(_line("guardrail: 0 empty replies", None if empty is None else empty["arm"] == 0,
-                       "not measured" if empty is None else f"{empty['arm']} of {empty['samples']} samples"))
-    w = (emp or {}).get("words")
-    lines.append(_line(f"guardrail: length change < {LENGTH_LIMIT:g} words",
-                       None if w is None else abs(w["delta"]) < LENGTH_LIMIT, "not measured" if w is None else interval(w, 2)))
+    _criterion(lines, "guardrail", f"EmpRL - SFT, Delta F_BERT lower bound > {F_BERT_FLOOR}", f,
+               lambda d: d["ci_low"] > F_BERT_FLOOR, lambda d: interval(d, 2))
+    _criterion(lines, "guardrail", "EmpRL: no more empty replies than SFT (rate)", (emp or {}).get("empty"),
+               lambda d: d["arm"] / max(1, d["samples"]) <= d.get("baseline", 0) / max(1, d.get("baseline_samples", 1)),
+               lambda d: f"{d['arm']} of {d['samples']} samples; SFT {d.get('baseline', '?')} of "
+                         f"{d.get('baseline_samples', '?')}")
+    _criterion(lines, "guardrail", f"EmpRL - SFT, mean length within {LENGTH_LIMIT:g} words", (emp or {}).get("words"),
+               lambda d: abs(d["delta"]) <= LENGTH_LIMIT, lambda d: interval(d, 2))
     d2 = (emp or {}).get("dist_2")
-    lines.append(_line("Dist-2 change reported", d2 is not None, "not measured" if d2 is None else plus_minus(d2)))
+    lines.append(_line("check", "Dist-2 change reported", d2 is not None,
+                       "not measured" if d2 is None else plus_minus(d2)))
     dpo = [r for r in report["rows"] if r["arm"] == "dpo"]
     if dpo:
         ppo = [r["reward_evaluations"] for r in report["rows"] if r["arm"] == "empathy"]
         got = [r["reward_evaluations"] for r in dpo]
-        lines.append(_line("DPO at PPO's reward evaluations, same evaluation call",
+        lines.append(_line("check", "DPO at PPO's reward evaluations, same evaluation call",
                            bool(ppo) and None not in got and set(got) == set(ppo), f"DPO {got}, PPO {ppo}"))
     return lines
 
@@ -126,7 +133,10 @@ def _verdict_lines(verdict_list) -> list[str]:
         return ["## Verdict", "", *(f"- {k}: **{v}**" for k, v in verdict_list.items()), ""]
     mark = {True: "met", False: "NOT met", None: "not measured"}
     return ["## Verdict (the study's criteria)", "",
-            *(f"- {v['criterion']}: **{mark[v['met']]}** ({v['value']})" for v in verdict_list), ""]
+            "The primary line is the one test declared before the run; secondary lines and guardrails are "
+            "reported beside it, not combined with it.", "",
+            *(f"- {v.get('kind', 'criterion')}: {v['criterion']}: **{mark[v['met']]}** ({v['value']})"
+              for v in verdict_list), ""]
 
 
 def _pooled_lines(report: dict, pooled: dict) -> list[str]:
@@ -136,8 +146,9 @@ def _pooled_lines(report: dict, pooled: dict) -> list[str]:
         "## Pooled effect on R_emp (trained runs pooled)", "",
         f"Delta: mean over trained runs and contexts of arm - baseline (per-context means over all samples). "
         f"95% CI: two-level percentile bootstrap, {n_boot} resamples: trained runs drawn with replacement, then "
-        "contexts, the same context draw for every arm in a replicate. p: sign-flip permutation test of the "
-        "pooled mean (each context's run-averaged difference flipped at random). PoI: probability that a run "
+        "contexts, the same context draw for every arm in a replicate. p: exact sign-flip test at the unit the "
+        "bootstrap draws first, the trained runs (two-sided; with S runs its smallest value is 2/2^S, 0.0625 at "
+        "5 runs); a one-run comparison flips contexts. PoI: probability that a run "
         "of the arm scores a context higher than a run of the baseline (rliable). IQM: interquartile mean of "
         "all run x context values, arm minus baseline (rliable). Emp-F1 (reward): the reward identifiers' "
         f"Emp-F1 against the gold levels, pooled the same way. Source: {pooled.get('source')}.", "",
