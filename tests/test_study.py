@@ -212,9 +212,7 @@ def test_arm_seeds_give_one_equal_budget_dpo_row_and_the_report_still_pools(tmp_
 
 
 def test_fresh_seed_check_covers_every_arms_seeds_and_the_primary_needs_the_judge(tmp_path):
-    from emprl.study.run import build_report, plan_runs
-
-    from emprl.study.run import RLStudyConfig
+    from emprl.study.run import RLStudyConfig, build_report, plan_runs
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:  # the control runs once, on a seed that chose the settings: the study's own seeds are fresh
