@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import tiny
 import torch
 
-from emprl.common.errors import run_cli
+from emprl.common.errors import UserError, run_cli
 from emprl.evaluate.run import detect_data_kind, main
 
 ED_HEADER = "conv_id,utterance_idx,context,prompt,speaker_idx,utterance,selfeval,tags"
@@ -306,6 +307,18 @@ def test_judges_grade_against_the_true_levels_and_samples_are_written(tmp_path, 
     recipe_path.write_text(yaml.safe_dump({"data": data, "identifiers_dir": setup["identifiers"],
                                            "output_dir": str(tmp_path / "labelled"), "max_context_len": 64}))
     label_main([str(recipe_path)])
+    # gold vs true levels: written by the stage, and recomputed from the folder with no model loaded
+    from emprl.data import load_dialogues
+
+    stats = json.loads((tmp_path / "labelled" / "label_stats.json").read_text())["gold_vs_true"]
+    test_split = load_dialogues(f"disk:{tmp_path / 'labelled'}")["test"]
+    er = stats["test"]["emotional_reactions"]
+    assert er["accuracy"] == pytest.approx(np.mean(np.array(test_split["emotional_reactions"]) ==
+                                                   np.array(test_split["true_emotional_reactions"])))
+    assert sum(map(sum, er["confusion"])) == len(test_split) and 0 <= stats["test"]["joint_accuracy"] <= 1
+    assert label_main(["--agreement", str(tmp_path / "labelled")]) == stats
+    with pytest.raises(UserError, match="not a labelled folder"):
+        label_main(["--agreement", str(tmp_path)])
     phrases = tmp_path / "phrases.json"
     phrases.write_text(json.dumps({"format": "emprl-phrasebank-1", "patterns": {
         "emotional_reactions": {"1": [r"(?<!\w)sorry(?!\w)"], "2": [r"so sorry"]},

@@ -148,7 +148,59 @@ def label_stats(dataset, mechanisms) -> dict:
             for name, split in dataset.items()}
 
 
+def gold_vs_true(dataset, mechanisms) -> dict:
+    """Per split with the composer's true levels: how well the gold levels (the identifiers' reading of each
+    reference, what the reward aims at) agree with the truth: per mechanism accuracy, macro-F1 and the
+    confusion matrix (rows: true no/weak/strong, columns: gold), and the share of references whose three
+    gold levels are all right. A reward can teach no more than its gold reads (docs/rl-effect.md)."""
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    out = {}
+    for name, split in dataset.items():
+        if not all(TRUE_PREFIX + m in split.column_names for m in mechanisms) or len(split) == 0:
+            continue
+        row, joint = {"rows": len(split)}, None
+        for m in mechanisms:
+            gold, true = split[m], split[TRUE_PREFIX + m]
+            hits = [g == t for g, t in zip(gold, true)]
+            joint = hits if joint is None else [a and b for a, b in zip(joint, hits)]
+            row[m] = {"accuracy": sum(hits) / len(hits),
+                      "macro_f1": float(f1_score(true, gold, labels=[0, 1, 2], average="macro", zero_division=0)),
+                      "confusion": confusion_matrix(true, gold, labels=[0, 1, 2]).tolist()}
+        row["joint_accuracy"] = sum(joint) / len(joint)
+        out[name] = row
+    return out
+
+
+def print_agreement(agreement: dict, mechanisms) -> None:
+    for name, row in agreement.items():
+        print(f"gold vs true levels, {name} ({row['rows']} references): " + "; ".join(
+            f"{m} accuracy {row[m]['accuracy']:.3f}, macro-F1 {row[m]['macro_f1']:.3f}" for m in mechanisms)
+            + f"; all three right {row['joint_accuracy']:.3f}")
+        for m in mechanisms:
+            print(f"  {m} confusion (rows true no/weak/strong, columns gold): {row[m]['confusion']}")
+
+
+def agreement_main(folder: str) -> dict:
+    """``python -m emprl.label --agreement FOLDER``: gold vs true levels of a labelled folder, no model loaded."""
+    if not os.path.isfile(os.path.join(folder, "dataset_dict.json")):
+        raise UserError(f"{folder}: not a labelled folder (no dataset_dict.json); expected the label stage's output_dir")
+    dataset = load_dialogues(f"disk:{folder}")
+    agreement = gold_vs_true(dataset, MECHANISMS)
+    if not agreement:
+        raise UserError(f"{folder}: no split has the composer's true_* columns; only composed data knows its truth")
+    print_agreement(agreement, MECHANISMS)
+    return agreement
+
+
 def main(argv: list[str] | None = None) -> dict | None:
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--agreement"]:
+        if len(argv) != 2:
+            raise UserError("usage: python -m emprl.label --agreement LABELLED_FOLDER")
+        return agreement_main(argv[1])
     (cfg,) = parse_recipe((LabelConfig,), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     dataset = load_dialogues(cfg.data, on_bad_rows=cfg.on_bad_rows)  # inputs checked before the folder is touched
@@ -177,10 +229,12 @@ def main(argv: list[str] | None = None) -> dict | None:
     for name in list(dataset):
         dataset[name] = label_split(subset(dataset[name], cfg.max_rows.get(name), cfg.seed), reward, cfg, name)
     stats = label_stats(dataset, reward.mechanisms)
+    agreement = gold_vs_true(dataset, reward.mechanisms)
     with atomic_dir(cfg.output_dir) as tmp:
         dataset.save_to_disk(tmp)
         atomic_write_json(os.path.join(tmp, "label_stats.json"),
-                          {"recipe_hash": run.recipe_hash, "identifiers_dir": cfg.identifiers_dir, "splits": stats})
+                          {"recipe_hash": run.recipe_hash, "identifiers_dir": cfg.identifiers_dir, "splits": stats,
+                           "gold_vs_true": agreement})
         write_model_card(tmp, "EmpRL labelled dialogues",
                          f"`{cfg.data}` with the empathy levels of the identifiers in `{cfg.identifiers_dir}` on "
                          f"every (context, reference) pair. Load with `load_dialogues(\"disk:{cfg.output_dir}\")`.",
@@ -190,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         print(f"{name}: {s['rows']} rows; " + "; ".join(
             f"{m}: " + "/".join(str(s[m][lvl]) for lvl in LEVEL_NAMES) for m in reward.mechanisms)
             + ("; with the composer's true levels" if TRUE_COLUMNS[0] in dataset[name].column_names else ""))
+    print_agreement(agreement, reward.mechanisms)
     print(f"wrote {cfg.output_dir} (levels as no/weak/strong counts)")
     run.release()
     if state is not None:
