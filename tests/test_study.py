@@ -230,3 +230,21 @@ def test_fresh_seed_check_covers_every_arms_seeds_and_the_primary_needs_the_judg
     assert "3" in verdict["fresh seeds, every arm's (none used for choosing settings)"]["value"]
     (primary,) = [v for v in report["verdict"] if v["kind"] == "primary"]
     assert primary["met"] is False and "one-sided" in primary["value"]
+
+
+def test_agreement_with_the_true_levels_against_chance(tmp_path, capsys):
+    from emprl.study.agreement import main as agreement_main
+
+    write_fixture_eval(tmp_path, {"SFT": (0.0, 0.0), "reader": (0.0, 0.8)})  # oracle hit rates 0 and 0.8
+    report = agreement_main([str(tmp_path), "--judge", "oracle"])
+    reader, blind = report["reader"], report["SFT"]
+    for name in ("emotional_reactions", "interpretations", "explorations"):
+        r = reader[name]
+        assert r["ci_low"] <= r["agreement"] <= r["ci_high"] and r["ci_low"] > 0.75  # 0.8 + 0.2/3 expected
+        assert abs(r["chance"] - 1 / 3) < 0.08 and abs(blind[name]["agreement"] - blind[name]["chance"]) < 0.1
+    assert reader["all"]["agreement"] > 0.5 > 0.1 > reader["all"]["chance"]
+    assert "reader (80 contexts), judge oracle" in capsys.readouterr().out
+    with pytest.raises(UserError, match="no levels from judge 'ids'"):
+        agreement_main([str(tmp_path), "--judge", "ids"])
+    with pytest.raises(UserError, match="--system: nobody not in"):
+        agreement_main([str(tmp_path), "--system", "nobody"])

@@ -457,7 +457,7 @@ def compose_empathetic_dialogues_large(seed: int = SEED) -> tuple[dict[str, list
     hit = 0
     # per split and mechanism: replies whose level is the one their latest cue asks for (what the best
     # policy, which always answers the cue, agrees with), out of all replies
-    cue_match = {s: {m: [0, 0] for m in MECHS} for s in ED_SPLIT_FILES}
+    cue_match = {s: {m: [0, 0] for m in (*MECHS, "all")} for s in ED_SPLIT_FILES}
     for split in ED_SPLIT_FILES:
         for k, combo, cues in plan[split]:
             sit = SITUATIONS[k]
@@ -489,6 +489,8 @@ def compose_empathetic_dialogues_large(seed: int = SEED) -> tuple[dict[str, list
                     level_counts[m][lv[m]] += 1
                     cue_match[split][m][0] += lv[m] == LARGE_CUE_LEVEL[m][cue]
                     cue_match[split][m][1] += 1
+                cue_match[split]["all"][0] += all(lv[m] == LARGE_CUE_LEVEL[m][c] for m, c in zip(MECHS, cs))
+                cue_match[split]["all"][1] += 1
             conv_id = f"hit:{hit}_conv:{2 * hit + rng.randint(0, 1)}"
             hit += 1
             speaker_ids = rng.sample(range(1, 900), 2)
@@ -502,7 +504,7 @@ def compose_empathetic_dialogues_large(seed: int = SEED) -> tuple[dict[str, list
                    "emotions": len({r[2] for r in rs})} for s, rs in rows.items()}
     summary["levels"] = level_counts
     summary["followed_cue"] = round(followed / total, 3)
-    summary["cue_match"] = {s: {MECH_NAMES[m]: round(hits / n, 3) for m, (hits, n) in per.items()}
+    summary["cue_match"] = {s: {MECH_NAMES.get(m, m): round(hits / n, 3) for m, (hits, n) in per.items()}
                             for s, per in cue_match.items()}
     return rows, true_levels, summary
 
@@ -630,7 +632,8 @@ def data_card(ep_summary: dict, ed_summary: dict, edl_summary: dict) -> bytes:
         edl_levels=edl_levels, four_pct=round(100 * LARGE_FOUR_TURN_SHARE), max_words=LARGE_MAX_REPLY_WORDS,
         follow_pct=round(100 * LARGE_FOLLOW_CUE), match_pct=round(100 * (LARGE_FOLLOW_CUE + (1 - LARGE_FOLLOW_CUE) / 3)),
         followed=edl_summary["followed_cue"],
-        cue_match_test=", ".join(f"{names[m]} {edl_summary['cue_match']['test'][MECH_NAMES[m]]}" for m in MECHS),
+        cue_match_test=", ".join(f"{names[m]} {edl_summary['cue_match']['test'][MECH_NAMES[m]]}" for m in MECHS)
+        + f", all three {edl_summary['cue_match']['test']['all']}",
         seed=SEED, ep_pairs=ep_summary["pairs"], ep_hand=ep_summary["hand"], ep_composed=ep_summary["composed"],
         ep_seekers=ep_summary["seeker_posts"], n_sit=len(SITUATIONS), ep_table=ep_table,
         ed_convs=sum(ed_summary[s]["conversations"] for s in ED_SPLIT_FILES), n_scripts=len(ED_SCRIPTS),
