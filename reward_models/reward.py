@@ -62,10 +62,14 @@ class EmpathyReward:
         dtype: cast the identifiers to this dtype; default keeps fp32 weights and uses bf16 autocast on
             a CUDA device that supports it, plain fp32 elsewhere.
         batch_size: the most pairs sent through the encoders at once (longer inputs are chunked).
+        quantize: None, or "int8": the identifiers' linear layers as dynamically quantised int8 (CPU only),
+            for a cheaper reward where its levels agree with fp32 (``python -m emprl.benchmarks.bench_reward
+            --quantize int8`` measures both; docs/rl-effect.md).
     """
 
     def __init__(self, identifiers: Mapping[str, EmpathyIdentifier], tokenizers=None, max_context_len: int = 200,
-                 max_response_len: int = 50, device=None, dtype=None, batch_size: int = 64):
+                 max_response_len: int = 50, device=None, dtype=None, batch_size: int = 64,
+                 quantize: str | None = None):
         if not identifiers:
             raise ValueError("EmpathyReward needs at least one identifier")
         self.mechanisms = tuple(identifiers)
@@ -79,6 +83,15 @@ class EmpathyReward:
             if dtype is not None:
                 ident.to(dtype)
             ident.eval()
+        if quantize not in (None, "int8"):
+            raise UserError(f"quantize: expected null or int8, got {quantize!r}")
+        if quantize and self.device.type != "cpu":
+            raise UserError(f"quantize: int8 runs on the CPU only (the reward's device is {self.device})")
+        if quantize:
+            for mech, ident in self.identifiers.items():
+                self.identifiers[mech] = torch.ao.quantization.quantize_dynamic(ident, {torch.nn.Linear},
+                                                                                dtype=torch.qint8)
+        self.quantize = quantize
         self.tokenizers = {}
         for mech, ident in self.identifiers.items():
             tok = tokenizers.get(mech) if isinstance(tokenizers, Mapping) else tokenizers

