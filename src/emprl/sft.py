@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     # Inputs are read and checked before the output folder is locked and touched (docs/lifecycle.md).
     data = load_dialogues(cfg.data, cfg.on_bad_rows)
     model_path = resolve_model(cfg.model_name_or_path, cfg.model_revision)
+    # Weights that do not fill the model are one line here, before any folder is made.
+    model, tokenizer, enc_dec = load_policy(model_path, dtype=cfg.torch_dtype, for_training=True)
     run = begin_stage("sft", args.output_dir, (cfg, args), inputs=[cfg.data, model_path], in_place=True,
                       overwrite=args.overwrite_output_dir)
     if run is None:
@@ -120,8 +122,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     train_rows = _limit(data["train"], cfg.max_train_samples, "train", cfg.data)
     eval_rows = _limit(data["validation"], cfg.max_eval_samples, "validation", cfg.data)
 
-    # 2. The base generator; its config says whether it is an encoder-decoder.
-    model, tokenizer, enc_dec = load_policy(model_path, dtype=cfg.torch_dtype, for_training=True)
+    # 2. The base generator (loaded above); its config says whether it is an encoder-decoder.
     builder = PromptBuilder(tokenizer, enc_dec, cfg.max_source_tokens, cfg.speaker_tag, cfg.listener_tag,
                             cfg.system_prompt)
 

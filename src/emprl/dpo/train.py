@@ -28,6 +28,7 @@ from trl import DPOTrainer
 
 from emprl.common.errors import UserError, run_cli
 from emprl.common.io import atomic_dir, atomic_write_json, atomic_write_jsonl, read_jsonl, write_model_card
+from emprl.common.model_files import check_model_files
 from emprl.dpo.config import DPOScriptConfig, DPOTrainingArguments
 from emprl.dpo.pairs import (
     build_pairs,
@@ -38,7 +39,7 @@ from emprl.dpo.pairs import (
     save_pairs,
 )
 from emprl.pipeline.config import config_to_dict, parse_recipe, recipe_hash
-from emprl.pipeline.lifecycle import begin_stage, check_model_folder
+from emprl.pipeline.lifecycle import begin_stage
 
 logger = logging.getLogger("emprl.dpo")
 STAGE = "dpo"
@@ -80,7 +81,7 @@ def main(argv=None):
     start = time.time()
     # Everything is checked before the output folder is touched (docs/lifecycle.md).
     train = load_labelled(cfg.labelled_data)["train"]
-    check_model_folder(cfg.sft_model_path, "sft_model_path")
+    check_model_files(cfg.sft_model_path, "sft_model_path")
     stage = begin_stage(STAGE, cfg.output_dir, (cfg, args), in_place=True,
                         inputs=[cfg.sft_model_path, cfg.labelled_data, cfg.identifiers_dir],
                         overwrite=cfg.overwrite_output_dir)

@@ -298,18 +298,5 @@ def check_folder_files(folder: str) -> None:
                 json.load(fh)
 
 
-def check_model_folder(folder: str, what: str = "model") -> None:
-    """A one-line error for a model folder whose weights are cut short or damaged (headers only: fast)."""
-    from safetensors import safe_open
-
-    for path in sorted(glob.glob(os.path.join(folder, "*.safetensors"))):
-        try:
-            with safe_open(path, framework="pt") as fh:
-                fh.keys()
-        except Exception as err:
-            raise UserError(f"{what}: {path} is damaged or cut short ({' '.join(str(err).split())[:120]}); "
-                            "copy or export it again") from None
-
-
 def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"

@@ -26,9 +26,10 @@ import torch
 from trl import PPOConfig
 
 from emprl.common.errors import UserError, run_cli
+from emprl.common.model_files import check_model_files
 from emprl.common.ranks import join_cpu_ranks
 from emprl.pipeline.config import parse_recipe
-from emprl.pipeline.lifecycle import begin_stage, check_model_folder
+from emprl.pipeline.lifecycle import begin_stage
 from emprl.ppo.config import PPOScriptConfig
 from emprl.ppo.held_out import HeldOutEvaluation
 from emprl.ppo.outputs import RunLog, RunOutputs, prepare_output_dir
@@ -64,7 +65,11 @@ def main(argv=None):
     # Everything is checked before the output folder is touched (docs/lifecycle.md).
     check_batch_sizes(ppo_cfg, cfg.samples_per_context)
     data = load_data(cfg, ppo_cfg.seed)
-    check_model_folder(cfg.sft_model_path, "sft_model_path")
+    check_model_files(cfg.sft_model_path, "sft_model_path")
+    from trl.core import set_seed
+
+    set_seed(ppo_cfg.seed)  # the value head and LoRA weights are initialised at random
+    policy = load_value_head_policy(cfg)  # weights that do not fill the model: one line, no folder made
     stage = begin_stage(STAGE, cfg.output_dir, (cfg, ppo_cfg), in_place=True,
                         inputs=[cfg.sft_model_path, cfg.labelled_data, cfg.identifiers_dir],
                         overwrite=cfg.overwrite_output_dir)
@@ -73,7 +78,7 @@ def main(argv=None):
     checkpoint = prepare_output_dir(cfg)
 
     # 1. Load: policy + value head, reference, reward, data (emprl.ppo.setup).
-    run = PPORun(cfg, ppo_cfg, data=data)
+    run = PPORun(cfg, ppo_cfg, data=data, policy=policy)
     state = run.state  # step, NaN streak, evaluations: saved in checkpoints (emprl.ppo.state)
     if checkpoint:
         run.outputs.resume(checkpoint, state)
@@ -108,8 +113,9 @@ class PPORun:
     (emprl.ppo.state) and hands it to the held-out evaluation (``evaluation``) and the outputs
     (``outputs``: checkpoints, resume, finish), which are parts of their own."""
 
-    def __init__(self, cfg: PPOScriptConfig, ppo_cfg: PPOConfig, data: tuple | None = None):
-        """``data``: the (train, held-out) splits when the caller has loaded them already."""
+    def __init__(self, cfg: PPOScriptConfig, ppo_cfg: PPOConfig, data: tuple | None = None, policy: tuple | None = None):
+        """``data``: the (train, held-out) splits, ``policy``: what ``load_value_head_policy`` returned
+        (loaded after seeding with ``ppo_cfg.seed``), when the caller has loaded them already."""
         from accelerate import PartialState
         from trl.core import set_seed
 
@@ -120,10 +126,10 @@ class PPORun:
         ranks = PartialState()
         self.is_main, self.rank, self.world = ranks.is_main_process, ranks.process_index, ranks.num_processes
         check_batch_sizes(ppo_cfg, cfg.samples_per_context)
-        set_seed(ppo_cfg.seed)  # the value head and LoRA weights are initialised at random
-
+        if policy is None:
+            set_seed(ppo_cfg.seed)  # the value head and LoRA weights are initialised at random
         self.train, self.eval_data = data or load_data(cfg, ppo_cfg.seed)
-        model, ref_model, tokenizer, self.is_encoder_decoder, path = load_value_head_policy(cfg)
+        model, ref_model, tokenizer, self.is_encoder_decoder, path = policy or load_value_head_policy(cfg)
         self.builder = prompt_builder_for(path, tokenizer, self.is_encoder_decoder,
                                           max_source_tokens=cfg.max_source_tokens, speaker_tag=cfg.speaker_tag,
                                           listener_tag=cfg.listener_tag, system_prompt=cfg.system_prompt)
