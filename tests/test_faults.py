@@ -627,3 +627,199 @@ def test_recipe_bytes_that_are_not_utf8(assets, experiment, tmp_path, capsys):
     n = len(open(recipe, "rb").read().splitlines())
     assert f"{recipe}:{n}: not valid UTF-8 (byte 0xe9 at column 6)" in refused(main, [recipe], capsys)
     assert snapshot(experiment) == before
+
+
+# -- 12. faults of the machine: full or read-only disk, names too long (issue 26, rows 2, 3, 7) -------------------
+
+
+def test_output_folder_name_too_long_is_refused_before_anything_is_made(assets, tmp_path, capsys):
+    from emprl.ppo.train import main
+
+    out = tmp_path / "runs" / ("x" * 5000)
+    recipe = write_ppo_recipe(tmp_path, assets, output_dir=str(out))
+    line = refused(main, [recipe], capsys)
+    assert "output_dir: a folder name of 5000 bytes" in line and "choose a shorter output_dir" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_read_only_output_folder_is_refused_before_anything_is_made(assets, tmp_path, capsys, monkeypatch):
+    """A read-only mount (os.access says no: the test may run as root, whom chmod does not stop)."""
+    from emprl.ppo.train import main
+
+    parent = tmp_path / "mount"
+    parent.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == str(parent) else real_access(p, mode, **kw))
+    recipe = write_ppo_recipe(tmp_path, assets, output_dir=str(parent / "ppo"))
+    line = refused(main, [recipe], capsys)
+    assert f"output_dir: {parent} is not writable" in line
+    assert os.listdir(parent) == []
+
+
+@pytest.mark.parametrize("errno_name,advice", [("EROFS", "choose an output_dir on a writable one"),
+                                                ("ENOSPC", "free space on that disk")])
+def test_a_write_fault_while_running_is_one_line(errno_name, advice, tmp_path, capsys):
+    """Faults only the kernel can report (the lock file on a read-only bind mount, a full disk): one
+    line naming the file, whichever stage meets them."""
+    import errno
+
+    def main(argv):
+        raise OSError(getattr(errno, errno_name), os.strerror(getattr(errno, errno_name)), str(tmp_path / ".sft.lock"))
+
+    line = refused(main, [], capsys)
+    assert f"{tmp_path / '.sft.lock'}: {os.strerror(getattr(errno, errno_name))}; " in line and advice in line
+
+
+def sft_recipe(tmp_path, model, data, name="sft", **extra):
+    from test_sft import write_recipe as write_sft_recipe
+
+    values = dict(model_name_or_path=str(model), data=data, output_dir=str(tmp_path / name), max_source_tokens=48,
+                  max_target_tokens=16, per_device_train_batch_size=4, per_device_eval_batch_size=8,
+                  learning_rate=1e-2, max_steps=4, eval_strategy="no", save_strategy="steps", save_steps=100,
+                  load_best_model_at_end=False, report_to="none", logging_steps=1, seed=0, disable_tqdm=True)
+    return write_sft_recipe(tmp_path / f"{name}.yaml", **{**values, **extra})
+
+
+def test_disk_full_mid_save_leaves_no_checkpoint_that_resume_would_take(assets, tmp_path, capsys, monkeypatch):
+    """SFT on a full disk (row 2): safetensors fails after the config files are written. One line,
+    the cut checkpoint is removed, and resume would skip such a folder anyway."""
+    from safetensors import SafetensorError
+    from test_sft import write_ed_dataset
+    from transformers import PreTrainedModel
+
+    from emprl.sft import _newest_intact_checkpoint, main
+
+    data = write_ed_dataset(str(tmp_path / "ed"), n_copies=1)
+    real_save = PreTrainedModel.save_pretrained
+
+    def full_disk(self, folder, *args, **kwargs):
+        if "checkpoint-" in str(folder):
+            self.config.save_pretrained(folder)
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real_save(self, folder, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", full_disk)
+    recipe = sft_recipe(tmp_path, assets.t5, data, max_steps=2, save_steps=2)
+    line = refused(main, [recipe], capsys)
+    assert f"{tmp_path / 'sft'}: No space left on device; free space on that disk" in line
+    assert not (tmp_path / "sft" / "checkpoint-2").exists()
+    # A partial checkpoint left by a kill at the same moment: resume does not take it.
+    partial = tmp_path / "sft" / "checkpoint-2"
+    partial.mkdir()
+    (partial / "config.json").write_text("{}")
+    (partial / "generation_config.json").write_text("{}")
+    assert _newest_intact_checkpoint(str(tmp_path / "sft")) is None
+    assert "skipped" in capsys.readouterr().out
+
+
+# -- 13. preemption: SIGTERM and SIGINT save a resumable checkpoint (issue 26, row 8) ---------------------------------
+
+
+def signal_after(monkeypatch, cls, method, calls: int, signum):
+    """``cls.method`` sends ``signum`` to this process at the end of its ``calls``-th call."""
+    real, count = getattr(cls, method), []
+
+    def wrapped(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        count.append(1)
+        if len(count) == calls:
+            os.kill(os.getpid(), signum)
+        return out
+
+    monkeypatch.setattr(cls, method, wrapped)
+    return real
+
+
+def test_ppo_stopped_by_sigterm_resumes_to_the_same_weights(assets, tmp_path, monkeypatch, capsys):
+    import torch
+    from test_ppo import trainable
+
+    from emprl.ppo import train as ppo
+
+    common = dict(steps=4, save_steps=100, eval_steps=2)  # no checkpoint of its own before the signal
+    expected = trainable(ppo.main([write_ppo_recipe(tmp_path / "a", assets, **common)]))
+    recipe = write_ppo_recipe(tmp_path / "b", assets, **common)
+    real = signal_after(monkeypatch, ppo.PPORun, "train_step", 3, signal.SIGTERM)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        run_cli(ppo.main, [recipe])
+    monkeypatch.setattr(ppo.PPORun, "train_step", real)
+    err = capsys.readouterr().err
+    out = tmp_path / "b" / "out"
+    assert info.value.code == 143 and "Traceback" not in err
+    stopped = [line for line in err.splitlines() if "stopped by SIGTERM" in line]
+    assert stopped == [f"emprl.ppo: stopped by SIGTERM; saved {out / 'checkpoint-3'}; to resume: rerun the same "
+                       "command (it continues from there)"]
+    assert [json.loads(r)["step"] for r in open(out / "log.jsonl")] == [1, 2, 3]
+    assert not (out / "stage.json").exists()
+
+    resumed = ppo.main([recipe])  # a plain rerun continues
+    got = trainable(resumed)
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in expected)
+    assert [json.loads(r)["step"] for r in open(out / "log.jsonl")] == [1, 2, 3, 4]
+    assert (out / "stage.json").exists() and not (out / ".emprl-preempted").exists()
+
+
+def test_sft_stopped_by_sigint_resumes_to_the_same_weights(assets, tmp_path, monkeypatch, capsys):
+    from safetensors.torch import load_file
+    from test_sft import write_ed_dataset
+    from transformers import Trainer
+
+    from emprl.sft import main
+
+    data = write_ed_dataset(str(tmp_path / "ed"), n_copies=1)
+    main([sft_recipe(tmp_path, assets.t5, data, name="straight")])
+    recipe = sft_recipe(tmp_path, assets.t5, data, name="signalled")
+    real = signal_after(monkeypatch, Trainer, "training_step", 2, signal.SIGINT)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        run_cli(main, [recipe])
+    monkeypatch.setattr(Trainer, "training_step", real)
+    err = capsys.readouterr().err
+    assert info.value.code == 130 and "Traceback" not in err, err
+    assert f"stopped by SIGINT; saved {tmp_path / 'signalled' / 'checkpoint-2'}" in err
+    assert not (tmp_path / "signalled" / "stage.json").exists()
+    assert main([recipe])["resumed_from"] == "checkpoint-2"
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "signalled" / "model.safetensors"))
+    import torch
+
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_second_signal_stops_at_once_and_a_repeat_within_a_second_does_not(monkeypatch):
+    from emprl.common import preemption
+
+    sent = []
+    monkeypatch.setattr(preemption.os, "kill", lambda pid, sig: sent.append(sig))
+    monkeypatch.setattr(preemption.signal, "signal", lambda sig, handler: None)
+    clock = iter([100.0, 100.2, 102.0])
+    monkeypatch.setattr(preemption.time, "monotonic", lambda: next(clock))
+    p = preemption.Preemption("sft")
+    p.handle(signal.SIGINT)
+    p.handle(signal.SIGINT)  # the terminal's Ctrl-C, forwarded by the launcher as well
+    assert p.requested and sent == []
+    p.handle(signal.SIGINT)
+    assert sent == [signal.SIGINT]
+
+
+def test_emprl_launch_passes_a_signal_on_and_its_code_through(assets, tmp_path):
+    """SIGTERM to `emprl launch` (what a scheduler sends): the stage saves, both exit 143 (not 241)."""
+    import time
+
+    out = tmp_path / "ppo"
+    recipe = write_ppo_recipe(tmp_path, assets, output_dir=str(out), steps=500, eval_steps=0, save_steps=0)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen([sys.executable, "-m", "emprl.pipeline.cli", "launch", "--config_file",
+                                 os.path.join(ROOT, "recipes", "accelerate", "cpu.yaml"), "ppo", recipe],
+                                env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT)
+    try:
+        while not (out / "log.jsonl").exists() and launcher.poll() is None:
+            time.sleep(0.5)
+        launcher.send_signal(signal.SIGTERM)
+        _, err = launcher.communicate(timeout=300)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 143, err
+    assert "Traceback" not in err and "emprl.ppo: stopped by SIGTERM; saved" in err
+    assert (out / ".emprl-preempted").exists() and list(out.glob("checkpoint-*"))

@@ -212,7 +212,8 @@ def train_mechanism(mech: str, data, encoder_path: str, cfg: IdentifiersConfig, 
         return done
     started = time.time()
     trainer = build_trainer(data, encoder_path, cfg, folder)
-    record = train_and_record(trainer, {"val_macro_f1": "eval_macro_f1", "val_accuracy": "eval_accuracy"})
+    record = train_and_record(trainer, {"val_macro_f1": "eval_macro_f1", "val_accuracy": "eval_accuracy"},
+                              "identifiers")
     kept = trainer.predict(trainer.eval_dataset)  # the kept epoch's weights: its full report, confusion matrix too
     result = {**classification_report(kept.label_ids.tolist(), kept.predictions.argmax(-1).tolist()),
               "best_epoch": record["best_epoch"], "history": record["history"]}

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from transformers import Seq2SeqTrainingArguments
 
+from emprl.common.classifier_trainer import check_checkpoint, train_preemptible
 from emprl.common.errors import UserError, run_cli
 from emprl.common.policy import LoraArguments, prompt_ids, response_suffix, save_prompt_settings
 from emprl.common.precision import CHOICES as PRECISIONS
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                              data_collator=collator, processing_class=tokenizer)
     initial = _initial_eval(trainer, args)
-    result = trainer.train(resume_from_checkpoint=resume)
+    # A signal: checkpoint after this step, exit 143/130; a full disk: one line (docs/lifecycle.md).
+    result = train_preemptible(trainer, "sft", resume, "rerun the same command (it continues from that checkpoint)")
     final = _final_eval(trainer, args)
     metrics = {
         "train_loss": result.training_loss,
@@ -265,14 +267,15 @@ def _prepare_output_dir(args, stamp: str) -> str | None:
 
 
 def _newest_intact_checkpoint(out: str) -> str | None:
-    """transformers' last checkpoint, or the newest before it that loads (a killed save leaves a cut one)."""
+    """transformers' last checkpoint, or the newest before it that loads and is complete (a save cut
+    short by a kill or a full disk leaves a partial one)."""
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     from emprl.pipeline.lifecycle import newest_intact_checkpoint
 
     found = glob.glob(os.path.join(out, f"{PREFIX_CHECKPOINT_DIR}-*"))
     steps = sorted((int(p.rsplit("-", 1)[1]), p) for p in found if p.rsplit("-", 1)[1].isdigit() and os.path.isdir(p))
-    return newest_intact_checkpoint([p for _, p in steps])
+    return newest_intact_checkpoint([p for _, p in steps], check=check_checkpoint)
 
 
 def _initial_eval(trainer, args) -> dict:

@@ -18,6 +18,7 @@ adapter in ``adapter/``), ``best/`` (best held-out R_emp), ``checkpoint-N/`` (re
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 
@@ -26,10 +27,13 @@ import torch
 from trl import PPOConfig
 
 from emprl.common.errors import UserError, run_cli
+from emprl.common.io import atomic_write_text
 from emprl.common.model_files import check_model_files
+from emprl.common.preemption import Preemption
 from emprl.common.ranks import join_cpu_ranks
 from emprl.pipeline.config import parse_recipe
 from emprl.pipeline.lifecycle import begin_stage
+from emprl.ppo.checkpoint import PREEMPTED_FILE
 from emprl.ppo.config import PPOScriptConfig
 from emprl.ppo.held_out import HeldOutEvaluation
 from emprl.ppo.outputs import RunLog, RunOutputs, prepare_output_dir
@@ -75,6 +79,7 @@ def main(argv=None):
                         overwrite=cfg.overwrite_output_dir)
     if stage is None:
         return None
+    preemption = Preemption(STAGE).install()  # SIGTERM/SIGINT: a checkpoint after the step (docs/lifecycle.md)
     checkpoint = prepare_output_dir(cfg)
 
     # 1. Load: policy + value head, reference, reward, data (emprl.ppo.setup).
@@ -89,6 +94,9 @@ def main(argv=None):
     #    checkpoints (emprl.ppo.outputs) every so many steps.
     bar = run.progress(initial=state.step)
     while state.step < ppo_cfg.steps:
+        if preemption.agreed(run.trainer.accelerator.device):
+            bar.close()
+            stop(run, state, stage, preemption)
         state.step += 1
         row = run.train_step(state.step)
         bar.update(1)
@@ -99,6 +107,7 @@ def main(argv=None):
         if cfg.save_steps > 0 and state.step % cfg.save_steps == 0 and not row.get("skipped"):
             run.outputs.save_checkpoint(state)  # never a checkpoint right after a NaN step
     bar.close()
+    preemption.uninstall()
     if not state.evaluated_at(state.step):
         run.evaluation.evaluate(state.step, state)
 
@@ -106,6 +115,16 @@ def main(argv=None):
     run.outputs.finish(state, stage, minutes=(time.time() - start) / 60)
     stage.release()
     return run
+
+
+def stop(run: PPORun, state: PPOState, stage, preemption: Preemption) -> None:
+    """A signalled run: a checkpoint of the step just done (logs are written per step), then exit."""
+    if state.last_checkpoint is None or not state.last_checkpoint.endswith(f"-{state.step}"):
+        run.outputs.save_checkpoint(state)
+    if run.is_main:
+        atomic_write_text(os.path.join(run.cfg.output_dir, PREEMPTED_FILE), f"{state.last_checkpoint}\n")
+    stage.release()
+    preemption.stop(f"saved {state.last_checkpoint}", "rerun the same command (it continues from there)")
 
 
 class PPORun:
