@@ -823,3 +823,27 @@ def test_emprl_launch_passes_a_signal_on_and_its_code_through(assets, tmp_path):
     assert launcher.returncode == 143, err
     assert "Traceback" not in err and "emprl.ppo: stopped by SIGTERM; saved" in err
     assert (out / ".emprl-preempted").exists() and list(out.glob("checkpoint-*"))
+
+
+def test_dpo_stopped_by_sigterm_while_training_continues_the_round_from_its_checkpoint(assets, tmp_path, monkeypatch,
+                                                                                    capsys):
+    from test_dpo import write_recipe as write_dpo_recipe
+    from transformers import Trainer
+
+    from emprl.dpo import train as dpo
+
+    recipe = write_dpo_recipe(tmp_path, assets, "t5", rounds=1, contexts_per_round=8, per_device_train_batch_size=2)
+    real = signal_after(monkeypatch, Trainer, "training_step", 1, signal.SIGTERM)
+    with pytest.raises(SystemExit) as info:
+        run_cli(dpo.main, [recipe])
+    monkeypatch.setattr(Trainer, "training_step", real)
+    err = capsys.readouterr().err
+    out = tmp_path / "out"
+    assert info.value.code == 143 and "Traceback" not in err
+    assert f"emprl.dpo: stopped by SIGTERM; saved {out / 'trainer-checkpoints' / 'checkpoint-1'}" in err
+    monkeypatch.setattr(dpo.DPORun, "sample", lambda *a: pytest.fail("sampled pairs were sampled again"))
+    steps = []
+    monkeypatch.setattr(Trainer, "training_step", lambda self, *a, **k: (steps.append(1), real(self, *a, **k))[1])
+    run = dpo.main([recipe])
+    assert len(run.rounds) == 1 and run.rounds[0]["train"]["steps"] == len(steps) + 1  # step 1 was not redone
+    assert not (out / "trainer-checkpoints").exists() and (out / "stage.json").exists()

@@ -181,11 +181,14 @@ def fit(trainer: Trainer, stage: str) -> str | None:
     return os.path.basename(resume) if resume else None
 
 
-def train_preemptible(trainer: Trainer, stage: str, resume: str | None, how_to_resume: str):
+def train_preemptible(trainer: Trainer, stage: str, resume: str | None, how_to_resume: str,
+                      preemption: Preemption | None = None):
     """``trainer.train``; a SIGTERM or SIGINT saves a checkpoint after the current step and exits 143/130
     (docs/lifecycle.md, "Signals"); a full or read-only disk is one line, and the checkpoint it cut
-    short is removed. Returns the Trainer's TrainOutput."""
-    preemption = Preemption(stage).install()
+    short is removed. ``preemption``: the stage's own handlers, when installed already (else this
+    call installs them for the training). Returns the Trainer's TrainOutput."""
+    own = preemption is None
+    preemption = Preemption(stage).install() if own else preemption
     trainer.add_callback(PreemptionCallback(preemption))
     try:
         result = trainer.train(resume_from_checkpoint=resume)
@@ -197,7 +200,8 @@ def train_preemptible(trainer: Trainer, stage: str, resume: str | None, how_to_r
             drop_partial_checkpoints(trainer.args.output_dir)
         raise fault from None
     finally:
-        preemption.uninstall()
+        if own:
+            preemption.uninstall()
     if preemption.requested:
         saved = os.path.join(trainer.args.output_dir, f"checkpoint-{trainer.state.global_step}")
         preemption.stop(f"saved {saved}", how_to_resume)

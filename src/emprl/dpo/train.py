@@ -26,9 +26,11 @@ import time
 
 from trl import DPOTrainer
 
+from emprl.common.classifier_trainer import resume_point, train_preemptible
 from emprl.common.errors import UserError, run_cli
 from emprl.common.io import atomic_dir, atomic_write_json, atomic_write_jsonl, read_jsonl, write_model_card
 from emprl.common.model_files import check_model_files
+from emprl.common.preemption import Preemption
 from emprl.dpo.config import DPOScriptConfig, DPOTrainingArguments
 from emprl.dpo.pairs import (
     build_pairs,
@@ -45,7 +47,9 @@ logger = logging.getLogger("emprl.dpo")
 STAGE = "dpo"
 RUN_FILE = "dpo_run.json"  # the recipe hash of the run that owns the shards and rounds in the folder
 ROUND_FILE = "round.json"  # written last into a round's policy folder: the round is finished
-TRAINER_DIR = ".tmp-trainer"  # DPOTrainer's scratch folder; removed after each round and by lifecycle
+# DPOTrainer's checkpoints of the round being trained: a run stopped by a signal continues the round
+# from them (docs/lifecycle.md, "Signals"); removed when the round is saved.
+TRAINER_DIR = "trainer-checkpoints"
 
 
 class EmpRLDPOTrainer(DPOTrainer):
@@ -88,9 +92,17 @@ def main(argv=None):
     if stage is None:
         return None
     _prepare_output_dir(cfg, args, stage.previous)
+    # SIGTERM/SIGINT while sampling: the shards sampled so far are kept, and the run stops before it
+    # trains; while training: train_preemptible saves a checkpoint (docs/lifecycle.md, "Signals").
+    preemption = Preemption(STAGE).install()
     run = DPORun(cfg, args, train)
+    run.preemption = preemption
     for r in range(1, cfg.rounds + 1):
+        if preemption.requested:
+            stage.release()
+            preemption.stop(f"rounds before round {r} are saved in {cfg.output_dir}", "rerun the same command")
         run.do_round(r)
+    preemption.uninstall()
     finish(run, stage, minutes=(time.time() - start) / 60)
     stage.release()
     return run
@@ -120,6 +132,7 @@ class DPORun:
         self.reward = build_reward(cfg.reward, identifiers_dir=cfg.identifiers_dir, device=self.state.device,
                                    speaker_tag=self.builder.speaker_tag, listener_tag=self.builder.listener_tag)
         self.rounds: list[dict] = []
+        self.preemption = None  # the stage's SIGTERM/SIGINT handlers (main installs them)
 
     def round_dir(self, r: int) -> str:
         return os.path.join(self.cfg.output_dir, "rounds", f"round-{r}")
@@ -185,7 +198,9 @@ class DPORun:
         args.seed = self.args.seed + r
         trainer = EmpRLDPOTrainer(model=self.model, ref_model=self.ref_model, args=args, train_dataset=data,
                                   tokenizer=self._trainer_tokenizer())
-        result = trainer.train()
+        resume = resume_point(args.output_dir)  # a round a signal stopped: its checkpoint
+        result = train_preemptible(trainer, STAGE, resume, "rerun the same command (finished rounds are kept, "
+                                   "this one continues from that checkpoint)", self.preemption)
         self.model = trainer.accelerator.unwrap_model(trainer.model)
         if self.state.is_main_process:
             rows = [{"round": r, **row} for row in trainer.state.log_history]
