@@ -143,6 +143,8 @@ class DPORun:
         if os.path.isfile(os.path.join(policy_dir, ROUND_FILE)):
             return self._resume_round(r, policy_dir)
         pairs, summary = self.make_pairs(r)
+        if self.preemption is not None and self.preemption.requested:  # signalled while sampling
+            self.preemption.stop(f"round {r}'s samples are saved in {self.round_dir(r)}", "rerun the same command")
         trained = self.train_round(r, pairs) if len(pairs) else {"skipped": "no pairs"}
         info = {"round": r, **summary, "train": trained}
         self._save_round(policy_dir, info)
