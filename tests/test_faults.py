@@ -687,7 +687,9 @@ def test_disk_full_mid_save_leaves_no_checkpoint_that_resume_would_take(assets, 
     from test_sft import write_ed_dataset
     from transformers import PreTrainedModel
 
-    from emprl.sft import _newest_intact_checkpoint, main
+    from emprl.common.classifier_trainer import check_checkpoint
+    from emprl.pipeline.lifecycle import newest_intact_checkpoint
+    from emprl.sft import main
 
     data = write_ed_dataset(str(tmp_path / "ed"), n_copies=1)
     real_save = PreTrainedModel.save_pretrained
@@ -708,7 +710,7 @@ def test_disk_full_mid_save_leaves_no_checkpoint_that_resume_would_take(assets, 
     partial.mkdir()
     (partial / "config.json").write_text("{}")
     (partial / "generation_config.json").write_text("{}")
-    assert _newest_intact_checkpoint(str(tmp_path / "sft")) is None
+    assert newest_intact_checkpoint([str(partial)], check=check_checkpoint) is None  # SFT's resume check
     assert "skipped" in capsys.readouterr().out
 
 
@@ -847,3 +849,19 @@ def test_dpo_stopped_by_sigterm_while_training_continues_the_round_from_its_chec
     run = dpo.main([recipe])
     assert len(run.rounds) == 1 and run.rounds[0]["train"]["steps"] == len(steps) + 1  # step 1 was not redone
     assert not (out / "trainer-checkpoints").exists() and (out / "stage.json").exists()
+
+
+def test_damaged_identifier_is_one_line_before_any_output_folder(assets, tmp_path, capsys):
+    import shutil
+
+    from emprl.ppo.train import main
+
+    ids = tmp_path / "identifiers"
+    shutil.copytree(assets.identifiers, ids)
+    weights = ids / "explorations" / "model.safetensors"
+    with open(weights, "rb+") as fh:
+        fh.truncate(os.path.getsize(weights) // 2)
+    out = tmp_path / "new" / "ppo"
+    recipe = write_ppo_recipe(tmp_path, assets, identifiers_dir=str(ids), output_dir=str(out))
+    assert f"{weights} is damaged or cut short" in refused(main, [recipe], capsys)
+    assert not (tmp_path / "new").exists()

@@ -31,6 +31,7 @@ from emprl.common.io import atomic_write_text
 from emprl.common.model_files import check_model_files
 from emprl.common.preemption import Preemption
 from emprl.common.ranks import join_cpu_ranks
+from emprl.data import MECHANISMS
 from emprl.pipeline.config import parse_recipe
 from emprl.pipeline.lifecycle import begin_stage
 from emprl.ppo.checkpoint import PREEMPTED_FILE
@@ -70,6 +71,9 @@ def main(argv=None):
     check_batch_sizes(ppo_cfg, cfg.samples_per_context)
     data = load_data(cfg, ppo_cfg.seed)
     check_model_files(cfg.sft_model_path, "sft_model_path")
+    for mech in MECHANISMS:  # the identifiers' files too: a damaged one is one line before any folder is made
+        if cfg.identifiers_dir and os.path.isdir(os.path.join(cfg.identifiers_dir, mech)):
+            check_model_files(os.path.join(cfg.identifiers_dir, mech), f"identifiers_dir ({mech})")
     from trl.core import set_seed
 
     set_seed(ppo_cfg.seed)  # the value head and LoRA weights are initialised at random
