@@ -15,7 +15,7 @@ _WRITE_FAULTS = {
     errno.ENOSPC: f"free space on that disk or choose an output_dir on another one, {_RERUN}",
     errno.EDQUOT: f"free space within your quota or choose an output_dir elsewhere, {_RERUN}",
     errno.EROFS: "the file system is read-only: choose an output_dir on a writable one",
-    errno.EACCES: "no permission to write there: choose an output_dir you can write to",
+    errno.EACCES: "permission denied: give yourself access to it, or choose an output_dir you can write to",
     errno.ENAMETOOLONG: "a file or folder name is too long for the file system: choose a shorter output_dir",
 }
 

@@ -62,6 +62,8 @@ def load_pretrained(cls, path: str, what: str = "model", allow_unexpected: tuple
         try:
             model, info = cls.from_pretrained(path, output_loading_info=True, **kwargs)
         except (OSError, ValueError, RuntimeError, KeyError) as err:
+            if "out of memory" in str(err).lower():  # the machine's limit, not the folder's fault
+                raise
             raise UserError(f"{what}: {path} does not load ({_first_line(err)}); copy or export the model "
                             "again") from None
     missing = [k for k in info.get("missing_keys") or [] if not (allow_missing and k.startswith(allow_missing))]
