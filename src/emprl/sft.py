@@ -106,13 +106,15 @@ def main(argv: list[str] | None = None) -> dict | None:
     from emprl.common.policy import load_policy
     from emprl.common.prompts import PromptBuilder
     from emprl.data import load_dialogues
-    from emprl.pipeline.lifecycle import begin_stage
+    from emprl.pipeline.lifecycle import begin_stage, stamp_is_current
 
     # Inputs are read and checked before the output folder is locked and touched (docs/lifecycle.md).
     data = load_dialogues(cfg.data, cfg.on_bad_rows)
     model_path = resolve_model(cfg.model_name_or_path, cfg.model_revision)
-    # Weights that do not fill the model are one line here, before any folder is made.
-    model, tokenizer, enc_dec = load_policy(model_path, dtype=cfg.torch_dtype, for_training=True)
+    # Weights that do not fill the model are one line here, before any folder is made (a finished,
+    # current run is not worth the load: begin_stage says so below).
+    current = not args.overwrite_output_dir and stamp_is_current(args.output_dir, stamp, "sft")
+    loaded = None if current else load_policy(model_path, dtype=cfg.torch_dtype, for_training=True)
     run = begin_stage("sft", args.output_dir, (cfg, args), inputs=[cfg.data, model_path], in_place=True,
                       overwrite=args.overwrite_output_dir)
     if run is None:
@@ -124,6 +126,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     eval_rows = _limit(data["validation"], cfg.max_eval_samples, "validation", cfg.data)
 
     # 2. The base generator (loaded above); its config says whether it is an encoder-decoder.
+    model, tokenizer, enc_dec = loaded or load_policy(model_path, dtype=cfg.torch_dtype, for_training=True)
     builder = PromptBuilder(tokenizer, enc_dec, cfg.max_source_tokens, cfg.speaker_tag, cfg.listener_tag,
                             cfg.system_prompt)
 

@@ -32,8 +32,8 @@ from emprl.common.model_files import check_model_files
 from emprl.common.preemption import Preemption
 from emprl.common.ranks import join_cpu_ranks
 from emprl.data import MECHANISMS
-from emprl.pipeline.config import parse_recipe
-from emprl.pipeline.lifecycle import begin_stage
+from emprl.pipeline.config import parse_recipe, recipe_hash
+from emprl.pipeline.lifecycle import begin_stage, stamp_is_current
 from emprl.ppo.checkpoint import PREEMPTED_FILE
 from emprl.ppo.config import PPOScriptConfig
 from emprl.ppo.held_out import HeldOutEvaluation
@@ -77,7 +77,9 @@ def main(argv=None):
     from trl.core import set_seed
 
     set_seed(ppo_cfg.seed)  # the value head and LoRA weights are initialised at random
-    policy = load_value_head_policy(cfg)  # weights that do not fill the model: one line, no folder made
+    # Weights that do not fill the model: one line, no folder made (a finished, current run: no load).
+    current = not cfg.overwrite_output_dir and stamp_is_current(cfg.output_dir, recipe_hash(cfg, ppo_cfg), STAGE)
+    policy = None if current else load_value_head_policy(cfg)
     stage = begin_stage(STAGE, cfg.output_dir, (cfg, ppo_cfg), in_place=True,
                         inputs=[cfg.sft_model_path, cfg.labelled_data, cfg.identifiers_dir],
                         overwrite=cfg.overwrite_output_dir)
