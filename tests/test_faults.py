@@ -865,3 +865,24 @@ def test_damaged_identifier_is_one_line_before_any_output_folder(assets, tmp_pat
     recipe = write_ppo_recipe(tmp_path, assets, identifiers_dir=str(ids), output_dir=str(out))
     assert f"{weights} is damaged or cut short" in refused(main, [recipe], capsys)
     assert not (tmp_path / "new").exists()
+
+
+def test_identifiers_refuse_an_encoder_whose_weights_do_not_fill_it_before_any_folder(assets, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    from emprl.identifiers import main
+
+    encoder = tmp_path / "bert"
+    shutil.copytree(assets.bert, encoder)
+    for name in os.listdir(encoder):
+        if name.endswith(".safetensors"):
+            os.remove(encoder / name)
+    torch.save({"unrelated.weight": torch.ones(4)}, encoder / "pytorch_model.bin")
+    out = tmp_path / "new" / "identifiers"
+    recipe = recipe_file(tmp_path, "identifiers.yaml", {"data": assets.epitome, "encoder": str(encoder),
+                                                        "output_dir": str(out)})
+    line = refused(main, [recipe], capsys)
+    assert f"encoder: {encoder}: " in line and "tensors are missing from its weights" in line
+    assert not (tmp_path / "new").exists()
