@@ -26,6 +26,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from emprl.common.errors import UserError
 from emprl.common.io import atomic_dir
+from emprl.common.model_files import check_model_files
 
 POOLINGS = ("max", "mean")
 HEADS = ("linear", "mlp")
@@ -71,10 +72,17 @@ def encoder_from_config(config: PretrainedConfig) -> nn.Module:
 
 def encoder_from_pretrained(name_or_path: str, **kwargs) -> nn.Module:
     """Load the pretrained encoder stack in ``name_or_path`` (a T5 folder yields ``T5EncoderModel``)."""
+    from emprl.common.model_files import load_pretrained
+
+    if os.path.isdir(name_or_path):
+        check_model_files(name_or_path, "encoder")
     config = AutoConfig.from_pretrained(name_or_path)
     cls = _encoder_class(config)
     loader = cls if cls is not None else AutoModel
-    return _drop_pooler(loader.from_pretrained(name_or_path, config=config, **kwargs))
+    # The encoder part of a fuller checkpoint (T5's decoder, BERT's pooler and MLM head) is expected
+    # to leave tensors unused; missing ones are not.
+    return _drop_pooler(load_pretrained(loader, name_or_path, "encoder", allow_unexpected=("",),
+                                        allow_missing=("pooler.",), config=config, **kwargs))
 
 
 def _config_from_dict(data: dict) -> PretrainedConfig:
@@ -260,11 +268,13 @@ class EmpathyIdentifier(nn.Module):
         if load_tokenizer and (directory / "tokenizer_config.json").is_file():
             tokenizer = AutoTokenizer.from_pretrained(str(directory))
         model = cls(config, tokenizer=tokenizer)
+        check_model_files(str(directory), "identifier")  # a damaged file: one line, not a Rust traceback
         missing, unexpected = load_model(model, str(weights_path), strict=False)
         if missing or unexpected:
             raise UserError(
-                f"{weights_path}: weights do not match the config "
-                f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
+                f"identifier: {weights_path}: weights do not match the config ({len(missing)} of the model's "
+                f"{len(model.state_dict())} tensors missing, {len(unexpected)} unexpected; e.g. missing "
+                f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}); copy or train it again"
             )
         model.eval()
         return model

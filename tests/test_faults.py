@@ -513,3 +513,376 @@ def test_epitome_bad_level_names_file_and_line(assets, experiment, tmp_path, cap
                                                         "output_dir": str(experiment / "identifiers")})
     assert "interpretations-reddit.csv:22: level must be 0, 1 or 2, got 'high'" in refused(main, [recipe], capsys)
     assert snapshot(experiment) == before
+
+
+# -- 11. issue 26: the fault campaign's rows, each one line and exit code 2 (or a signal's code) ---------------------
+# Campaign categories (83 cases): bad recipes 31, bad data 16, bad model folders 7, faults 15 (kill -9, SIGTERM,
+# SIGINT, disk full, read-only folder, damaged checkpoints), concurrency 2, paths 12. The rows that misbehaved
+# are tested below; the others are the sections above.
+
+
+def model_copy(assets, tmp_path, name="model"):
+    import shutil
+
+    folder = tmp_path / name
+    shutil.copytree(assets.t5, folder)
+    return folder
+
+
+class Payload:
+    """A pickle that would write a file when unpickled without weights_only."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def damage_model(folder, how: str) -> None:
+    import torch
+
+    if how == "unrelated_weights":  # row 0: every tensor would start from random values
+        os.remove(folder / "model.safetensors")
+        torch.save({"unrelated.weight": torch.ones(4)}, folder / "pytorch_model.bin")
+    elif how == "config_cut":  # row 4
+        text = (folder / "config.json").read_text()
+        (folder / "config.json").write_text(text[: len(text) // 2])
+    elif how == "pickle":  # row 5
+        os.remove(folder / "model.safetensors")
+        torch.save({"w": Payload(folder / "payload-ran")}, folder / "pytorch_model.bin")
+
+
+@pytest.mark.parametrize("how,message", [
+    ("unrelated_weights", r"tensors are missing from its weights .* would start from random values"),
+    ("config_cut", r"config.json is not valid JSON"),
+    ("pickle", r"pytorch_model.bin is a pickle file that does not load as plain tensors"),
+])
+def test_bad_model_folder_is_one_line_before_any_output_folder(how, message, assets, tmp_path, capsys):
+    import re
+
+    from emprl.ppo.train import main
+
+    model = model_copy(assets, tmp_path)
+    damage_model(model, how)
+    out = tmp_path / "new" / "ppo"
+    recipe = write_ppo_recipe(tmp_path, assets, sft_model_path=str(model), output_dir=str(out))
+    line = refused(main, [recipe], capsys)
+    assert re.search(message, line) and str(model) in line, line
+    assert not (tmp_path / "new").exists()  # nothing made, not even the parent
+    assert not (model / "payload-ran").exists()
+
+
+def test_unrelated_weights_refused_by_every_loader(assets, tmp_path):
+    from emprl.common.errors import UserError
+    from emprl.common.policy import load_policy
+
+    model = model_copy(assets, tmp_path)
+    damage_model(model, "unrelated_weights")
+    with pytest.raises(UserError, match=r"(\d+) of the model's \1 tensors are missing"):
+        load_policy(str(model))
+
+
+def test_value_head_policy_loads_for_generation_without_the_unused_weights_notice(assets, tmp_path, capfd):
+    import torch
+    from transformers import AutoModelForSeq2SeqLM
+    from trl import AutoModelForSeq2SeqLMWithValueHead
+
+    from emprl.common.policy import load_policy
+
+    folder = model_copy(assets, tmp_path, "ppo_out")
+    AutoModelForSeq2SeqLMWithValueHead.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(assets.t5)).save_pretrained(
+        folder)
+    capfd.readouterr()
+    model = load_policy(str(folder))[0]
+    err = capfd.readouterr().err
+    assert "were not used" not in err and "v_head" not in err, err
+    plain = AutoModelForSeq2SeqLM.from_pretrained(assets.t5)
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_duplicate_key_in_a_recipe_or_on_the_command_line(assets, experiment, tmp_path, capsys):
+    from emprl.ppo.train import main
+
+    before = snapshot(experiment)
+    recipe = write_ppo_recipe(tmp_path, assets, output_dir=str(experiment / "ppo"))
+    text = "".join(line for line in open(recipe) if not line.startswith("steps:"))
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("steps: 100\n" + text + "steps: 5\n")  # the campaign's case
+    n = len(twice.read_text().splitlines())
+    line = refused(main, [twice], capsys)
+    assert f"{twice}:{n}: key 'steps' is given twice (lines 1 and {n})" in line
+    line = refused(main, [recipe, "--steps", "3", "--seed", "1", "--steps=4"], capsys)
+    assert "command line: key 'steps' is given twice (--steps and --steps=4)" in line
+    assert snapshot(experiment) == before
+
+
+def test_recipe_bytes_that_are_not_utf8(assets, experiment, tmp_path, capsys):
+    from emprl.ppo.train import main
+
+    before = snapshot(experiment)
+    recipe = write_ppo_recipe(tmp_path, assets, output_dir=str(experiment / "ppo"))
+    with open(recipe, "ab") as fh:
+        fh.write(b"# caf\xe9\n")
+    n = len(open(recipe, "rb").read().splitlines())
+    assert f"{recipe}:{n}: not valid UTF-8 (byte 0xe9 at column 6)" in refused(main, [recipe], capsys)
+    assert snapshot(experiment) == before
+
+
+# -- 12. faults of the machine: full or read-only disk, names too long (issue 26, rows 2, 3, 7) -------------------
+
+
+def test_output_folder_name_too_long_is_refused_before_anything_is_made(assets, tmp_path, capsys):
+    from emprl.ppo.train import main
+
+    out = tmp_path / "runs" / ("x" * 5000)
+    recipe = write_ppo_recipe(tmp_path, assets, output_dir=str(out))
+    line = refused(main, [recipe], capsys)
+    assert "output_dir: a folder name of 5000 bytes" in line and "choose a shorter output_dir" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_read_only_output_folder_is_refused_before_anything_is_made(assets, tmp_path, capsys, monkeypatch):
+    """A read-only mount (os.access says no: the test may run as root, whom chmod does not stop)."""
+    from emprl.ppo.train import main
+
+    parent = tmp_path / "mount"
+    parent.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == str(parent) else real_access(p, mode, **kw))
+    recipe = write_ppo_recipe(tmp_path, assets, output_dir=str(parent / "ppo"))
+    line = refused(main, [recipe], capsys)
+    assert f"output_dir: {parent} is not writable" in line
+    assert os.listdir(parent) == []
+
+
+@pytest.mark.parametrize("errno_name,advice", [("EROFS", "choose an output_dir on a writable one"),
+                                                ("ENOSPC", "free space on that disk")])
+def test_a_write_fault_while_running_is_one_line(errno_name, advice, tmp_path, capsys):
+    """Faults only the kernel can report (the lock file on a read-only bind mount, a full disk): one
+    line naming the file, whichever stage meets them."""
+    import errno
+
+    def main(argv):
+        raise OSError(getattr(errno, errno_name), os.strerror(getattr(errno, errno_name)), str(tmp_path / ".sft.lock"))
+
+    line = refused(main, [], capsys)
+    assert f"{tmp_path / '.sft.lock'}: {os.strerror(getattr(errno, errno_name))}; " in line and advice in line
+
+
+def sft_recipe(tmp_path, model, data, name="sft", **extra):
+    from test_sft import write_recipe as write_sft_recipe
+
+    values = dict(model_name_or_path=str(model), data=data, output_dir=str(tmp_path / name), max_source_tokens=48,
+                  max_target_tokens=16, per_device_train_batch_size=4, per_device_eval_batch_size=8,
+                  learning_rate=1e-2, max_steps=4, eval_strategy="no", save_strategy="steps", save_steps=100,
+                  load_best_model_at_end=False, report_to="none", logging_steps=1, seed=0, disable_tqdm=True)
+    return write_sft_recipe(tmp_path / f"{name}.yaml", **{**values, **extra})
+
+
+def test_disk_full_mid_save_leaves_no_checkpoint_that_resume_would_take(assets, tmp_path, capsys, monkeypatch):
+    """SFT on a full disk (row 2): safetensors fails after the config files are written. One line,
+    the cut checkpoint is removed, and resume would skip such a folder anyway."""
+    from safetensors import SafetensorError
+    from test_sft import write_ed_dataset
+    from transformers import PreTrainedModel
+
+    from emprl.common.classifier_trainer import check_checkpoint
+    from emprl.pipeline.lifecycle import newest_intact_checkpoint
+    from emprl.sft import main
+
+    data = write_ed_dataset(str(tmp_path / "ed"), n_copies=1)
+    real_save = PreTrainedModel.save_pretrained
+
+    def full_disk(self, folder, *args, **kwargs):
+        if "checkpoint-" in str(folder):
+            self.config.save_pretrained(folder)
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real_save(self, folder, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", full_disk)
+    recipe = sft_recipe(tmp_path, assets.t5, data, max_steps=2, save_steps=2)
+    line = refused(main, [recipe], capsys)
+    assert f"{tmp_path / 'sft'}: No space left on device; free space on that disk" in line
+    assert not (tmp_path / "sft" / "checkpoint-2").exists()
+    # A partial checkpoint left by a kill at the same moment: resume does not take it.
+    partial = tmp_path / "sft" / "checkpoint-2"
+    partial.mkdir()
+    (partial / "config.json").write_text("{}")
+    (partial / "generation_config.json").write_text("{}")
+    assert newest_intact_checkpoint([str(partial)], check=check_checkpoint) is None  # SFT's resume check
+    assert "skipped" in capsys.readouterr().out
+
+
+# -- 13. preemption: SIGTERM and SIGINT save a resumable checkpoint (issue 26, row 8) ---------------------------------
+
+
+def signal_after(monkeypatch, cls, method, calls: int, signum):
+    """``cls.method`` sends ``signum`` to this process at the end of its ``calls``-th call."""
+    real, count = getattr(cls, method), []
+
+    def wrapped(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        count.append(1)
+        if len(count) == calls:
+            os.kill(os.getpid(), signum)
+        return out
+
+    monkeypatch.setattr(cls, method, wrapped)
+    return real
+
+
+def test_ppo_stopped_by_sigterm_resumes_to_the_same_weights(assets, tmp_path, monkeypatch, capsys):
+    import torch
+    from test_ppo import trainable
+
+    from emprl.ppo import train as ppo
+
+    common = dict(steps=4, save_steps=100, eval_steps=2)  # no checkpoint of its own before the signal
+    expected = trainable(ppo.main([write_ppo_recipe(tmp_path / "a", assets, **common)]))
+    recipe = write_ppo_recipe(tmp_path / "b", assets, **common)
+    real = signal_after(monkeypatch, ppo.PPORun, "train_step", 3, signal.SIGTERM)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        run_cli(ppo.main, [recipe])
+    monkeypatch.setattr(ppo.PPORun, "train_step", real)
+    err = capsys.readouterr().err
+    out = tmp_path / "b" / "out"
+    assert info.value.code == 143 and "Traceback" not in err
+    stopped = [line for line in err.splitlines() if "stopped by SIGTERM" in line]
+    assert stopped == [f"emprl.ppo: stopped by SIGTERM; saved {out / 'checkpoint-3'}; to resume: rerun the same "
+                       "command (it continues from there)"]
+    assert [json.loads(r)["step"] for r in open(out / "log.jsonl")] == [1, 2, 3]
+    assert not (out / "stage.json").exists()
+
+    resumed = ppo.main([recipe])  # a plain rerun continues
+    got = trainable(resumed)
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in expected)
+    assert [json.loads(r)["step"] for r in open(out / "log.jsonl")] == [1, 2, 3, 4]
+    assert (out / "stage.json").exists() and not (out / ".emprl-preempted").exists()
+
+
+def test_sft_stopped_by_sigint_resumes_to_the_same_weights(assets, tmp_path, monkeypatch, capsys):
+    from safetensors.torch import load_file
+    from test_sft import write_ed_dataset
+    from transformers import Trainer
+
+    from emprl.sft import main
+
+    data = write_ed_dataset(str(tmp_path / "ed"), n_copies=1)
+    main([sft_recipe(tmp_path, assets.t5, data, name="straight")])
+    recipe = sft_recipe(tmp_path, assets.t5, data, name="signalled")
+    real = signal_after(monkeypatch, Trainer, "training_step", 2, signal.SIGINT)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        run_cli(main, [recipe])
+    monkeypatch.setattr(Trainer, "training_step", real)
+    err = capsys.readouterr().err
+    assert info.value.code == 130 and "Traceback" not in err, err
+    assert f"stopped by SIGINT; saved {tmp_path / 'signalled' / 'checkpoint-2'}" in err
+    assert not (tmp_path / "signalled" / "stage.json").exists()
+    assert main([recipe])["resumed_from"] == "checkpoint-2"
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "signalled" / "model.safetensors"))
+    import torch
+
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_second_signal_stops_at_once_and_a_repeat_within_a_second_does_not(monkeypatch):
+    from emprl.common import preemption
+
+    sent = []
+    monkeypatch.setattr(preemption.os, "kill", lambda pid, sig: sent.append(sig))
+    monkeypatch.setattr(preemption.signal, "signal", lambda sig, handler: None)
+    clock = iter([100.0, 100.2, 102.0])
+    monkeypatch.setattr(preemption.time, "monotonic", lambda: next(clock))
+    p = preemption.Preemption("sft")
+    p.handle(signal.SIGINT)
+    p.handle(signal.SIGINT)  # the terminal's Ctrl-C, forwarded by the launcher as well
+    assert p.requested and sent == []
+    p.handle(signal.SIGINT)
+    assert sent == [signal.SIGINT]
+
+
+def test_emprl_launch_passes_a_signal_on_and_its_code_through(assets, tmp_path):
+    """SIGTERM to `emprl launch` (what a scheduler sends): the stage saves, both exit 143 (not 241)."""
+    import time
+
+    out = tmp_path / "ppo"
+    recipe = write_ppo_recipe(tmp_path, assets, output_dir=str(out), steps=500, eval_steps=0, save_steps=0)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen([sys.executable, "-m", "emprl.pipeline.cli", "launch", "--config_file",
+                                 os.path.join(ROOT, "recipes", "accelerate", "cpu.yaml"), "ppo", recipe],
+                                env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT)
+    try:
+        while not (out / "log.jsonl").exists() and launcher.poll() is None:
+            time.sleep(0.5)
+        launcher.send_signal(signal.SIGTERM)
+        _, err = launcher.communicate(timeout=300)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 143, err
+    assert "Traceback" not in err and "emprl.ppo: stopped by SIGTERM; saved" in err
+    assert (out / ".emprl-preempted").exists() and list(out.glob("checkpoint-*"))
+
+
+def test_dpo_stopped_by_sigterm_while_training_continues_the_round_from_its_checkpoint(assets, tmp_path, monkeypatch,
+                                                                                    capsys):
+    from test_dpo import write_recipe as write_dpo_recipe
+    from transformers import Trainer
+
+    from emprl.dpo import train as dpo
+
+    recipe = write_dpo_recipe(tmp_path, assets, "t5", rounds=1, contexts_per_round=8, per_device_train_batch_size=2)
+    real = signal_after(monkeypatch, Trainer, "training_step", 1, signal.SIGTERM)
+    with pytest.raises(SystemExit) as info:
+        run_cli(dpo.main, [recipe])
+    monkeypatch.setattr(Trainer, "training_step", real)
+    err = capsys.readouterr().err
+    out = tmp_path / "out"
+    assert info.value.code == 143 and "Traceback" not in err
+    assert f"emprl.dpo: stopped by SIGTERM; saved {out / 'trainer-checkpoints' / 'checkpoint-1'}" in err
+    monkeypatch.setattr(dpo.DPORun, "sample", lambda *a: pytest.fail("sampled pairs were sampled again"))
+    steps = []
+    monkeypatch.setattr(Trainer, "training_step", lambda self, *a, **k: (steps.append(1), real(self, *a, **k))[1])
+    run = dpo.main([recipe])
+    assert len(run.rounds) == 1 and run.rounds[0]["train"]["steps"] == len(steps) + 1  # step 1 was not redone
+    assert not (out / "trainer-checkpoints").exists() and (out / "stage.json").exists()
+
+
+def test_damaged_identifier_is_one_line_before_any_output_folder(assets, tmp_path, capsys):
+    import shutil
+
+    from emprl.ppo.train import main
+
+    ids = tmp_path / "identifiers"
+    shutil.copytree(assets.identifiers, ids)
+    weights = ids / "explorations" / "model.safetensors"
+    with open(weights, "rb+") as fh:
+        fh.truncate(os.path.getsize(weights) // 2)
+    out = tmp_path / "new" / "ppo"
+    recipe = write_ppo_recipe(tmp_path, assets, identifiers_dir=str(ids), output_dir=str(out))
+    assert f"{weights} is damaged or cut short" in refused(main, [recipe], capsys)
+    assert not (tmp_path / "new").exists()
+
+
+def test_identifiers_refuse_an_encoder_whose_weights_do_not_fill_it_before_any_folder(assets, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    from emprl.identifiers import main
+
+    encoder = tmp_path / "bert"
+    shutil.copytree(assets.bert, encoder)
+    for name in os.listdir(encoder):
+        if name.endswith(".safetensors"):
+            os.remove(encoder / name)
+    torch.save({"unrelated.weight": torch.ones(4)}, encoder / "pytorch_model.bin")
+    out = tmp_path / "new" / "identifiers"
+    recipe = recipe_file(tmp_path, "identifiers.yaml", {"data": assets.epitome, "encoder": str(encoder),
+                                                        "output_dir": str(out)})
+    line = refused(main, [recipe], capsys)
+    assert f"encoder: {encoder}: " in line and "tensors are missing from its weights" in line
+    assert not (tmp_path / "new").exists()

@@ -1,5 +1,6 @@
 """`make train-all`'s driver: stage order, skipping finished stages, rerunning downstream ones."""
 
+import os
 import subprocess
 import sys
 
@@ -79,12 +80,12 @@ def test_missing_required_recipe_is_a_user_error(tmp_path):
         plan(str(exp))
 
 
-def test_dry_run_prints_accelerate_commands(tmp_path):
+def test_dry_run_prints_launch_commands(tmp_path):
     exp = make_experiment(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "emprl.pipeline", "--recipe", str(exp), "--dry_run"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("launch --config_file recipes/accelerate/cpu.yaml -m emprl.") == 5
+    assert proc.stdout.count("-m emprl.pipeline.cli launch --config_file recipes/accelerate/cpu.yaml ") == 5
 
 
 # --- running stages side by side -------------------------------------------------------------------
@@ -141,6 +142,35 @@ def test_a_failed_stage_stops_what_needs_it_and_reports_its_log(tmp_path, capsys
     assert ran(tmp_path, "c") is None and ran(tmp_path, "d") is None  # nothing new started
     err = capsys.readouterr().err
     assert "a failed (exit 3)" in err and "emprl: error: bad key" in err and "a.log" in err
+
+
+def test_a_signal_goes_on_to_the_running_stage_and_its_code_comes_back(tmp_path, capsys):
+    """Ctrl-C or SIGTERM to train-all: the running stage gets it (and saves, here: writes a file), nothing
+    new starts, and train-all exits with the signal's code (issue 26)."""
+    import signal
+    import threading
+
+    ready = tmp_path / "ready"
+    steps, _ = fake_steps(tmp_path, [("a", (), 0, 0), ("b", ("a",), 0, 0)])
+    script = ("import signal, sys, time, pathlib; "
+              "signal.signal(signal.SIGTERM, lambda s, f: (pathlib.Path(sys.argv[1] + '.saved').write_text('x'), "
+              "sys.exit(143))); pathlib.Path(sys.argv[2]).write_text('x'); time.sleep(60)")
+
+    def command_for(step):
+        return [sys.executable, "-c", script, str(tmp_path / step.stage.name), str(ready)]
+
+    def signal_when_ready():
+        while not ready.exists():
+            threading.Event().wait(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=signal_when_ready, daemon=True).start()
+    with pytest.raises(SystemExit) as exit_info:
+        run_steps(steps, command_for, jobs=1, cpus=1, poll_s=0.05)
+    assert exit_info.value.code == 143
+    assert (tmp_path / "a.saved").exists() and not (tmp_path / "b.saved").exists()
+    err = capsys.readouterr().err
+    assert "a: stopped after saving a checkpoint (exit 143)" in err and "rerun the same command" in err
 
 
 def test_targets_keep_only_the_stages_they_read_from(tmp_path):

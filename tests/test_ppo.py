@@ -200,6 +200,7 @@ def test_t5_ppo_updates_the_policy_and_trl_receives_r_emp(assets, tmp_path, monk
 
     # 5. A finished stage with the same recipe is not run again.
     monkeypatch.setattr(ppo, "PPORun", None)  # would fail if used
+    monkeypatch.setattr(ppo, "load_value_head_policy", None)  # nor is the policy loaded just to say so
     assert ppo.main([recipe]) is None
 
 

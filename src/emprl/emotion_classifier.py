@@ -229,7 +229,7 @@ def train(path: str, examples: dict[str, list[dict]], cfg: EmotionClassifierConf
         logger.info("trained by an earlier run of this recipe (%s)", final)
         return trainer, done
     record = train_and_record(trainer, {"val_loss": "eval_nll", "val_accuracy": "eval_accuracy",
-                                        "val_macro_f1": "eval_macro_f1"})
+                                        "val_macro_f1": "eval_macro_f1"}, "emotion_classifier")
     result = {"best_epoch": record["best_epoch"], "resumed_from": record["resumed_from"], "epochs": record["history"]}
 
     def save_model():

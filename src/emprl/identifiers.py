@@ -41,9 +41,10 @@ from emprl.common.io import atomic_dir, atomic_write_json, write_model_card
 from emprl.common.models import hub_revision, resolve_model
 from emprl.common.ranks import join_cpu_ranks_for_trainer
 from emprl.data import LEVEL_NAMES, MECHANISMS, load_epitome
-from emprl.pipeline.config import config_to_dict, parse_recipe
-from emprl.pipeline.lifecycle import begin_stage
+from emprl.pipeline.config import config_to_dict, parse_recipe, recipe_hash
+from emprl.pipeline.lifecycle import begin_stage, stamp_is_current
 from reward_models import EmpathyIdentifier, tokenize_pairs
+from reward_models.identifier import encoder_from_pretrained
 
 logger = logging.getLogger("emprl.identifiers")
 LABELS = [0, 1, 2]
@@ -212,7 +213,8 @@ def train_mechanism(mech: str, data, encoder_path: str, cfg: IdentifiersConfig, 
         return done
     started = time.time()
     trainer = build_trainer(data, encoder_path, cfg, folder)
-    record = train_and_record(trainer, {"val_macro_f1": "eval_macro_f1", "val_accuracy": "eval_accuracy"})
+    record = train_and_record(trainer, {"val_macro_f1": "eval_macro_f1", "val_accuracy": "eval_accuracy"},
+                              "identifiers")
     kept = trainer.predict(trainer.eval_dataset)  # the kept epoch's weights: its full report, confusion matrix too
     result = {**classification_report(kept.label_ids.tolist(), kept.predictions.argmax(-1).tolist()),
               "best_epoch": record["best_epoch"], "history": record["history"]}
@@ -287,6 +289,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     splits = load_epitome(cfg.data, seed=cfg.seed, validation_fraction=cfg.validation_fraction,
                           on_bad_rows=cfg.on_bad_rows)  # inputs checked before the folder is touched
     splits = pair_half(splits, cfg.pair_half, cfg.pair_half_seed)
+    if cfg.overwrite_output_dir or not stamp_is_current(cfg.output_dir, recipe_hash(cfg), "identifiers"):
+        encoder_from_pretrained(encoder_path)  # weights that do not fill the encoder: one line, no folder made
     run = begin_stage("identifiers", cfg.output_dir, (cfg,), inputs=[cfg.data, encoder_path],
                       overwrite=cfg.overwrite_output_dir, in_place=True)
     if run is None:

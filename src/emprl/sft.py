@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from transformers import Seq2SeqTrainingArguments
 
+from emprl.common.classifier_trainer import check_checkpoint, train_preemptible
 from emprl.common.errors import UserError, run_cli
 from emprl.common.policy import LoraArguments, prompt_ids, response_suffix, save_prompt_settings
 from emprl.common.precision import CHOICES as PRECISIONS
@@ -105,11 +106,15 @@ def main(argv: list[str] | None = None) -> dict | None:
     from emprl.common.policy import load_policy
     from emprl.common.prompts import PromptBuilder
     from emprl.data import load_dialogues
-    from emprl.pipeline.lifecycle import begin_stage
+    from emprl.pipeline.lifecycle import begin_stage, stamp_is_current
 
     # Inputs are read and checked before the output folder is locked and touched (docs/lifecycle.md).
     data = load_dialogues(cfg.data, cfg.on_bad_rows)
     model_path = resolve_model(cfg.model_name_or_path, cfg.model_revision)
+    # Weights that do not fill the model are one line here, before any folder is made (a finished,
+    # current run is not worth the load: begin_stage says so below).
+    current = not args.overwrite_output_dir and stamp_is_current(args.output_dir, stamp, "sft")
+    loaded = None if current else load_policy(model_path, dtype=cfg.torch_dtype, for_training=True)
     run = begin_stage("sft", args.output_dir, (cfg, args), inputs=[cfg.data, model_path], in_place=True,
                       overwrite=args.overwrite_output_dir)
     if run is None:
@@ -120,8 +125,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     train_rows = _limit(data["train"], cfg.max_train_samples, "train", cfg.data)
     eval_rows = _limit(data["validation"], cfg.max_eval_samples, "validation", cfg.data)
 
-    # 2. The base generator; its config says whether it is an encoder-decoder.
-    model, tokenizer, enc_dec = load_policy(model_path, dtype=cfg.torch_dtype, for_training=True)
+    # 2. The base generator (loaded above); its config says whether it is an encoder-decoder.
+    model, tokenizer, enc_dec = loaded or load_policy(model_path, dtype=cfg.torch_dtype, for_training=True)
     builder = PromptBuilder(tokenizer, enc_dec, cfg.max_source_tokens, cfg.speaker_tag, cfg.listener_tag,
                             cfg.system_prompt)
 
@@ -142,7 +147,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                              data_collator=collator, processing_class=tokenizer)
     initial = _initial_eval(trainer, args)
-    result = trainer.train(resume_from_checkpoint=resume)
+    # A signal: checkpoint after this step, exit 143/130; a full disk: one line (docs/lifecycle.md).
+    result = train_preemptible(trainer, "sft", resume, "rerun the same command (it continues from that checkpoint)")
     final = _final_eval(trainer, args)
     metrics = {
         "train_loss": result.training_loss,
@@ -264,14 +270,15 @@ def _prepare_output_dir(args, stamp: str) -> str | None:
 
 
 def _newest_intact_checkpoint(out: str) -> str | None:
-    """transformers' last checkpoint, or the newest before it that loads (a killed save leaves a cut one)."""
+    """transformers' last checkpoint, or the newest before it that loads and is complete (a save cut
+    short by a kill or a full disk leaves a partial one)."""
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     from emprl.pipeline.lifecycle import newest_intact_checkpoint
 
     found = glob.glob(os.path.join(out, f"{PREFIX_CHECKPOINT_DIR}-*"))
     steps = sorted((int(p.rsplit("-", 1)[1]), p) for p in found if p.rsplit("-", 1)[1].isdigit() and os.path.isdir(p))
-    return newest_intact_checkpoint([p for _, p in steps])
+    return newest_intact_checkpoint([p for _, p in steps], check=check_checkpoint)
 
 
 def _initial_eval(trainer, args) -> dict:

@@ -23,7 +23,9 @@ from typing import Any
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
+from emprl.common.errors import fault_error
 from emprl.common.io import atomic_write_json
+from emprl.common.preemption import Preemption, PreemptionCallback
 from emprl.pipeline.lifecycle import check_folder_files, newest_intact_checkpoint
 
 logger = logging.getLogger("emprl.common.classifier_trainer")
@@ -151,10 +153,13 @@ def read_json(path: str) -> Any:
 
 
 def check_checkpoint(folder: str) -> None:
-    """Raise unless the checkpoint's files load (a save cut short by a kill leaves a partial folder)."""
+    """Raise unless the checkpoint's files load (a save cut short by a kill or a full disk leaves a
+    partial folder; trainer_state.json is the last file the Trainer writes)."""
     check_folder_files(folder)
     if not os.path.isfile(os.path.join(folder, "trainer_state.json")):
         raise FileNotFoundError("trainer_state.json missing")
+    if not any(f.endswith((".safetensors", ".bin")) and f != "training_args.bin" for f in os.listdir(folder)):
+        raise FileNotFoundError("no model weights")
     weights = os.path.join(folder, "pytorch_model.bin")
     if os.path.isfile(weights):
         torch.load(weights, map_location="cpu", weights_only=True)
@@ -167,13 +172,47 @@ def resume_point(folder: str) -> str | None:
     return newest_intact_checkpoint([p for _, p in steps], check=check_checkpoint)
 
 
-def fit(trainer: Trainer) -> str | None:
+def fit(trainer: Trainer, stage: str) -> str | None:
     """Train, continuing from the newest intact checkpoint of ``args.output_dir``; returns its name or None."""
     resume = resume_point(trainer.args.output_dir)
     if resume:
         logger.info("resuming from %s", resume)
-    trainer.train(resume_from_checkpoint=resume)
+    train_preemptible(trainer, stage, resume, "rerun the same command (it continues from that checkpoint)")
     return os.path.basename(resume) if resume else None
+
+
+def train_preemptible(trainer: Trainer, stage: str, resume: str | None, how_to_resume: str,
+                      preemption: Preemption | None = None):
+    """``trainer.train``; a SIGTERM or SIGINT saves a checkpoint after the current step and exits 143/130
+    (docs/lifecycle.md, "Signals"); a full or read-only disk is one line, and the checkpoint it cut
+    short is removed. ``preemption``: the stage's own handlers, when installed already (else this
+    call installs them for the training). Returns the Trainer's TrainOutput."""
+    own = preemption is None
+    preemption = Preemption(stage).install() if own else preemption
+    trainer.add_callback(PreemptionCallback(preemption))
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    except Exception as err:
+        fault = fault_error(err, trainer.args.output_dir)
+        if fault is None:
+            raise
+        if trainer.is_world_process_zero():
+            drop_partial_checkpoints(trainer.args.output_dir)
+        raise fault from None
+    finally:
+        if own:
+            preemption.uninstall()
+    if preemption.requested:
+        saved = os.path.join(trainer.args.output_dir, f"checkpoint-{trainer.state.global_step}")
+        preemption.stop(f"saved {saved}", how_to_resume)
+    return result
+
+
+def drop_partial_checkpoints(folder: str) -> None:
+    """Remove the checkpoints of ``folder`` that a failed save left incomplete (resume skips them anyway)."""
+    for path in glob.glob(os.path.join(folder, "checkpoint-*")):
+        if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "trainer_state.json")):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def drop_checkpoints(folder: str) -> None:
@@ -188,10 +227,10 @@ def finished_result(folder: str, model_file: str) -> dict | None:
     return result if result is not None and os.path.isfile(model_file) else None
 
 
-def train_and_record(trainer: Trainer, history_columns: dict[str, str]) -> dict:
+def train_and_record(trainer: Trainer, history_columns: dict[str, str], stage: str) -> dict:
     """Train (continuing an interrupted run) and return the record: the kept epoch, the per-epoch
     history (``history_columns`` as in epoch_history) and the checkpoint it resumed from."""
-    resumed = fit(trainer)
+    resumed = fit(trainer, stage)
     return {"best_epoch": best_epoch(trainer), "history": epoch_history(trainer.state.log_history, history_columns),
             "resumed_from": resumed}
 

@@ -36,12 +36,12 @@ def cache_root() -> str:
 
 def resolve_model(name: str, revision: str | None = None) -> str:
     """Return a local folder that ``from_pretrained`` can read for ``name`` (``revision``: hub ids only)."""
-    from emprl.pipeline.lifecycle import check_model_folder
+    from emprl.common.model_files import check_model_files
 
     if not name:
         raise UserError("model name is empty")
     if os.path.isdir(name):
-        check_model_folder(name, f"model '{name}'")
+        check_model_files(name, f"model '{name}'")
         return name
     if name.startswith(PYPI_PREFIX):
         return _resolve_pypi(name[len(PYPI_PREFIX):])

@@ -30,18 +30,17 @@ def load_policy(path: str, *, dtype=None, device=None, for_training: bool = Fals
     """Load a generator folder -> ``(model, tokenizer, is_encoder_decoder)``.
 
     The architecture comes from the config. A folder written by TRL's value-head wrappers holds a
-    plain model plus ``v_head.*`` weights: the plain model class loads it and leaves the head out.
+    plain model plus ``v_head.*`` weights: the plain model class loads it and leaves the head out,
+    without transformers' notice about unused weights (emprl.common.model_files).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        raise UserError(f"model '{path}': expected a folder with config.json (an SFT or PPO output)")
+    from emprl.common.model_files import check_model_files, load_pretrained
+
+    check_model_files(path, f"model '{path}'")  # damaged files: one line, not a loader traceback
     if not any(os.path.isfile(os.path.join(path, f)) for f in ("tokenizer_config.json", "tokenizer.json")):
         raise UserError(f"model '{path}': no tokenizer saved beside the model (tokenizer_config.json)")
-    from emprl.pipeline.lifecycle import check_model_folder
-
-    check_model_folder(path, f"model '{path}'")  # a cut weights file: one line, not a loader traceback
     enc_dec = _config_is_encoder_decoder(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if isinstance(dtype, str):
@@ -49,7 +48,8 @@ def load_policy(path: str, *, dtype=None, device=None, for_training: bool = Fals
             raise UserError(f"dtype: expected one of {', '.join(_DTYPES)}, got {dtype!r}")
         dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     cls = AutoModelForSeq2SeqLM if enc_dec else AutoModelForCausalLM
-    model = cls.from_pretrained(path, dtype=dtype if dtype is not None else torch.float32)
+    # A PPO output's value head is left out (model_files.ALLOWED_UNEXPECTED); anything else missing is an error.
+    model = load_pretrained(cls, path, f"model '{path}'", dtype=dtype if dtype is not None else torch.float32)
     ensure_pad_token(model, tokenizer)
     if device is not None:
         model.to(device)

@@ -26,8 +26,11 @@ import time
 
 from trl import DPOTrainer
 
+from emprl.common.classifier_trainer import resume_point, train_preemptible
 from emprl.common.errors import UserError, run_cli
 from emprl.common.io import atomic_dir, atomic_write_json, atomic_write_jsonl, read_jsonl, write_model_card
+from emprl.common.model_files import check_model_files
+from emprl.common.preemption import Preemption
 from emprl.dpo.config import DPOScriptConfig, DPOTrainingArguments
 from emprl.dpo.pairs import (
     build_pairs,
@@ -38,13 +41,15 @@ from emprl.dpo.pairs import (
     save_pairs,
 )
 from emprl.pipeline.config import config_to_dict, parse_recipe, recipe_hash
-from emprl.pipeline.lifecycle import begin_stage, check_model_folder
+from emprl.pipeline.lifecycle import begin_stage
 
 logger = logging.getLogger("emprl.dpo")
 STAGE = "dpo"
 RUN_FILE = "dpo_run.json"  # the recipe hash of the run that owns the shards and rounds in the folder
 ROUND_FILE = "round.json"  # written last into a round's policy folder: the round is finished
-TRAINER_DIR = ".tmp-trainer"  # DPOTrainer's scratch folder; removed after each round and by lifecycle
+# DPOTrainer's checkpoints of the round being trained: a run stopped by a signal continues the round
+# from them (docs/lifecycle.md, "Signals"); removed when the round is saved.
+TRAINER_DIR = "trainer-checkpoints"
 
 
 class EmpRLDPOTrainer(DPOTrainer):
@@ -80,16 +85,24 @@ def main(argv=None):
     start = time.time()
     # Everything is checked before the output folder is touched (docs/lifecycle.md).
     train = load_labelled(cfg.labelled_data)["train"]
-    check_model_folder(cfg.sft_model_path, "sft_model_path")
+    check_model_files(cfg.sft_model_path, "sft_model_path")
     stage = begin_stage(STAGE, cfg.output_dir, (cfg, args), in_place=True,
                         inputs=[cfg.sft_model_path, cfg.labelled_data, cfg.identifiers_dir],
                         overwrite=cfg.overwrite_output_dir)
     if stage is None:
         return None
     _prepare_output_dir(cfg, args, stage.previous)
+    # SIGTERM/SIGINT while sampling: the shards sampled so far are kept, and the run stops before it
+    # trains; while training: train_preemptible saves a checkpoint (docs/lifecycle.md, "Signals").
+    preemption = Preemption(STAGE).install()
     run = DPORun(cfg, args, train)
+    run.preemption = preemption
     for r in range(1, cfg.rounds + 1):
+        if preemption.requested:
+            stage.release()
+            preemption.stop(f"rounds before round {r} are saved in {cfg.output_dir}", "rerun the same command")
         run.do_round(r)
+    preemption.uninstall()
     finish(run, stage, minutes=(time.time() - start) / 60)
     stage.release()
     return run
@@ -119,6 +132,7 @@ class DPORun:
         self.reward = build_reward(cfg.reward, identifiers_dir=cfg.identifiers_dir, device=self.state.device,
                                    speaker_tag=self.builder.speaker_tag, listener_tag=self.builder.listener_tag)
         self.rounds: list[dict] = []
+        self.preemption = None  # the stage's SIGTERM/SIGINT handlers (main installs them)
 
     def round_dir(self, r: int) -> str:
         return os.path.join(self.cfg.output_dir, "rounds", f"round-{r}")
@@ -129,6 +143,8 @@ class DPORun:
         if os.path.isfile(os.path.join(policy_dir, ROUND_FILE)):
             return self._resume_round(r, policy_dir)
         pairs, summary = self.make_pairs(r)
+        if self.preemption is not None and self.preemption.requested:  # signalled while sampling
+            self.preemption.stop(f"round {r}'s samples are saved in {self.round_dir(r)}", "rerun the same command")
         trained = self.train_round(r, pairs) if len(pairs) else {"skipped": "no pairs"}
         info = {"round": r, **summary, "train": trained}
         self._save_round(policy_dir, info)
@@ -184,7 +200,9 @@ class DPORun:
         args.seed = self.args.seed + r
         trainer = EmpRLDPOTrainer(model=self.model, ref_model=self.ref_model, args=args, train_dataset=data,
                                   tokenizer=self._trainer_tokenizer())
-        result = trainer.train()
+        resume = resume_point(args.output_dir)  # a round a signal stopped: its checkpoint
+        result = train_preemptible(trainer, STAGE, resume, "rerun the same command (finished rounds are kept, "
+                                   "this one continues from that checkpoint)", self.preemption)
         self.model = trainer.accelerator.unwrap_model(trainer.model)
         if self.state.is_main_process:
             rows = [{"round": r, **row} for row in trainer.state.log_history]

@@ -5,15 +5,19 @@
 
 The recipe is parsed and range-checked here first, so a mistake is one line and exit code 2 before
 any process starts. Then accelerate's launcher runs ``-m <module> <recipe> ...``; when the stage
-fails, its exit code (2 for a user error, whose one line it has printed) becomes ours, without the
-launcher's ``CalledProcessError`` traceback on top (docs/lifecycle.md).
+fails, its exit code (2 for a user error, whose one line it has printed; 143/130 after SIGTERM/SIGINT,
+which this process forwards to the stage) becomes ours, without the launcher's ``CalledProcessError``
+traceback on top (docs/lifecycle.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 
 from emprl.common.errors import EXIT_USER_ERROR, UserError, run_cli
 from emprl.pipeline import stages
@@ -68,17 +72,55 @@ def launch(module: str, stage_args: list[str], options: list[str]) -> int:
         args = launch_command_parser().parse_args([*options, "-m", module, *stage_args])
     except SystemExit as err:  # argparse has printed its one-line usage error
         raise SystemExit(EXIT_USER_ERROR if err.code else 0) from None
+    outcome: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            launch_command(args)
+        except BaseException as err:  # handed to the main thread
+            outcome["error"] = err
+
+    # accelerate's launcher runs in a thread, so that its own handlers (which give a stage 5 s, then kill
+    # it) stay out; this thread forwards SIGTERM/SIGINT to the stage processes and waits for them to save.
+    worker = threading.Thread(target=run, name="accelerate-launch", daemon=True)
+    with forward_signals():
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)
+    err = outcome.get("error")
+    if err is None:
+        return 0
+    if isinstance(err, subprocess.CalledProcessError):  # one process: the child's code, its message shown
+        return signal_code(err.returncode)
+    failures = getattr(err, "failures", None)  # torch's elastic launcher (several processes)
+    if not failures:
+        raise err
+    codes = [signal_code(getattr(f, "exitcode", 1)) for f in failures.values()]
+    return EXIT_USER_ERROR if EXIT_USER_ERROR in codes else (codes[0] or 1)
+
+
+def signal_code(returncode: int) -> int:
+    """A child killed by signal N reports -N; the shell's code for it is 128 + N (not 256 - N)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+@contextlib.contextmanager
+def forward_signals():
+    """While launching: SIGTERM and SIGINT go on to every process this one started (the stages save
+    and exit 143/130, docs/lifecycle.md "Signals"), instead of stopping this one."""
+    import psutil
+
+    def forward(signum, frame):
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        launch_command(args)
-    except subprocess.CalledProcessError as err:  # one process: the child's code, its message already shown
-        return err.returncode
-    except Exception as err:  # torch's elastic launcher (several processes): the first failed rank's code
-        failures = getattr(err, "failures", None)
-        if not failures:
-            raise
-        codes = [getattr(f, "exitcode", 1) for f in failures.values()]
-        return EXIT_USER_ERROR if EXIT_USER_ERROR in codes else (codes[0] or 1)
-    return 0
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def default_accelerate_config() -> str | None:

@@ -93,9 +93,22 @@ def load_yaml_mapping(path: str) -> dict[str, Any]:
     """Read a YAML file that must hold a mapping; errors name the file and line."""
     if not os.path.isfile(path):
         raise UserError(f"{path}: recipe file does not exist")
+    with open(path, "rb") as fh:
+        raw = fh.read()
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise UserError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {column}); "
+                        "save the recipe as UTF-8") from None
+    try:
+        loader = UniqueKeyLoader(text)
+        loader.name = path  # error marks name the file
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else path
@@ -105,6 +118,22 @@ def load_yaml_mapping(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of keys to values at the top level")
     return data
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str) and key in seen:
+                raise UserError(f"{key_node.start_mark.name}:{line}: key '{key}' is given twice (lines {seen[key]} "
+                                f"and {line}); keep one")
+            if isinstance(key, str):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def coerce(value: Any, tp: Any, where: str) -> Any:
@@ -241,6 +270,7 @@ def _parse_overrides(args: list[str], dataclass_types: tuple[type, ...]) -> dict
     for cls in dataclass_types:
         hints.update(_type_hints(cls))
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}  # key -> the option as typed, for a key given twice
     i = 0
     while i < len(args):
         arg = args[i]
@@ -254,6 +284,9 @@ def _parse_overrides(args: list[str], dataclass_types: tuple[type, ...]) -> dict
             else:
                 text = "true"
         i += 1
+        if key in given:
+            raise UserError(f"command line: key '{key}' is given twice ({given[key]} and {arg}); keep one")
+        given[key] = arg
         tp = hints.get(key)
         if _is_str_type(tp):
             # Strings stay as typed ("yes" is not True), but an optional one can still be unset.

@@ -78,6 +78,7 @@ def begin_stage(stage: str, output_dir: str, configs: tuple, inputs: Iterable[st
     replacing it whole at the end; the folder is created and claimed at once."""
     main = _is_main_process() if main_process is None else main_process
     fingerprints = {**fingerprint_inputs(inputs), **(extra_fingerprints or {})}
+    check_output_path(output_dir)
     check_owner(stage, output_dir)
     lock_path = acquire_lock(output_dir, stage) if main else None
     try:
@@ -142,6 +143,37 @@ def check_owner(stage: str, output_dir: str) -> None:
     raise UserError(f"output_dir: {output_dir} is not empty ({len(entries)} entries, e.g. '{entries[0]}') and "
                     f"carries no {stage} stamp; emprl.{stage} only replaces its own results: choose a new or "
                     "empty output_dir")
+
+
+# What a stage adds to its folder's name beside it: ".tmp-<name>-XXXXXXXX" (io.atomic_dir), ".<name>.lock".
+_NAME_MARGIN = len(".tmp-") + len("-XXXXXXXX") + 2
+
+
+def check_output_path(output_dir: str) -> None:
+    """Before anything is made: every name of ``output_dir`` fits the file system (with the temporary
+    names a stage makes beside it) and the folder, or the nearest one above it that exists, is writable."""
+    path = os.path.abspath(output_dir)
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    try:
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    parts = path.split(os.sep)
+    for i, part in enumerate(parts):
+        limit = name_max - (_NAME_MARGIN if i == len(parts) - 1 else 0)
+        if len(part.encode()) > limit:
+            raise UserError(f"output_dir: a folder name of {len(part.encode())} bytes ('{part[:40]}...') is longer "
+                            f"than this file system allows ({limit} here); choose a shorter output_dir")
+    if len(path.encode()) + _NAME_MARGIN > 4096:
+        raise UserError(f"output_dir: the path is {len(path.encode())} bytes long, too long for this file system; "
+                        "choose a shorter output_dir")
+    # The folder itself when it exists (it is written into), and always its parent (the lock is beside it).
+    for folder in dict.fromkeys([existing, os.path.dirname(path) if existing == path else existing]):
+        if os.path.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
+            raise UserError(f"output_dir: {folder} is not writable (read-only file system or no permission); "
+                            "choose an output_dir you can write to")
 
 
 def remove_stale_temporaries(output_dir: str) -> list[str]:
@@ -296,19 +328,6 @@ def check_folder_files(folder: str) -> None:
         elif name.endswith(".json"):
             with open(path, encoding="utf-8") as fh:
                 json.load(fh)
-
-
-def check_model_folder(folder: str, what: str = "model") -> None:
-    """A one-line error for a model folder whose weights are cut short or damaged (headers only: fast)."""
-    from safetensors import safe_open
-
-    for path in sorted(glob.glob(os.path.join(folder, "*.safetensors"))):
-        try:
-            with safe_open(path, framework="pt") as fh:
-                fh.keys()
-        except Exception as err:
-            raise UserError(f"{what}: {path} is damaged or cut short ({' '.join(str(err).split())[:120]}); "
-                            "copy or export it again") from None
 
 
 def _is_main_process() -> bool:

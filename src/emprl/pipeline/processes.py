@@ -1,17 +1,22 @@
 """Stage processes side by side: each starts as soon as the stages it comes after are done.
 
 On a failure no new stage starts; the running ones finish (their outputs are complete then, and
-skipped next time) and SystemExit carries the failed stage's code. With one job a stage writes to
+skipped next time) and SystemExit carries the failed stage's code. SIGTERM and SIGINT are forwarded
+to the running stages, which save a checkpoint and stop; SystemExit then carries 128 + the signal
+(docs/lifecycle.md, "Signals"). With one job a stage writes to
 this terminal; otherwise to ``<log_dir>/<recipe stem>.log``, and the CPU threads are split between the
 stages that run (a stage that ends up running alone gets every thread).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +60,7 @@ class StageProcesses:
         self.running: dict[str, Running] = {}
         self.minutes: dict[str, float] = {}
         self.failed: tuple[str, int] | None = None
+        self.signalled: int | None = None  # SIGTERM/SIGINT received: forwarded, nothing new starts
         if jobs > 1 and log_dir:
             os.makedirs(log_dir, exist_ok=True)
 
@@ -97,6 +103,9 @@ class StageProcesses:
             if code == 0:
                 self.done.add(recipe)
                 print(f"[train-all] {name}: done in {self.minutes[name]:.1f} min", flush=True)
+            elif self.signalled and code == 128 + self.signalled:
+                print(f"[train-all] {name}: stopped after saving a checkpoint (exit {code})", file=sys.stderr,
+                      flush=True)
             else:
                 self.report_failure(name, code, run.log_path)
 
@@ -117,11 +126,16 @@ class StageProcesses:
             print(f"[train-all]   {self.by_recipe[recipe].stage.name} ({(time.time() - run.started) / 60:.1f} min): "
                   f"{(log_lines(run.log_path, 4096) or [''])[-1][:110]}", flush=True)
 
-    def stop(self) -> None:
+    def forward(self, signum, frame=None) -> None:
+        """A signal to train-all goes on to the running stages: they save, then stop (a second one
+        stops them at once); no new stage starts."""
+        if self.signalled is None:
+            self.signalled = signum
+            print(f"\n[train-all] {signal.Signals(signum).name}: the running stages save a checkpoint and stop; "
+                  "no new stage starts", file=sys.stderr, flush=True)
         for run in self.running.values():
-            run.proc.terminate()
-        for run in self.running.values():
-            run.proc.wait()
+            with contextlib.suppress(ProcessLookupError):
+                run.proc.send_signal(signum)
 
 
 def run_steps(steps: list, command_for: Callable, jobs: int = 1, log_dir: str | None = None,
@@ -129,12 +143,14 @@ def run_steps(steps: list, command_for: Callable, jobs: int = 1, log_dir: str | 
     """Run the steps marked ``run``; ``command_for(step)`` gives the argv. Returns minutes per stage."""
     procs = StageProcesses(steps, command_for, jobs, log_dir, cpus or len(os.sched_getaffinity(0)))
     last_beat = time.time()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, procs.forward) for sig in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
     try:
         while procs.pending or procs.running:
-            if procs.failed is None:
+            if procs.failed is None and procs.signalled is None:
                 procs.start_ready()
             if not procs.running:
-                if procs.pending and procs.failed is None:  # cannot happen with an acyclic stage list
+                if procs.pending and procs.failed is None and procs.signalled is None:  # an acyclic list: never
                     raise UserError(f"stages {[s.stage.name for s in procs.pending]} wait for stages that never run")
                 break
             time.sleep(poll_s)
@@ -142,10 +158,13 @@ def run_steps(steps: list, command_for: Callable, jobs: int = 1, log_dir: str | 
             if jobs > 1 and procs.running and time.time() - last_beat >= heartbeat_s:
                 last_beat = time.time()
                 procs.heartbeat()
-    except KeyboardInterrupt:
-        procs.stop()
-        print("\n[train-all] interrupted; finished stages are kept and skipped next time", file=sys.stderr)
-        raise SystemExit(130) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if procs.signalled:
+        print("[train-all] interrupted; finished stages are kept and skipped next time, a stopped one continues "
+              "from its checkpoint: rerun the same command", file=sys.stderr, flush=True)
+        raise SystemExit(128 + procs.signalled)
     if procs.failed:
         print(f"[train-all] {procs.failed[0]} failed; fix it and rerun: finished stages are skipped", file=sys.stderr)
         raise SystemExit(procs.failed[1])

@@ -1,4 +1,4 @@
-"""``make train-all``: every stage of an experiment, each through ``accelerate launch``.
+"""``make train-all``: every stage of an experiment, each through ``emprl launch`` (accelerate's launcher).
 
     python -m emprl.pipeline --recipe recipes/demo [--accelerate_config recipes/accelerate/cpu.yaml]
                              [--jobs 2] [--force] [--dry_run]
@@ -139,8 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs: expected a positive integer, got {args.jobs}")
 
-    launcher = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch",
-                "--config_file", args.accelerate_config]
+    # `emprl launch` (accelerate's launcher inside): it passes a stage's exit code through, and a
+    # SIGTERM/SIGINT on to the stage, which saves before it stops (docs/lifecycle.md, "Signals").
+    launcher = [sys.executable, "-m", "emprl.pipeline.cli", "launch", "--config_file", args.accelerate_config]
     if args.smoke:
         smoke_command(args.recipe, launcher, args.jobs or default_jobs(), args.smoke_root)
         return
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
               flush=True)
 
     def command_for(step: Step) -> list[str]:
-        return launcher + ["-m", step.stage.module, step.recipe_path]
+        return launcher + [step.stage.kind.command, step.recipe_path]
 
     if args.dry_run:
         for step in steps:
@@ -209,7 +210,7 @@ def smoke_command(experiment: str, launcher: list[str], jobs: int, root: str | N
         stage = Stage(keys[id(link)].replace("__", ": "), link.stage.kind, keys[id(link)])
         steps.append(Step(stage, path, move_outputs(link.output_dir, root), True,
                           tuple(keys[id(w)] for w in links[:i] if id(w) in writers)))
-    minutes = run_steps(steps, lambda step: launcher + ["-m", step.stage.module, step.recipe_path], jobs=jobs,
+    minutes = run_steps(steps, lambda step: launcher + [step.stage.kind.command, step.recipe_path], jobs=jobs,
                         log_dir=os.path.join(root, "logs"))
     total = (time.time() - started) / 60
     # CPU seconds of the stage processes: what the run costs on a machine that other work also loads.

@@ -27,6 +27,8 @@ from emprl.common.io import atomic_dir, atomic_write_json
 CHECKPOINT_PREFIX = "checkpoint-"
 TRAINABLE_FILE = "trainable.safetensors"
 STATE_FILE = "trainer_state.json"
+# Left in output_dir by a run stopped by SIGTERM/SIGINT: a plain rerun resumes it (docs/lifecycle.md, "Signals").
+PREEMPTED_FILE = ".emprl-preempted"
 
 
 def save_checkpoint(trainer, path: str, extra_state: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from emprl.common.io import atomic_write_json, atomic_write_text, read_jsonl, wr
 from emprl.pipeline.config import config_to_dict, recipe_hash
 from emprl.pipeline.lifecycle import newest_intact_checkpoint
 from emprl.ppo.checkpoint import (
+    PREEMPTED_FILE,
     list_checkpoints,
     load_checkpoint,
     rotate_checkpoints,
@@ -169,9 +170,13 @@ def prepare_output_dir(cfg) -> str | None:
     state = PartialState()
     checkpoints = list_checkpoints(cfg.output_dir)
     finished = os.path.isfile(os.path.join(cfg.output_dir, "stage.json"))
-    if cfg.resume and checkpoints and not cfg.overwrite_output_dir:
+    preempted = os.path.join(cfg.output_dir, PREEMPTED_FILE)
+    resume = cfg.resume or os.path.isfile(preempted)  # a run a signal stopped continues on a plain rerun
+    if resume and checkpoints and not cfg.overwrite_output_dir:
         intact = newest_intact_checkpoint(checkpoints)  # a damaged newest one falls back to the one before
         if intact:
+            if state.is_main_process and os.path.isfile(preempted):
+                os.remove(preempted)
             return intact
         raise UserError(f"resume: no checkpoint in {cfg.output_dir} loads; pass --overwrite_output_dir true "
                         "to start over")
@@ -184,7 +189,7 @@ def prepare_output_dir(cfg) -> str | None:
         os.makedirs(cfg.output_dir, exist_ok=True)
         for name in list(os.listdir(cfg.output_dir)):
             path = os.path.join(cfg.output_dir, name)
-            if name.startswith("checkpoint-") or name in _RUN_ARTIFACTS:
+            if name.startswith("checkpoint-") or name in _RUN_ARTIFACTS or name == PREEMPTED_FILE:
                 shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     state.wait_for_everyone()
     return None

@@ -114,7 +114,10 @@ def load_value_head_policy(cfg):
         peft_auto = AutoPeftModelForSeq2SeqLM if enc_dec else AutoPeftModelForCausalLM
         base = peft_auto.from_pretrained(path, dtype=dtype).merge_and_unload()
     else:
-        base = auto.from_pretrained(path, dtype=dtype)
+        from emprl.common.model_files import load_pretrained
+
+        # weights that do not fill the model are an error, never a random start (docs/lifecycle.md)
+        base = load_pretrained(auto, path, "sft_model_path", dtype=dtype)
     ensure_pad_token(base, tokenizer)
     wrapper = AutoModelForSeq2SeqLMWithValueHead if enc_dec else AutoModelForCausalLMWithValueHead
     model = wrapper.from_pretrained(base, peft_config=cfg.peft_config(enc_dec))

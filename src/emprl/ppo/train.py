@@ -18,6 +18,7 @@ adapter in ``adapter/``), ``best/`` (best held-out R_emp), ``checkpoint-N/`` (re
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 
@@ -26,9 +27,14 @@ import torch
 from trl import PPOConfig
 
 from emprl.common.errors import UserError, run_cli
+from emprl.common.io import atomic_write_text
+from emprl.common.model_files import check_model_files
+from emprl.common.preemption import Preemption
 from emprl.common.ranks import join_cpu_ranks
-from emprl.pipeline.config import parse_recipe
-from emprl.pipeline.lifecycle import begin_stage, check_model_folder
+from emprl.data import MECHANISMS
+from emprl.pipeline.config import parse_recipe, recipe_hash
+from emprl.pipeline.lifecycle import begin_stage, stamp_is_current
+from emprl.ppo.checkpoint import PREEMPTED_FILE
 from emprl.ppo.config import PPOScriptConfig
 from emprl.ppo.held_out import HeldOutEvaluation
 from emprl.ppo.outputs import RunLog, RunOutputs, prepare_output_dir
@@ -64,16 +70,26 @@ def main(argv=None):
     # Everything is checked before the output folder is touched (docs/lifecycle.md).
     check_batch_sizes(ppo_cfg, cfg.samples_per_context)
     data = load_data(cfg, ppo_cfg.seed)
-    check_model_folder(cfg.sft_model_path, "sft_model_path")
+    check_model_files(cfg.sft_model_path, "sft_model_path")
+    for mech in MECHANISMS:  # the identifiers' files too: a damaged one is one line before any folder is made
+        if cfg.identifiers_dir and os.path.isdir(os.path.join(cfg.identifiers_dir, mech)):
+            check_model_files(os.path.join(cfg.identifiers_dir, mech), f"identifiers_dir ({mech})")
+    from trl.core import set_seed
+
+    set_seed(ppo_cfg.seed)  # the value head and LoRA weights are initialised at random
+    # Weights that do not fill the model: one line, no folder made (a finished, current run: no load).
+    current = not cfg.overwrite_output_dir and stamp_is_current(cfg.output_dir, recipe_hash(cfg, ppo_cfg), STAGE)
+    policy = None if current else load_value_head_policy(cfg)
     stage = begin_stage(STAGE, cfg.output_dir, (cfg, ppo_cfg), in_place=True,
                         inputs=[cfg.sft_model_path, cfg.labelled_data, cfg.identifiers_dir],
                         overwrite=cfg.overwrite_output_dir)
     if stage is None:
         return None
+    preemption = Preemption(STAGE).install()  # SIGTERM/SIGINT: a checkpoint after the step (docs/lifecycle.md)
     checkpoint = prepare_output_dir(cfg)
 
     # 1. Load: policy + value head, reference, reward, data (emprl.ppo.setup).
-    run = PPORun(cfg, ppo_cfg, data=data)
+    run = PPORun(cfg, ppo_cfg, data=data, policy=policy)
     state = run.state  # step, NaN streak, evaluations: saved in checkpoints (emprl.ppo.state)
     if checkpoint:
         run.outputs.resume(checkpoint, state)
@@ -84,6 +100,9 @@ def main(argv=None):
     #    checkpoints (emprl.ppo.outputs) every so many steps.
     bar = run.progress(initial=state.step)
     while state.step < ppo_cfg.steps:
+        if preemption.agreed(run.trainer.accelerator.device):
+            bar.close()
+            stop(run, state, stage, preemption)
         state.step += 1
         row = run.train_step(state.step)
         bar.update(1)
@@ -94,6 +113,7 @@ def main(argv=None):
         if cfg.save_steps > 0 and state.step % cfg.save_steps == 0 and not row.get("skipped"):
             run.outputs.save_checkpoint(state)  # never a checkpoint right after a NaN step
     bar.close()
+    preemption.uninstall()
     if not state.evaluated_at(state.step):
         run.evaluation.evaluate(state.step, state)
 
@@ -103,13 +123,24 @@ def main(argv=None):
     return run
 
 
+def stop(run: PPORun, state: PPOState, stage, preemption: Preemption) -> None:
+    """A signalled run: a checkpoint of the step just done (logs are written per step), then exit."""
+    if state.last_checkpoint is None or not state.last_checkpoint.endswith(f"-{state.step}"):
+        run.outputs.save_checkpoint(state)
+    if run.is_main:
+        atomic_write_text(os.path.join(run.cfg.output_dir, PREEMPTED_FILE), f"{state.last_checkpoint}\n")
+    stage.release()
+    preemption.stop(f"saved {state.last_checkpoint}", "rerun the same command (it continues from there)")
+
+
 class PPORun:
     """The trainer, the reward and the data order, and one PPO step. It owns the run's ``state``
     (emprl.ppo.state) and hands it to the held-out evaluation (``evaluation``) and the outputs
     (``outputs``: checkpoints, resume, finish), which are parts of their own."""
 
-    def __init__(self, cfg: PPOScriptConfig, ppo_cfg: PPOConfig, data: tuple | None = None):
-        """``data``: the (train, held-out) splits when the caller has loaded them already."""
+    def __init__(self, cfg: PPOScriptConfig, ppo_cfg: PPOConfig, data: tuple | None = None, policy: tuple | None = None):
+        """``data``: the (train, held-out) splits, ``policy``: what ``load_value_head_policy`` returned
+        (loaded after seeding with ``ppo_cfg.seed``), when the caller has loaded them already."""
         from accelerate import PartialState
         from trl.core import set_seed
 
@@ -120,10 +151,10 @@ class PPORun:
         ranks = PartialState()
         self.is_main, self.rank, self.world = ranks.is_main_process, ranks.process_index, ranks.num_processes
         check_batch_sizes(ppo_cfg, cfg.samples_per_context)
-        set_seed(ppo_cfg.seed)  # the value head and LoRA weights are initialised at random
-
+        if policy is None:
+            set_seed(ppo_cfg.seed)  # the value head and LoRA weights are initialised at random
         self.train, self.eval_data = data or load_data(cfg, ppo_cfg.seed)
-        model, ref_model, tokenizer, self.is_encoder_decoder, path = load_value_head_policy(cfg)
+        model, ref_model, tokenizer, self.is_encoder_decoder, path = policy or load_value_head_policy(cfg)
         self.builder = prompt_builder_for(path, tokenizer, self.is_encoder_decoder,
                                           max_source_tokens=cfg.max_source_tokens, speaker_tag=cfg.speaker_tag,
                                           listener_tag=cfg.listener_tag, system_prompt=cfg.system_prompt)
