@@ -122,6 +122,8 @@ class EmpathyReward:
         # pairs per second on such a CPU, with 99.9% of levels unchanged (docs/rl-effect.md).
         from emprl.common.precision import choose_mixed_precision
 
+        if self.quantize:  # int8 kernels take fp32 activations
+            return contextlib.nullcontext()
         if self.dtype is None and self.device.type in ("cuda", "cpu") and \
                 choose_mixed_precision("auto", self.device.type)[0] == "bf16":
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
