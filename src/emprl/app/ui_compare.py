@@ -14,6 +14,8 @@ from emprl.common.mechanisms import LEVEL_NAMES, MECHANISM_SHORT, MECHANISMS
 from emprl.common.policy import GenerationSettings
 from emprl.data import turn_roles
 
+DEFAULT_PAIR = ("t5_sft", "t5_ppo")  # the demo's T5 lane, ticked when both are there
+
 CSS = """
 .cmp-row { display: flex; gap: 12px; align-items: stretch; }
 .cmp-col { flex: 1; border: 1px solid #ddd; border-radius: 8px; padding: 8px 10px; min-width: 0; }
@@ -89,7 +91,9 @@ def chosen_policies(picked, extra: str) -> list[str]:
 def build_compare_tab(comparer: Comparer, policies: list[str], contexts: list[Example]) -> None:
     """The tab's components and events, inside an open ``gr.Blocks``."""
     with gr.Row():
-        picked = gr.CheckboxGroup([(os.path.basename(p), p) for p in policies], value=policies[:2],
+        pair = [p for p in policies if os.path.basename(p) in DEFAULT_PAIR]
+        picked = gr.CheckboxGroup([(os.path.basename(p), p) for p in policies],
+                                  value=pair if len(pair) == 2 else policies[:2],
                                   label="Policies (stage outputs)", elem_id="cmp-policies", scale=2)
         extra = gr.Textbox(label="Other stage output folders (comma-separated)", elem_id="cmp-extra", scale=2)
     context = gr.Dropdown([(c.label, str(i)) for i, c in enumerate(contexts)], value=None,

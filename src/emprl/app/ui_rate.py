@@ -26,7 +26,10 @@ KEYS_JS = """
     const input = document.querySelector(`#${id} input[value="${value}"]`);
     if (input) { input.click(); }
   };
-  const click = (id) => { const b = document.getElementById(id); if (b) { aspect = 0; b.click(); } };
+  const click = (id) => { const b = document.getElementById(id); if (b) { b.click(); } };
+  document.addEventListener('click', (e) => {  // a new item (or the same one again) starts at empathy
+    if (e.target.closest && e.target.closest('#rate-save, #rate-back, #rate-open')) { aspect = 0; }
+  }, true);
   document.addEventListener('keydown', (e) => {
     const item = document.getElementById('rate-item');
     if (!item || item.offsetParent === null || e.ctrlKey || e.metaKey || e.altKey) return;

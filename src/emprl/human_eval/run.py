@@ -248,8 +248,10 @@ def main(argv: list[str] | None = None) -> None:
     exp.add_argument("--out", required=True, help="new folder for the sheets and key.json")
     sc = sub.add_parser("score", help="report ratings, A/B shares, Fleiss' kappa and sign tests")
     sc.add_argument("--key", required=True, help="key.json written by export")
-    sc.add_argument("--ratings", nargs="*", default=[], help="filled ratings.csv copies, one per annotator")
-    sc.add_argument("--ab", nargs="*", default=[], help="filled ab.csv copies, one per annotator")
+    sc.add_argument("--ratings", nargs="*", default=[],
+                    help="filled ratings.csv copies, or the rating page's answers/<rater>.jsonl, one per annotator")
+    sc.add_argument("--ab", nargs="*", default=[],
+                    help="filled ab.csv copies, or the rating page's answers/<rater>.jsonl, one per annotator")
     sc.add_argument("--ab-fourth", default=None, metavar="PATH",
                     help="the fourth evaluator's ab.csv copy: decides items the three --ab copies split 1-1-1")
     sc.add_argument("--out", required=True, help="report .md path; the .json goes next to it")
