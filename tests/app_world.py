@@ -30,6 +30,22 @@ def make_policies(root) -> dict[str, str]:
     return out
 
 
+def make_ethreed(root) -> str:
+    """A tiny ETHREED baseline folder (model, vocabulary, stamp) as its stage writes it."""
+    import torch
+
+    from emprl.baselines.ethreed.model import ETHREED, ETHREEDConfig
+    from emprl.baselines.ethreed.vocab import Vocab
+
+    folder = os.path.join(str(root), "ethreed")
+    vocab = Vocab.build([" ".join(tiny.WORDS)])
+    torch.manual_seed(0)
+    ETHREED(ETHREEDConfig(vocab_size=len(vocab), embedding_dim=8, hidden_size=8, dropout=0.0)).save_pretrained(folder)
+    vocab.save(os.path.join(folder, "vocab.json"))
+    stamp(folder, "ethreed")
+    return folder
+
+
 def make_identifiers(root) -> str:
     import torch
 
@@ -64,6 +80,7 @@ def make_sheet(root, n: int = 4) -> str:
 
 
 def make_world(root) -> dict:
-    world = {"root": str(root), **make_policies(root), "identifiers": make_identifiers(root)}
+    world = {"root": str(root), **make_policies(root), "identifiers": make_identifiers(root),
+             "ethreed": make_ethreed(root)}
     world["sheet"] = make_sheet(root)
     return world

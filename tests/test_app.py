@@ -155,7 +155,8 @@ def test_a_log_of_another_sheet_is_refused_and_kept(sheet):
 
 def test_policy_folders_are_checked(world, tmp_path):
     assert check_policy_folder(world["t5_ppo"]) == "ppo"
-    assert find_policies(world["root"]) == [world["llama_sft"], world["t5_ppo"], world["t5_sft"]]
+    assert find_policies(world["root"]) == [world["ethreed"], world["llama_sft"], world["t5_ppo"], world["t5_sft"]]
+    assert check_policy_folder(world["ethreed"]) == "ethreed"
     with pytest.raises(UserError, match="not a stage output"):
         check_policy_folder(str(tmp_path))
     with pytest.raises(UserError, match="stage 'identifiers', not a dialogue policy"):
@@ -188,6 +189,18 @@ def test_two_policies_answer_a_test_context_then_a_free_turn(world):
         assert history[2] == "i feel sad it was my dream job"
     again = comparer.play(Dialogue(dialogue.policies, start=start), None, settings)
     assert again.replies == first.replies  # the same seed, the same replies
+
+
+def test_ethreed_answers_beside_a_generator(world):
+    comparer = Comparer(Graders())
+    dialogue = Dialogue([world["ethreed"], world["t5_sft"]])
+    settings = GenerationSettings(max_new_tokens=5, seed=0)
+    first = comparer.play(dialogue, "i lost my dog today", settings)
+    assert set(first.replies) == {world["ethreed"], world["t5_sft"]}
+    assert all(isinstance(r, str) for r in first.replies.values())
+    assert len(first.replies[world["ethreed"]].split()) <= 5
+    assert first.grades[world["ethreed"]] == {"levels": None, "r_emp": None, "oracle": None}  # no graders
+    assert comparer.play(Dialogue(dialogue.policies), "i lost my dog today", settings).replies == first.replies
 
 
 def _serve(argv, capsys) -> tuple[int, str]:

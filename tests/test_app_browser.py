@@ -43,8 +43,10 @@ def test_compare_rate_kill_restart_resume_and_score(world, browser, tmp_path):
     server = page_driver.Server(args, page_driver.free_port(), str(tmp_path / "server.log")).start()
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        requests = []
+        page.on("request", lambda request: requests.append(request.url))
         page.goto(server.url)
-        # Compare: the two ticked policies (llama_sft, t5_ppo) answer test context 1, each graded.
+        # Compare: the two ticked policies (t5_sft, t5_ppo) answer test context 1, each graded.
         replies = page_driver.compare_context(page, 0)
         columns = page.locator("#cmp-out .cmp-col")
         assert len(replies) == 2 and columns.count() == 2
@@ -53,9 +55,23 @@ def test_compare_rate_kill_restart_resume_and_score(world, browser, tmp_path):
             assert "identifiers: ER" in text and "R_emp vs the reference's gold" in text and "seed 42" in text
         assert "Reference:" in page.inner_text("#cmp-out")
         page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+        page.click("#cmp-again")  # the same context, the next seed
+        page.wait_for_function("() => document.getElementById('cmp-out').innerText.includes('seed 43')")
+        page.fill("#cmp-message textarea", "it was my best friend")  # a second turn, each policy its own
+        page.click("#cmp-send")
+        page.wait_for_function("() => document.querySelectorAll('#cmp-out .cmp-you').length === 2")
+        page_driver.wait_idle(page)
+        assert page.locator("#cmp-out .cmp-reply").count() == 4
+        assert page.inner_text("#cmp-out").count("R_emp") == 2  # only the replies to the test context have one
+        page.fill("#cmp-extra textarea", world["identifiers"])  # not a policy: said on the page
+        page.click("#cmp-send")
+        page.wait_for_function("() => document.getElementById('cmp-status').innerText.includes('not a dialogue')")
 
-        # Rate: three items, the first by clicking, then by keys; back shows the saved answer.
-        page_driver.open_rater(page, "ann")
+        # Rate: a folder that is no sheet is named on the page; then three items, the first by clicking,
+        # then by keys; back shows the saved answer.
+        page_driver.open_rater(page, "ann", sheet=str(tmp_path))
+        assert "no ratings.csv or ab.csv" in page.inner_text("#rate-status")
+        page_driver.open_rater(page, "ann", sheet=kit)
         total = len(read_sheet_items(kit))
         assert page_driver.progress(page) == f"1 / {total}"
         for aspect, value in zip(("empathy", "relevance", "fluency"), app_world.ANSWERS[0]):
@@ -100,6 +116,8 @@ def test_compare_rate_kill_restart_resume_and_score(world, browser, tmp_path):
         report = score(os.path.join(kit, "key.json"), [log], [log], str(tmp_path / "report.md"))
         first = report["systems"][0]
         assert report["ratings"][first]["empathy"]["mean"] > 0 and set(report["ab"]) == set(report["systems"][1:])
+        host = server.url.rstrip("/")
+        assert [u for u in requests if not u.startswith((host, "data:", "blob:"))] == []  # no network
     finally:
         server.stop()
 

@@ -108,9 +108,11 @@ def open_rater(page, name: str, sheet: str | None = None) -> None:
     if sheet is not None:
         page.fill("#rate-sheet textarea", sheet)
     page.fill("#rate-rater textarea", name)
+    before = page.inner_text("#rate-status")
     page.click("#rate-open")
-    page.wait_for_function("() => document.getElementById('rate-progress-text') || "
-                           "document.getElementById('rate-status').innerText.includes('\u26a0')", timeout=60_000)
+    # Every Open says something new: where the answers go, what was resumed, or what is wrong (⚠).
+    page.wait_for_function("(before) => document.getElementById('rate-status').innerText.trim() !== before.trim()",
+                           arg=before, timeout=60_000)
     wait_idle(page)
 
 

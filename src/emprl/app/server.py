@@ -9,11 +9,14 @@ blind (docs/app.md). Gradio, bound to 127.0.0.1 by default, no network (no analy
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib.resources
+import io
 import json
 import logging
 import os
+import re
 import socket
 
 from emprl.common.errors import UserError, run_cli
@@ -123,6 +126,35 @@ def build(args):
     return app
 
 
+# Gradio's page names a script on a CDN (an iframe resizer for embedding) and preconnects to web fonts:
+# requests that leave the machine. The page works without them, so they are taken out of every HTML page.
+EXTERNAL_TAGS = re.compile(r"<script[^>]*\bsrc=\"https?://[^\"]*\"[^>]*>\s*</script>"
+                           r"|<link[^>]*\bhref=\"https?://[^\"]*\"[^>]*>", re.S)
+
+
+def offline_app(blocks):
+    """A FastAPI app serving ``blocks`` at / (``gr.mount_gradio_app``), its HTML without external tags."""
+    import gradio as gr
+    from fastapi import FastAPI
+    from starlette.middleware.base import BaseHTTPMiddleware
+    from starlette.responses import Response
+
+    async def strip_external(request, call_next):
+        response = await call_next(request)
+        if not response.headers.get("content-type", "").startswith("text/html"):
+            return response
+        body = b"".join([chunk async for chunk in response.body_iterator])
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+        return Response(EXTERNAL_TAGS.sub("", body.decode("utf-8")), status_code=response.status_code,
+                        headers=headers)
+
+    app = FastAPI()
+    app.add_middleware(BaseHTTPMiddleware, dispatch=strip_external)
+    with contextlib.redirect_stdout(io.StringIO()):  # gradio 5.50 prints "new <path>" here
+        return gr.mount_gradio_app(app, blocks.queue(default_concurrency_limit=4), path="", show_api=False,
+                                   ssr_mode=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -131,9 +163,10 @@ def main(argv: list[str] | None = None) -> None:
     check_port(args.host, args.port)
     app = build(args)
     check_port(args.host, args.port)  # again: loading took a while
+    import uvicorn
+
     print(f"EmpRL page on http://{args.host}:{args.port} (Ctrl+C stops it)", flush=True)
-    app.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, show_api=False,
-                                                  quiet=True, ssr_mode=False, favicon_path=None)
+    uvicorn.run(offline_app(app), host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":
