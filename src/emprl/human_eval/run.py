@@ -7,7 +7,8 @@
 `export` writes ratings.csv (every system's response to each sampled context, 1-5 scores for
 empathy, relevance and fluency), ab.csv (the first system against each other one; `choice` is win =
 A better, lose = B better, tie), instructions.md, and key.json, which maps item ids to systems and
-must not reach the annotators. Each annotator fills a copy; `score` reads all copies.
+must not reach the annotators. Each annotator fills a copy, or rates on the web page (`emprl serve`,
+docs/app.md), which saves answers/<rater>.jsonl beside the sheet; `score` reads all copies and logs alike.
 
 An A/B item's outcome is the answer most evaluators gave. When three evaluators split 1-1-1 (win,
 lose, tie) a fourth evaluator decides, as in the paper: `score` lists those items, the fourth
