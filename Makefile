@@ -61,7 +61,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml $(VENV)/.torch
 # The web page's browser tests (docs/app.md) drive the system's Chromium: Debian's chromium and
 # chromium-driver, installed here where missing (as root, or through sudo). Where that fails the
 # browser tests are skipped, except under CI, where they fail.
-SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
 $(VENV)/.browser: | $(VENV)/bin/python
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 		{ echo "installing Debian's chromium for the web page's browser tests"; \
