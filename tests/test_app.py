@@ -243,3 +243,14 @@ def test_answer_log_lines_are_json_objects_with_the_sheet_kind(sheet):
     assert json.loads(lines[0])["format"] == "emprl-answers-1"
     assert {k: json.loads(lines[1])[k] for k in ("item_id", "sheet", "choice")} == \
         {"item_id": session.sheet.items[last].item_id, "sheet": "ab", "choice": "tie"}
+
+
+def test_the_oracle_is_found_beside_the_data_a_labelled_folder_was_made_from(tmp_path):
+    from emprl.app.server import source_folder
+
+    labelled = tmp_path / "labelled"
+    labelled.mkdir()
+    (labelled / "README.md").write_text('# labels\ndata: "empathetic_dialogues:data/ed"\n', encoding="utf-8")
+    assert source_folder(f"disk:{labelled}") == "data/ed"
+    assert source_folder("empathetic_dialogues:data/x") == "data/x"
+    assert source_folder("dailydialog:data/dd") is None and source_folder(f"disk:{tmp_path}") is None

@@ -59,11 +59,13 @@ def main() -> None:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(server.url)
             page_driver.compare_context(page, args.context - 1)
+            page.wait_for_timeout(500)  # Gradio fades the updated output in
             page.screenshot(path=os.path.join(args.out, "app-compare.png"), full_page=True)
             page_driver.open_rater(page, "demo")
             page_driver.answer_with_keys(page, ("4", "3", "5"))
             page_driver.answer_with_keys(page, ("2", "4", "4"))
             page.keyboard.press("4")  # the third item half answered: empathy 4 chosen, not yet saved
+            page.wait_for_timeout(500)
             page.screenshot(path=os.path.join(args.out, "app-rate.png"), full_page=True)
             browser.close()
         print(f"wrote {args.out}/app-compare.png and {args.out}/app-rate.png")

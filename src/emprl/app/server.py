@@ -13,7 +13,6 @@ import contextlib
 import errno
 import importlib.resources
 import io
-import json
 import logging
 import os
 import re
@@ -70,14 +69,13 @@ def data_spec(args) -> str:
 
 
 def source_folder(spec: str) -> str | None:
-    """The EmpatheticDialogues-format folder ``spec`` comes from (a labelled folder: its label_stats.json)."""
+    """The EmpatheticDialogues-format folder ``spec`` comes from (a labelled folder: the data it labelled,
+    as the evaluation finds it), or None."""
+    from emprl.evaluate.run import source_spec
+
     fmt, _, path = spec.partition(":")
     if fmt == "disk":
-        try:
-            with open(os.path.join(path, "label_stats.json"), encoding="utf-8") as fh:
-                fmt, _, path = str(json.load(fh).get("data", "")).partition(":")
-        except (OSError, ValueError, AttributeError):
-            return None
+        fmt, _, path = (source_spec(path) or "").partition(":")
     return path if fmt == "empathetic_dialogues" else None
 
 

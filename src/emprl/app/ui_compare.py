@@ -56,7 +56,7 @@ def reply_html(rnd: Turn, folder: str) -> str:
     if g["oracle"] is not None:
         out += f"<div class='cmp-levels'>oracle (phrase bank): {levels_text(g['oracle'])}</div>"
     if g["r_emp"] is not None:
-        out += f"<div class='cmp-levels'>R_emp vs the reference's gold: <b>{g['r_emp']:.3f}</b></div>"
+        out += f"<div class='cmp-levels'>R_emp vs the reference's gold: <b>{g['r_emp']:.3g}</b></div>"
     return out + f"<div class='cmp-meta'>{settings_text(rnd.settings)}</div></div>"
 
 
