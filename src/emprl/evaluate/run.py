@@ -219,14 +219,14 @@ def detect_data_kind(spec: str, _depth: int = 0) -> str:
     """empathetic_dialogues, dailydialog or other; saved (disk:) data follows its labelling record."""
     fmt, _, path = spec.partition(":")
     if fmt == "disk" and _depth < 3:
-        source = _source_spec(path)
+        source = source_spec(path)
         return detect_data_kind(source, _depth + 1) if source else "other"
     if fmt in ED_FORMATS:
         return "empathetic_dialogues"
     return "dailydialog" if fmt == "dailydialog" else "other"
 
 
-def _source_spec(folder: str) -> str | None:
+def source_spec(folder: str) -> str | None:
     """The data spec a labelled folder was made from: label_stats.json's "data", else its model card."""
     try:
         with open(os.path.join(folder, "label_stats.json"), encoding="utf-8") as fh:

@@ -7,7 +7,8 @@
 `export` writes ratings.csv (every system's response to each sampled context, 1-5 scores for
 empathy, relevance and fluency), ab.csv (the first system against each other one; `choice` is win =
 A better, lose = B better, tie), instructions.md, and key.json, which maps item ids to systems and
-must not reach the annotators. Each annotator fills a copy; `score` reads all copies.
+must not reach the annotators. Each annotator fills a copy, or rates on the web page (`emprl serve`,
+docs/app.md), which saves answers/<rater>.jsonl beside the sheet; `score` reads all copies and logs alike.
 
 An A/B item's outcome is the answer most evaluators gave. When three evaluators split 1-1-1 (win,
 lose, tie) a fourth evaluator decides, as in the paper: `score` lists those items, the fourth
@@ -248,8 +249,10 @@ def main(argv: list[str] | None = None) -> None:
     exp.add_argument("--out", required=True, help="new folder for the sheets and key.json")
     sc = sub.add_parser("score", help="report ratings, A/B shares, Fleiss' kappa and sign tests")
     sc.add_argument("--key", required=True, help="key.json written by export")
-    sc.add_argument("--ratings", nargs="*", default=[], help="filled ratings.csv copies, one per annotator")
-    sc.add_argument("--ab", nargs="*", default=[], help="filled ab.csv copies, one per annotator")
+    sc.add_argument("--ratings", nargs="*", default=[],
+                    help="filled ratings.csv copies, or the rating page's answers/<rater>.jsonl, one per annotator")
+    sc.add_argument("--ab", nargs="*", default=[],
+                    help="filled ab.csv copies, or the rating page's answers/<rater>.jsonl, one per annotator")
     sc.add_argument("--ab-fourth", default=None, metavar="PATH",
                     help="the fourth evaluator's ab.csv copy: decides items the three --ab copies split 1-1-1")
     sc.add_argument("--out", required=True, help="report .md path; the .json goes next to it")

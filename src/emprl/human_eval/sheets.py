@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from emprl.common.errors import UserError
+from emprl.human_eval.answers import answer_rows, is_answer_log
 
 ASPECTS = ("empathy", "relevance", "fluency")
 CHOICES = ("win", "lose", "tie")  # win: response A is better, lose: B is better
@@ -87,7 +88,7 @@ def render_context(context: list[str] | str) -> str:
     )
 
 
-def _read_sheet(path: str, columns: tuple[str, ...]):
+def read_sheet(path: str, columns: tuple[str, ...]):
     """Yield (line number where the record starts, {column: value}) for a filled CSV copy."""
     try:
         f = open(path, newline="", encoding="utf-8-sig")  # utf-8-sig: spreadsheets often add a BOM
@@ -198,11 +199,15 @@ def load_key(path: str) -> dict:
 
 
 def read_copy(path: str, columns, items: dict, parse, complete: bool = True) -> dict:
-    """{item_id: parsed answer} of one annotator's copy; every item of the key at most once, and exactly
+    """{item_id: parsed answer} of one annotator's copy (a filled CSV sheet, or the rating page's answer
+    log ``*.jsonl``); every item of the key at most once, and exactly
     once when ``complete`` (an answer that ``parse`` returns as None is left out)."""
     seen: dict[str, object] = {}
     lines: set[str] = set()
-    for line, row in _read_sheet(path, columns):
+    # The rating page's answer log (emprl.human_eval.answers) gives the same rows as a filled copy.
+    kind = "ab" if "choice" in columns else "ratings"
+    rows = answer_rows(path, kind, columns) if is_answer_log(path) else read_sheet(path, columns)
+    for line, row in rows:
         item = row["item_id"].strip()
         if item not in items:
             raise UserError(f"{path}:{line}: unknown item_id {item!r} (is this the right key?)")

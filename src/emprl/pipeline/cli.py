@@ -2,6 +2,7 @@
 
     emprl launch [--config_file recipes/accelerate/cpu.yaml] [accelerate options] <stage> <recipe.yaml> [--key value ...]
     emprl stages                                  # the stage names and their modules
+    emprl serve [...]                             # the web page (emprl.app.server, docs/app.md)
 
 The recipe is parsed and range-checked here first, so a mistake is one line and exit code 2 before
 any process starts. Then accelerate's launcher runs ``-m <module> <recipe> ...``; when the stage
@@ -24,6 +25,7 @@ from emprl.pipeline import stages
 
 USAGE = ("usage: emprl launch [--config_file ACCELERATE.yaml] [accelerate options] STAGE RECIPE.yaml [--key value ...]\n"
          "       emprl stages\n"
+         "       emprl serve [--outputs outputs/demo] [--sheet DIR] [--port 7860]   (the web page, docs/app.md)\n"
          "STAGE: one of {}")
 
 
@@ -37,8 +39,13 @@ def main(argv: list[str] | None = None) -> None:
         for name, kind in stages.kinds().items():
             print(f"{name:<20} python -m {kind.module}")
         return
+    if command == "serve":
+        from emprl.app.server import main as serve
+
+        serve(rest)
+        return
     if command != "launch":
-        raise UserError(f"unknown command {command!r}; expected 'launch' or 'stages' (emprl --help)")
+        raise UserError(f"unknown command {command!r}; expected 'launch', 'stages' or 'serve' (emprl --help)")
     options, rest = _launcher_options(rest)
     if len(rest) < 2:
         raise UserError("emprl launch: expected a stage and a recipe file (emprl --help)")

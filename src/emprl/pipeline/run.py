@@ -245,6 +245,8 @@ def _print_where(steps: list[Step]) -> None:
     policy = next((dirs[r] for r in ("ppo.yaml", "t5_ppo.yaml") if r in dirs), None)
     if policy:
         print(f"  {'chat with it:':<19}{python} -m emprl.chat --model {policy}")
+        print(f"  {'compare, rate:':<19}{python} -m emprl.app --outputs {os.path.dirname(policy) or '.'}"
+              "   (the web page, docs/app.md)")
 
 
 if __name__ == "__main__":
