@@ -51,6 +51,16 @@ def tokenize_pairs(tokenizer, texts: Sequence[str], max_length: int, truncation_
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 
+def quantized(identifiers: Mapping[str, EmpathyIdentifier], how: str, device: torch.device) -> dict:
+    """Copies of the identifiers with dynamically quantised int8 linear layers (CPU only)."""
+    if how != "int8":
+        raise UserError(f"quantize: expected null or int8, got {how!r}")
+    if device.type != "cpu":
+        raise UserError(f"quantize: int8 runs on the CPU only (the reward's device is {device})")
+    return {m: torch.ao.quantization.quantize_dynamic(ident, {torch.nn.Linear}, dtype=torch.qint8)
+            for m, ident in identifiers.items()}
+
+
 class EmpathyReward:
     """Scores (context, response) pairs with one identifier per mechanism.
 
@@ -83,14 +93,8 @@ class EmpathyReward:
             if dtype is not None:
                 ident.to(dtype)
             ident.eval()
-        if quantize not in (None, "int8"):
-            raise UserError(f"quantize: expected null or int8, got {quantize!r}")
-        if quantize and self.device.type != "cpu":
-            raise UserError(f"quantize: int8 runs on the CPU only (the reward's device is {self.device})")
         if quantize:
-            for mech, ident in self.identifiers.items():
-                self.identifiers[mech] = torch.ao.quantization.quantize_dynamic(ident, {torch.nn.Linear},
-                                                                                dtype=torch.qint8)
+            self.identifiers = quantized(self.identifiers, quantize, self.device)
         self.quantize = quantize
         self.tokenizers = {}
         for mech, ident in self.identifiers.items():

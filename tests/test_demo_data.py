@@ -88,13 +88,12 @@ def test_epitome_files_share_pairs_and_follow_the_release_format():
 
 
 @pytest.mark.parametrize("mech", sorted(EPITOME))
-def test_epitome_levels_resemble_the_release(mech):
+def test_epitome_levels_are_balanced_like_the_corpus_they_grade(mech):
+    """Not the release's skew (ER strong 5%, IP weak 4%, EX weak 3%): identifiers trained on that never said
+    the rare levels, which the large corpus uses a third of the time (docs/rl-effect.md, "The testbed")."""
     counts = Counter(int(r["level"]) for r in _epitome(mech))
-    assert set(counts) == {0, 1, 2} and min(counts.values()) >= 15
-    share = {lvl: counts[lvl] / sum(counts.values()) for lvl in counts}
-    real = {"er": (2037, 895, 152), "ip": (1626, 113, 1345), "ex": (2604, 104, 376)}[mech]
-    for lvl in range(3):
-        assert abs(share[lvl] - real[lvl] / 3084) < 0.05, (mech, lvl, share)
+    share = {lvl: counts[lvl] / sum(counts.values()) for lvl in range(3)}
+    assert all(0.28 <= share[lvl] <= 0.40 for lvl in range(3)), (mech, share)
 
 
 def test_epitome_labels_are_consistent_with_their_text():
@@ -122,7 +121,8 @@ def test_epitome_mixes_many_hand_written_pairs():
     assert summary["hand"] >= 80 and summary["composed"] >= 300
     assert len(compose_demo.SITUATIONS) >= 60
     first_words = Counter(r["response_post"].split()[0].lower() for r in _epitome("er"))
-    assert first_words.most_common(1)[0][1] / sum(first_words.values()) < 0.15
+    # "I" leads most interpretation fragments ("I get it."), which two thirds of the balanced pairs carry: 15.3%
+    assert first_words.most_common(1)[0][1] / sum(first_words.values()) < 0.17
 
 
 # -- EmpatheticDialogues --------------------------------------------------------------------------------
