@@ -18,7 +18,10 @@ import urllib.request
 
 # No background traffic: the machines this runs on have no network but the package registries.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions"]
+                 "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
+                 # a test drives two tabs: a background tab's timers must not be throttled
+                 "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+                 "--disable-backgrounding-occluded-windows"]
 
 
 def chromium_path() -> str | None:
@@ -127,6 +130,7 @@ def current_kind(page) -> str:
 
 def answer_with_keys(page, values) -> None:
     """Answer the shown item from the keyboard: ("4", "3", "5") or "win" / "tie" / "lose"; then Enter."""
+    page.bring_to_front()  # keys go to the tab in front; the test switches tabs
     before = progress(page)
     page.locator("#rate-progress").click()  # focus the page, not a text box
     if isinstance(values, str):
