@@ -180,19 +180,16 @@ def pooled_statistics(runs_by_arm: dict[str, list[tuple[int, str]]], samples: Sa
                 if judge != REWARD_JUDGE and not all(judge in samples.systems[s].judges
                                                      for s in arm_systems + base_systems):
                     continue
+                acc = [np.stack([100 * samples.accuracy(s, judge) for s in names]) for names in (arm_systems, base_systems)]
                 entry["judges"][judge] = {
                     "emp_f1": rl_stats.pooled_corpus_difference(
                         np.stack([samples.confusion(s, judge) for s in arm_systems]),
                         np.stack([samples.confusion(s, judge) for s in base_systems]), **settings),
-                    "accuracy": rl_stats.pooled_difference(
-                        np.stack([100 * samples.accuracy(s, judge) for s in arm_systems]),
-                        np.stack([100 * samples.accuracy(s, judge) for s in base_systems]), **settings)}
-            if comp["baseline"] == "placebo" and primary_judge in entry["judges"]:
-                # The study's one declared test: one-sided, EmpRL above its placebo (docs/statistics.md)
-                entry["primary"] = {"judge": primary_judge, **rl_stats.pooled_difference(
-                    np.stack([100 * samples.accuracy(s, primary_judge) for s in arm_systems]),
-                    np.stack([100 * samples.accuracy(s, primary_judge) for s in base_systems]),
-                    alternative="greater", **settings)}
+                    "accuracy": rl_stats.pooled_difference(*acc, **settings)}
+                if comp["baseline"] == "placebo" and judge == primary_judge:
+                    # The study's one declared test: one-sided, EmpRL above its placebo (docs/statistics.md)
+                    entry["primary"] = {"judge": judge, **rl_stats.pooled_difference(*acc, alternative="greater",
+                                                                                      **settings)}
         entry["dist_2"] = _summary_difference(results, arm_systems, base_systems, "dist-2")
         out["comparisons"].append(entry)
     if samples is not None and "empathy" in runs_by_arm and SFT_ROW in samples.systems:
