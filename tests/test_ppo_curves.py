@@ -27,7 +27,8 @@ def test_curves_are_drawn_with_and_without_a_held_out_evaluation(tmp_path):
 
 def test_the_closing_line_says_no_evaluation_ran_instead_of_nan():
     line = held_out_line(None, {}, [{"step": 5, "r_emp": 0.1234, "kl": 0.5}])
-    assert "no held-out evaluation ran" in line and "nan" not in line.lower() and "0.1234" in line
+    assert "no held-out evaluation ran" in line and "nan" not in line.lower() and "R_emp 0.1234" in line
+    assert "reward 0.9000" in held_out_line(None, {}, [{"step": 5, "reward": 0.9, "kl": 0.5}])  # no empathy term
     line = held_out_line({"r_emp": 0.1}, {"r_emp": 0.12, "delta_r_emp": 0.02, "delta_r_emp_ci": [0.01, 0.03],
                                           "kl": 0.4}, [])
     assert "0.1000 (SFT) -> 0.1200 (PPO)" in line and "+0.0200" in line

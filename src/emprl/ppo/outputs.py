@@ -128,8 +128,8 @@ def held_out_line(sft: dict | None, final: dict, trained: list[dict]) -> str:
     (eval_samples 0), that fact and the training batches' last figures instead of NaN."""
     if not final or "r_emp" not in final:
         last = trained[-1] if trained else {}
-        tail = (f"; last training batch: R_emp {last.get('r_emp', last.get('reward', math.nan)):.4f}, "
-                f"KL {last.get('kl', math.nan):.3f}" if last else "")
+        name, value = ("R_emp", last["r_emp"]) if "r_emp" in last else ("reward", last.get("reward", math.nan))
+        tail = f"; last training batch: {name} {value:.4f}, KL {last.get('kl', math.nan):.3f}" if last else ""
         return f"no held-out evaluation ran (eval_samples 0 or eval_steps 0){tail}"
     ci = final.get("delta_r_emp_ci")
     paired = f" (paired Delta {final['delta_r_emp']:+.4f}, 95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}])" if ci else ""
