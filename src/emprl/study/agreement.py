@@ -20,35 +20,25 @@ import numpy as np
 
 from emprl.common.errors import UserError, run_cli
 from emprl.data import MECHANISMS
-from emprl.study.report import Samples, load_samples
+from emprl.study.report import REWARD_JUDGE, Samples, load_samples
 
 SHUFFLES = 200
 RESAMPLES = 2000
-
-
-def hits(samples: Samples, system: str, judge: str, true: np.ndarray | None = None) -> np.ndarray:
-    """[C, 4] per context: the share of its samples whose judged level equals the true level, per mechanism
-    and for all three at once (``true``: the [C, 3] truth to compare with; default the context's own)."""
-    s = samples.systems[system]
-    if judge not in s.judges:
-        raise UserError(f"system {system!r} has no levels from judge {judge!r} (has {', '.join(s.judges) or 'none'})")
-    truth = samples.true if true is None else true
-    match = s.judges[judge] == truth[s.pos]
-    cells = np.concatenate([match, match.all(axis=1, keepdims=True)], axis=1).astype(float)
-    n = np.bincount(s.pos, minlength=len(truth))
-    return np.stack([np.bincount(s.pos, weights=cells[:, k], minlength=len(truth)) / n for k in range(4)], axis=1)
 
 
 def agreement(samples: Samples, system: str, judge: str, seed: int = 0) -> dict:
     """Per mechanism and 'all': the system's agreement with a 95% bootstrap CI over contexts, and chance."""
     if samples.true is None:
         raise UserError("the evaluation has no true levels (contexts.jsonl without `true`): only composed data has them")
+    judges = samples.systems[system].judges
+    if judge not in judges and judge != REWARD_JUDGE:
+        raise UserError(f"system {system!r} has no levels from judge {judge!r} (has {', '.join(judges) or 'none'})")
     rng = np.random.default_rng(seed)
-    per_context = hits(samples, system, judge)
+    per_context = samples.agreement(system, judge)
     means = per_context.mean(axis=0)
     idx = rng.integers(0, len(per_context), size=(RESAMPLES, len(per_context)))
     boot = per_context[idx].mean(axis=1)  # [R, 4]
-    chance = np.mean([hits(samples, system, judge, samples.true[rng.permutation(len(samples.true))]).mean(axis=0)
+    chance = np.mean([samples.agreement(system, judge, samples.true[rng.permutation(len(samples.true))]).mean(axis=0)
                       for _ in range(SHUFFLES)], axis=0)
     out = {}
     for k, name in enumerate((*MECHANISMS, "all")):

@@ -72,13 +72,20 @@ class Samples:
             np.add.at(counts, (s.pos, m, ref[:, m], pred[:, m]), 1)
         return counts
 
-    def accuracy(self, system: str, judge: str) -> np.ndarray:
-        """Per context, the share of (sample, mechanism) whose judged level equals the true level."""
+    def agreement(self, system: str, judge: str, true: np.ndarray | None = None) -> np.ndarray:
+        """[C, 4] per context: the share of its samples whose judged level equals the true level, per mechanism
+        and for all three at once (``true``: the [C, 3] truth to compare with; default the data's own)."""
         s = self.systems[system]
         pred = s.levels if judge == REWARD_JUDGE else s.judges[judge]
-        hits = (pred == self.true[s.pos]).mean(axis=1)
+        match = pred == (self.true if true is None else true)[s.pos]
+        cells = np.concatenate([match, match.all(axis=1, keepdims=True)], axis=1).astype(float)
         n = np.bincount(s.pos, minlength=len(self.gold))
-        return np.bincount(s.pos, weights=hits, minlength=len(self.gold)) / n
+        return np.stack([np.bincount(s.pos, weights=cells[:, k], minlength=len(self.gold)) / n
+                         for k in range(cells.shape[1])], axis=1)
+
+    def accuracy(self, system: str, judge: str) -> np.ndarray:
+        """Per context, the share of (sample, mechanism) whose judged level equals the true level."""
+        return self.agreement(system, judge)[:, :3].mean(axis=1)
 
     def judge_names(self) -> list[str]:
         if self.true is None:
