@@ -55,20 +55,23 @@ class EmpathyRewardComponent(RewardComponent):
     """R_emp from the three identifiers, against the gold levels cached in the batch columns.
 
     Args: ``identifiers_dir`` (the identifiers stage's output) or a ready ``reward`` (EmpathyReward);
-    ``device``/``dtype``/``max_context_len``/``max_response_len``/``batch_size``/``quantize`` go to EmpathyReward.
+    ``device``/``dtype``/``max_context_len``/``max_response_len``/``batch_size``/``quantize``/``temperature`` go to
+    EmpathyReward.
     Contexts may be strings or lists of turns; turns are serialised with ``emprl.data.serialize_context``
     and these tags, so they match what the labelling step scored.
     """
 
     def __init__(self, identifiers_dir: str | None = None, reward: EmpathyReward | None = None, device=None,
                  dtype=None, max_context_len: int = 200, max_response_len: int = 50, batch_size: int = 64,
-                 speaker_tag: str = "Speaker:", listener_tag: str = "Listener:", quantize: str | None = None):
+                 speaker_tag: str = "Speaker:", listener_tag: str = "Listener:", quantize: str | None = None,
+                 temperature: float = 1.0):
         if reward is None:
             if not identifiers_dir:
                 raise UserError("reward.empathy: set identifiers_dir (the identifiers stage's output folder)")
             reward = EmpathyReward.from_pretrained(
                 identifiers_dir, device=device, dtype=dtype, max_context_len=max_context_len,
                 max_response_len=max_response_len, batch_size=batch_size, quantize=quantize,
+                temperature=temperature,
             )
         self.reward = reward
         self.speaker_tag, self.listener_tag = speaker_tag, listener_tag

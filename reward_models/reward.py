@@ -75,11 +75,14 @@ class EmpathyReward:
         quantize: None, or "int8": the identifiers' linear layers as dynamically quantised int8 (CPU only),
             for a cheaper reward where its levels agree with fp32 (``python -m emprl.benchmarks.bench_reward
             --quantize int8`` measures both; docs/rl-effect.md).
+        temperature: R_emp reads softmax(logits / temperature); the levels (argmax) do not change. 1.0 is the
+            paper's reward. Sharp identifiers make R_emp near 0 unless all three levels match; a larger value
+            gives partial credit per matched mechanism, a denser signal for PPO (docs/rl-effect.md).
     """
 
     def __init__(self, identifiers: Mapping[str, EmpathyIdentifier], tokenizers=None, max_context_len: int = 200,
                  max_response_len: int = 50, device=None, dtype=None, batch_size: int = 64,
-                 quantize: str | None = None):
+                 quantize: str | None = None, temperature: float = 1.0):
         if not identifiers:
             raise ValueError("EmpathyReward needs at least one identifier")
         self.mechanisms = tuple(identifiers)
@@ -96,6 +99,10 @@ class EmpathyReward:
         if quantize:
             self.identifiers = quantized(self.identifiers, quantize, self.device)
         self.quantize = quantize
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0 \
+                or temperature == float("inf"):
+            raise UserError(f"temperature: expected a positive number, got {temperature!r}")
+        self.temperature = float(temperature)
         self.tokenizers = {}
         for mech, ident in self.identifiers.items():
             tok = tokenizers.get(mech) if isinstance(tokenizers, Mapping) else tokenizers
@@ -189,7 +196,7 @@ class EmpathyReward:
         """(R_emp [B], predicted levels [B, M]) from one pass through the identifiers."""
         gold = self._gold_tensor(gold_levels, len(contexts))
         logits = self.logits(contexts, responses)
-        return empathy_reward_from_logits(logits, gold), logits.argmax(dim=-1)
+        return empathy_reward_from_logits(logits / self.temperature, gold), logits.argmax(dim=-1)
 
     def _gold_tensor(self, gold_levels, batch: int) -> torch.Tensor:
         if isinstance(gold_levels, Mapping):

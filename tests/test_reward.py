@@ -234,3 +234,18 @@ def test_int8_reward_stays_close_to_fp32_and_checks_its_option(tokenizer, reward
     assert torch.equal(reward.probs(CONTEXTS, RESPONSES), fp32)  # the fp32 identifiers were not touched
     with pytest.raises(UserError, match="expected null or int8"):
         EmpathyReward(reward.identifiers, quantize="int4")
+
+
+def test_reward_temperature_gives_partial_credit_and_keeps_levels(reward):
+    gold = torch.tensor([[0, 1, 2], [2, 1, 0]])
+    sharp_r, sharp_levels = reward.reward_and_levels(CONTEXTS[:2], RESPONSES[:2], gold)
+    soft = EmpathyReward(reward.identifiers, max_context_len=16, max_response_len=12, temperature=4.0)
+    soft_r, soft_levels = soft.reward_and_levels(CONTEXTS[:2], RESPONSES[:2], gold)
+    assert torch.equal(soft_levels, sharp_levels)  # the levels (argmax) do not depend on the temperature
+    logits = reward.logits(CONTEXTS[:2], RESPONSES[:2])
+    expected = (logits / 4.0).log_softmax(-1).gather(-1, gold.unsqueeze(-1)).squeeze(-1).sum(1).exp()
+    assert torch.allclose(soft_r, expected, atol=1e-5)
+    assert not torch.allclose(soft_r, sharp_r)
+    for bad in (0, -1.0, True, "2", float("inf")):
+        with pytest.raises(UserError, match="temperature: expected a positive number"):
+            EmpathyReward(reward.identifiers, temperature=bad)
