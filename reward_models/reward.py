@@ -61,6 +61,12 @@ def quantized(identifiers: Mapping[str, EmpathyIdentifier], how: str, device: to
             for m, ident in identifiers.items()}
 
 
+def checked_temperature(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise UserError(f"temperature: expected a positive number, got {value!r}")
+    return float(value)
+
+
 class EmpathyReward:
     """Scores (context, response) pairs with one identifier per mechanism.
 
@@ -99,10 +105,7 @@ class EmpathyReward:
         if quantize:
             self.identifiers = quantized(self.identifiers, quantize, self.device)
         self.quantize = quantize
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0 \
-                or temperature == float("inf"):
-            raise UserError(f"temperature: expected a positive number, got {temperature!r}")
-        self.temperature = float(temperature)
+        self.temperature = checked_temperature(temperature)
         self.tokenizers = {}
         for mech, ident in self.identifiers.items():
             tok = tokenizers.get(mech) if isinstance(tokenizers, Mapping) else tokenizers
