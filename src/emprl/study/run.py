@@ -18,6 +18,8 @@
    (F_BERT, empty replies, length, Dist-2); the variance components of R_emp and the design they call
    for; mean ± 95% CI over trained runs for every metric (the paper's kind of interval) beside the
    decoding-seed interval; the per-run table; a verdict line per criterion.
+4. With ``results_dir`` set, export the evidence without models, to commit (emprl.study.export):
+   ``python -m emprl.study.verdict RESULTS_DIR`` recomputes the statistics and the verdict from it.
 
 With ``dpo_recipe`` set, EmpRL-DPO (``emprl.dpo``, docs/dpo.md) runs with the same seeds as another
 arm, sized to the PPO recipe's number of reward evaluations (steps x batch size), and the report states both.
@@ -41,6 +43,7 @@ from emprl.pipeline.processes import run_steps
 from emprl.pipeline.run import Step, default_jobs
 from emprl.pipeline.stages import DPO, EVALUATE, PPO, Stage
 from emprl.study.assemble import STUDY_KEYS, assemble_report, read_results
+from emprl.study.export import export, policy_fingerprint
 from emprl.study.report import ARM_TITLES, SFT_ROW, load_samples
 from emprl.study.summary import report_markdown
 
@@ -85,6 +88,9 @@ class RLStudyConfig(CheckedConfig):
     prerequisites: list[str] = field(default_factory=list, metadata={
         "help": "pipeline stages (recipe file names) the study reads, run first by `make rl-study`"})
     jobs: int | None = field(default=None, metadata={"help": "runs at once (default: 2 on a CPU machine)"})
+    results_dir: str | None = field(default=None, metadata={
+        "help": "where to export the study's evidence without models, to commit (report, runs.json, the "
+                "evaluation's results and per-sample files; emprl.study.export); null: no export"})
     primary_judge: str = field(default="oracle", metadata={
         "help": "the evaluation's independent judge whose level agreement with the true levels, EmpRL - placebo "
                 "pooled, is the study's primary test (declared before the run; docs/statistics.md)"})
@@ -130,6 +136,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     atomic_write_text(os.path.join(cfg.output_dir, "report.md"), text)
     print(text)
     print(f"emprl.study.run: report in {os.path.join(cfg.output_dir, 'report.md')}")
+    if cfg.results_dir:
+        export(cfg.output_dir, cfg.results_dir)
+        print(f"emprl.study.run: evidence to commit in {cfg.results_dir} (recompute the verdict: "
+              f"python -m emprl.study.verdict {cfg.results_dir})")
     return report
 
 
@@ -176,7 +186,8 @@ def reward_evaluations(cfg: RLStudyConfig, run: Run, metrics: dict) -> int | Non
 
 def study_record(cfg: RLStudyConfig, runs: list[Run], minutes: dict[str, float], total_minutes: float) -> dict:
     """runs.json: what the report reads of the recipe and of the run folders (metrics.json, which sit beside
-    the models), and each run's recipe values and overrides, so the report can be rebuilt without them."""
+    the models), each run's recipe values and overrides, and which SFT policy (its weights' hash) the SFT
+    row scored, so the report can be rebuilt, and studies pooled, without the models."""
     rows = []
     for run in runs:
         metrics = _read_json(os.path.join(run.step.output_dir, "metrics.json"))
@@ -191,7 +202,8 @@ def study_record(cfg: RLStudyConfig, runs: list[Run], minutes: dict[str, float],
         })
     study = {**{key: getattr(cfg, key) for key in STUDY_KEYS}, "dpo_overrides": cfg.dpo_overrides,
              "arm_seeds": cfg.arm_seeds, "minutes_total": total_minutes}
-    return {"study": study, "runs": rows}
+    sft = load_recipe_values(cfg.ppo_recipe).get("sft_model_path")
+    return {"study": study, "sft": policy_fingerprint(sft), "runs": rows}
 
 
 def build_report(cfg: RLStudyConfig, runs: list[Run], eval_dir: str, minutes: dict[str, float],
