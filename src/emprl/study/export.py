@@ -57,7 +57,8 @@ def export(study_dir: str, results_dir: str) -> None:
 
 def read_record(study_dir: str) -> dict:
     """The study's runs.json; for a study that finished before runs.json existed, the same record from
-    its report.json (which keeps the settings and rows the report read, not the recipe values)."""
+    its report.json (which keeps the settings and rows the report read, not the recipe values; the SFT
+    policy is then fingerprinted as it is now)."""
     with open(os.path.join(study_dir, "report.json"), encoding="utf-8") as fh:
         report = json.load(fh)
     path = os.path.join(study_dir, "runs.json")
