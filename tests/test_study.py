@@ -164,11 +164,13 @@ def test_main_trains_evaluates_once_and_writes_the_report(tmp_path, monkeypatch,
     monkeypatch.setattr(study, "run_steps", fake_run_steps)
     monkeypatch.chdir(ROOT)
     study.main(["recipes/demo/rl_study.yaml", "--output_dir", str(tmp_path), "--dpo_recipe", "null",
-                "--control_recipe", "null", "--resamples", "200", "--seeds", "[11, 12, 13]"])
+                "--control_recipe", "null", "--resamples", "200", "--seeds", "[11, 12, 13]",
+                "--results_dir", str(tmp_path / "results")])
     assert len(calls) == 2 and len(calls[0]) == 6 and len(calls[1]) == 1
     assert all("--seed" in c for c in calls[0])
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["seeds"] == [11, 12, 13] and (tmp_path / "report.md").read_text().startswith("# RL study")
+    assert (tmp_path / "results" / "eval" / "samples.jsonl.gz").is_file()  # the export (tests/test_study_verdict.py)
     assert cfg.prerequisites == ["t5_sft.yaml", "label.yaml"]
     capsys.readouterr()
     study.main(["--prerequisites", "recipes/demo/rl_study.yaml"])

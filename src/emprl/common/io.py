@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import shutil
@@ -36,10 +37,11 @@ def atomic_write_json(path: str, data: Any) -> None:
 def read_jsonl(path: str, strict: bool = False) -> list[dict]:
     """The rows of a JSONL file, [] when it is missing. A log's line cut short by a crash is skipped;
     ``strict`` (files written whole, e.g. an evaluation's samples.jsonl): such a line is a UserError
-    naming it. Blank lines are skipped either way."""
+    naming it. Blank lines are skipped either way. A ``.gz`` file is read through gzip."""
     rows = []
     if os.path.isfile(path):
-        with open(path, encoding="utf-8") as fh:
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as fh:
             for i, line in enumerate(fh, 1):
                 if not line.strip():
                     continue

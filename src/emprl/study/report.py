@@ -2,11 +2,11 @@
 and the SFT policy, the pooled comparisons of docs/statistics.md.
 
 Inputs, in the evaluation folder: ``results.json`` (per-system summaries over decoding seeds, PPL) and the
-per-sample files ``samples.jsonl`` (one line per system, decoding seed, context and sample: R_emp, F_BERT,
-words, empty, the reward identifiers' levels and each independent judge's levels) and ``contexts.jsonl``
-(per context: the gold levels the reward uses and, where the data knows them, the true levels). An
-evaluation without the per-sample files still gives pooled R_emp and F_BERT from results.json's
-per-context means.
+per-sample files ``samples.jsonl`` (or ``samples.jsonl.gz``; one line per system, decoding seed, context
+and sample: R_emp, F_BERT, words, empty, the reward identifiers' levels and each independent judge's
+levels) and ``contexts.jsonl`` (per context: the gold levels the reward uses and, where the data knows
+them, the true levels). An evaluation without the per-sample files still gives pooled R_emp and F_BERT
+from results.json's per-context means.
 """
 
 from __future__ import annotations
@@ -95,8 +95,11 @@ class Samples:
 
 
 def load_samples(eval_dir: str) -> Samples | None:
-    """The per-sample files of an evaluation, or None when it wrote none (an older evaluation)."""
+    """The per-sample files of an evaluation, or None when it wrote none (an older evaluation). The samples
+    may be gzipped (``samples.jsonl.gz``: the committed copy that emprl.study.export writes)."""
     sample_path, context_path = os.path.join(eval_dir, "samples.jsonl"), os.path.join(eval_dir, "contexts.jsonl")
+    if not os.path.isfile(sample_path):
+        sample_path += ".gz"
     if not (os.path.isfile(sample_path) and os.path.isfile(context_path)):
         return None
     contexts = sorted(read_jsonl(context_path, strict=True), key=lambda r: r["context"])

@@ -9,14 +9,17 @@
    per run in ``output_dir/logs``. A finished run (its stage stamp) is not retrained.
 2. Evaluate every run and the SFT policy they start from in ONE evaluation call (SFT scored once), on
    the same held-out contexts with the same sampling seeds.
-3. Write ``report.md`` / ``report.json`` (statistics: emprl.study.report; verdict and text:
-   emprl.study.summary; docs/statistics.md): the trained runs pooled with a two-level bootstrap
+3. Write ``report.md`` / ``report.json`` and ``runs.json``, the record the report was built from
+   (emprl.study.assemble; statistics: emprl.study.report; verdict and text: emprl.study.summary;
+   docs/statistics.md): the trained runs pooled with a two-level bootstrap
    (runs, then contexts), Delta R_emp against SFT and against the placebo of the same seed with a
    sign-flip permutation p, runs with a positive delta, per-run CIs, probability of improvement and
    IQM; each independent judge's Delta Emp-F1 and level accuracy against the true levels; guardrails
    (F_BERT, empty replies, length, Dist-2); the variance components of R_emp and the design they call
    for; mean ± 95% CI over trained runs for every metric (the paper's kind of interval) beside the
    decoding-seed interval; the per-run table; a verdict line per criterion.
+4. With ``results_dir`` set, export the evidence without models, to commit (emprl.study.export):
+   ``python -m emprl.study.verdict RESULTS_DIR`` recomputes the statistics and the verdict from it.
 
 With ``dpo_recipe`` set, EmpRL-DPO (``emprl.dpo``, docs/dpo.md) runs with the same seeds as another
 arm, sized to the PPO recipe's number of reward evaluations (steps x batch size), and the report states both.
@@ -32,15 +35,17 @@ import time
 from dataclasses import dataclass, field
 
 from emprl.common.errors import UserError, run_cli
-from emprl.common.io import atomic_write_json, atomic_write_text
+from emprl.common.io import atomic_write_json, atomic_write_text, read_stage_stamp
 from emprl.evaluate.formats import json_safe
 from emprl.pipeline.config import load_recipe_values, parse_recipe
 from emprl.pipeline.config_limits import DISTINCT, CheckedConfig, Limit, at_least
 from emprl.pipeline.processes import run_steps
 from emprl.pipeline.run import Step, default_jobs
 from emprl.pipeline.stages import DPO, EVALUATE, PPO, Stage
-from emprl.study.report import ARM_TITLES, SFT_ROW, load_samples, pooled_statistics, trained_run_intervals
-from emprl.study.summary import report_markdown, verdict
+from emprl.study.assemble import STUDY_KEYS, assemble_report, read_results
+from emprl.study.export import export, policy_fingerprint
+from emprl.study.report import ARM_TITLES, SFT_ROW, load_samples
+from emprl.study.summary import report_markdown
 
 logger = logging.getLogger("emprl.study")
 ARM_KINDS = {"empathy": PPO, "placebo": PPO, "control": PPO, "dpo": DPO}  # the stage table's rows each arm runs
@@ -83,6 +88,9 @@ class RLStudyConfig(CheckedConfig):
     prerequisites: list[str] = field(default_factory=list, metadata={
         "help": "pipeline stages (recipe file names) the study reads, run first by `make rl-study`"})
     jobs: int | None = field(default=None, metadata={"help": "runs at once (default: 2 on a CPU machine)"})
+    results_dir: str | None = field(default=None, metadata={
+        "help": "where to export the study's evidence without models, to commit (report, runs.json, the "
+                "evaluation's results and per-sample files; emprl.study.export); null: no export"})
     primary_judge: str = field(default="oracle", metadata={
         "help": "the evaluation's independent judge whose level agreement with the true levels, EmpRL - placebo "
                 "pooled, is the study's primary test (declared before the run; docs/statistics.md)"})
@@ -119,12 +127,19 @@ def main(argv: list[str] | None = None) -> dict | None:
     run_steps([Step(Stage("evaluate", EVALUATE, "evaluate.yaml"), cfg.evaluate_recipe, eval_dir, True, ())],
               lambda _: command, jobs=1)
     # 3. The report.
-    report = build_report(cfg, runs, eval_dir, minutes, (time.time() - started) / 60)
+    record = study_record(cfg, runs, minutes, (time.time() - started) / 60)
+    report = assemble_report(record, read_results(eval_dir), load_samples(eval_dir))
     text = report_markdown(report)
+    # runs.json first: a report.json always has the record it was built from beside it
+    atomic_write_json(os.path.join(cfg.output_dir, "runs.json"), json_safe(record))
     atomic_write_json(os.path.join(cfg.output_dir, "report.json"), json_safe(report))
     atomic_write_text(os.path.join(cfg.output_dir, "report.md"), text)
     print(text)
     print(f"emprl.study.run: report in {os.path.join(cfg.output_dir, 'report.md')}")
+    if cfg.results_dir:
+        export(cfg.output_dir, cfg.results_dir)
+        print(f"emprl.study.run: evidence to commit in {cfg.results_dir} (recompute the verdict: "
+              f"python -m emprl.study.verdict {cfg.results_dir})")
     return report
 
 
@@ -169,50 +184,33 @@ def reward_evaluations(cfg: RLStudyConfig, run: Run, metrics: dict) -> int | Non
     return int(steps) * int(batch) if steps and batch else None
 
 
-def build_report(cfg: RLStudyConfig, runs: list[Run], eval_dir: str, minutes: dict[str, float],
-                 total_minutes: float) -> dict:
-    path = os.path.join(eval_dir, "results.json")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            results = json.load(fh)
-    except (OSError, ValueError) as err:
-        raise UserError(f"{path}: cannot read the evaluation's results ({err})") from None
-    paired = {entry["system"]: entry for entry in results.get("paired") or []}
+def study_record(cfg: RLStudyConfig, runs: list[Run], minutes: dict[str, float], total_minutes: float) -> dict:
+    """runs.json: what the report reads of the recipe and of the run folders (metrics.json, which sit beside
+    the models), each run's recipe values and overrides, and which SFT policy (its weights' hash) the SFT
+    row scored, so the report can be rebuilt, and studies pooled, without the models."""
     rows = []
     for run in runs:
         metrics = _read_json(os.path.join(run.step.output_dir, "metrics.json"))
-        system = results.get("systems", {}).get(run.title, {}).get("summary", {})
         rows.append({
             "arm": run.arm, "seed": run.seed, "system": run.title,
-            "paired": paired.get(run.title, {}),
             "kl": (metrics.get("final") or {}).get("kl"),
-            "length": _mean_of(system, "length"), "empty_rate": _mean_of(system, "empty_rate"),
             "minutes": metrics.get("minutes", minutes.get(run.step.stage.name)),  # training time, not a skip
             "reward_evaluations": reward_evaluations(cfg, run, metrics),
+            "recipe": run.step.recipe_path, "recipe_values": load_recipe_values(run.step.recipe_path),
+            "overrides": step_args(run.step, cfg)[1:],
+            "recipe_hash": (read_stage_stamp(run.step.output_dir) or {}).get("recipe_hash"),
         })
-    runs_by_arm: dict[str, list[tuple[int, str]]] = {}
-    for run in runs:
-        runs_by_arm.setdefault(run.arm, []).append((run.seed, run.title))
-    samples = load_samples(eval_dir)
-    pooled = pooled_statistics(runs_by_arm, samples, results, cfg.resamples, cfg.detectable_effect,
-                               cfg.primary_judge)
-    report = {"ppo_recipe": cfg.ppo_recipe, "placebo_recipe": cfg.placebo_recipe,
-              "control_recipe": cfg.control_recipe, "dpo_recipe": cfg.dpo_recipe,
-              "evaluate_recipe": cfg.evaluate_recipe, "seeds": cfg.seeds, "choice_seeds": cfg.choice_seeds,
-              "all_seeds": sorted({run.seed for run in runs}), "primary_judge": cfg.primary_judge,
-              "ppo_overrides": cfg.ppo_overrides, "resamples": cfg.resamples,
-              "design": {"contexts": results.get("num_examples"), "seeds": results.get("seeds"),
-                         "samples_per_context": results.get("samples_per_context",
-                                                            (results.get("recipe") or {}).get("samples_per_context"))},
-              "rows": rows, "pooled": pooled, "trained_runs": trained_run_intervals(results, runs_by_arm),
-              "minutes_total": total_minutes}
-    report["verdict"] = verdict(report)
-    return report
+    study = {**{key: getattr(cfg, key) for key in STUDY_KEYS}, "dpo_overrides": cfg.dpo_overrides,
+             "arm_seeds": cfg.arm_seeds, "minutes_total": total_minutes}
+    sft = load_recipe_values(cfg.ppo_recipe).get("sft_model_path")
+    return {"study": study, "sft": policy_fingerprint(sft), "runs": rows}
 
 
-def _mean_of(system: dict, key: str):
-    value = system.get(key)
-    return value.get("mean") if isinstance(value, dict) else value
+def build_report(cfg: RLStudyConfig, runs: list[Run], eval_dir: str, minutes: dict[str, float],
+                 total_minutes: float) -> dict:
+    """The report from the config, the run folders and the evaluation (main keeps the record as well)."""
+    return assemble_report(study_record(cfg, runs, minutes, total_minutes), read_results(eval_dir),
+                           load_samples(eval_dir))
 
 
 def _read_json(path: str) -> dict:
