@@ -197,7 +197,7 @@ def test_arm_seeds_give_one_equal_budget_dpo_row_and_the_report_still_pools(tmp_
     os.chdir(ROOT)
     try:
         (cfg,) = parse_recipe((RLStudyConfig,), [
-            "recipes/demo/rl_study.yaml", "--output_dir", str(tmp_path), "--control_recipe", "null",
+            "recipes/demo/rl_study.yaml", "--output_dir", str(tmp_path), "--control_recipe", "null", "--dpo_recipe", "recipes/demo/t5_dpo.yaml",
             "--resamples", "200", "--seeds", "[11, 12, 13]", "--arm_seeds", '{"dpo": [11]}'])
     finally:
         os.chdir(cwd)
