@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
 import torch
 
 from emprl.common.errors import UserError, run_cli
+from emprl.common.permutations import derangement
 
 MAX_TARGET_TOKENS = 40
 
@@ -56,8 +56,7 @@ def context_use(policy: str, data: str, split: str, n: int, seed: int = 0) -> di
     model, tokenizer, enc_dec = load_policy(policy)
     model.eval()
     builder = prompt_builder_for(policy, tokenizer, enc_dec)
-    perm = np.random.default_rng(seed).permutation(len(rows))
-    perm = np.where(perm == np.arange(len(rows)), np.roll(perm, 1), perm)  # no reply keeps its own context
+    perm = derangement(len(rows), seed)  # every reply meets another context, each context once
     shuffled = rows.remove_columns("context").add_column("context", [rows["context"][int(i)] for i in perm])
     own, other = reference_loss(model, rows, builder), reference_loss(model, shuffled, builder)
     return {"policy": policy, "split": split, "rows": len(rows), "own_context": own, "other_context": other,
