@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from emprl.common.errors import UserError
+from emprl.common.permutations import derangement
 from emprl.data import MECHANISMS, load_dialogues
 
 logger = logging.getLogger("emprl.ppo")
@@ -65,9 +66,7 @@ def shuffle_gold_levels(split, seed: int):
     n = len(split)
     if n < 2:
         raise UserError(f"reward_gold: shuffled needs at least 2 training contexts, got {n}")
-    order = np.random.default_rng([seed, 7919]).permutation(n)
-    source = np.empty(n, dtype=np.int64)
-    source[order] = np.roll(order, -1)  # row order[i] takes the levels of row order[i + 1]: a single cycle
+    source = derangement(n, [seed, 7919])  # one cycle through all rows
     columns = {m: split[m] for m in MECHANISMS}
     for m in MECHANISMS:
         split = split.remove_columns(m).add_column(m, [columns[m][int(j)] for j in source])
