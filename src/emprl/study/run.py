@@ -193,7 +193,8 @@ def study_record(cfg: RLStudyConfig, runs: list[Run], minutes: dict[str, float],
         metrics = _read_json(os.path.join(run.step.output_dir, "metrics.json"))
         rows.append({
             "arm": run.arm, "seed": run.seed, "system": run.title,
-            "kl": (metrics.get("final") or {}).get("kl"),
+            # held-out KL at PPO's last evaluation; with its evaluation off, the last training batch's
+            "kl": (metrics.get("final") or {}).get("kl", metrics.get("train_kl_last")),
             "minutes": metrics.get("minutes", minutes.get(run.step.stage.name)),  # training time, not a skip
             "reward_evaluations": reward_evaluations(cfg, run, metrics),
             "recipe": run.step.recipe_path, "recipe_values": load_recipe_values(run.step.recipe_path),

@@ -121,7 +121,9 @@ def report_markdown(report: dict) -> str:
         lines.append(f"| {r['system']} | {interval_p(p.get('r_emp', {}), 4)} | {interval_p(p.get('emp_f1', {}), 2)} | "
                      f"{interval_p(p.get('f_bert', {}), 4)} | {number(r['kl'], 3)} | {number(r['length'])} | "
                      f"{number(r['empty_rate'], 3)} | {r.get('reward_evaluations') or '–'} | {number(r['minutes'], 1)} |")
-    lines += ["", "Reward evals: samples scored by R_emp in training (PPO: steps x batch; DPO: contexts x K x rounds).",
+    lines += ["", "KL to ref: PPO's held-out KL to the SFT policy at its last evaluation, else its last training "
+              "batch's. Reward evals: samples scored by R_emp in training (PPO: steps x batch; DPO: contexts x K x "
+              "rounds).",
               "", f"Wall time: {report['minutes_total']:.1f} min", ""]
     return "\n".join(lines)
 
