@@ -278,7 +278,8 @@ def test_study_runs_dpo_as_a_third_arm_and_states_the_reward_budget(tmp_path):
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
-        (cfg,) = parse_recipe((RLStudyConfig,), ["recipes/demo/rl_study.yaml", "--output_dir", str(tmp_path)])
+        (cfg,) = parse_recipe((RLStudyConfig,), ["recipes/demo/rl_study.yaml", "--output_dir", str(tmp_path),
+                                                 "--dpo_recipe", "recipes/demo/t5_dpo.yaml"])  # on demand in the demo
         runs = plan_runs(cfg)
         dpo_runs = [r for r in runs if r.arm == "dpo"]
         assert [r.seed for r in dpo_runs] == cfg.arm_seeds.get("dpo", cfg.seeds) and all(r.step.stage.module == "emprl.dpo" for r in dpo_runs)
