@@ -216,3 +216,12 @@ def test_a_study_finished_before_runs_json_exports_from_its_report(root, tmp_pat
     committed = json.loads((study / "report.json").read_text())
     assert verdict_main([str(tmp_path / "results")]) == committed
     assert "so does every other figure" in capsys.readouterr().out
+
+
+def test_figures_equal_up_to_rounding_but_not_beyond():
+    from emprl.study.verdict import same
+
+    assert same({"a": [0.1 + 0.2, 1]}, {"a": [0.3, 1]})  # last-digit differences (thread count) are not a change
+    assert not same({"a": [0.3001, 1]}, {"a": [0.3, 1]})
+    assert not same({"a": 1.0}, {"a": 1.0, "b": 2})
+    assert not same([0.3], [0.3, 0.3]) and same(float("nan"), float("nan"))

@@ -34,6 +34,15 @@ def atomic_write_json(path: str, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def read_json(path: str, expected: str) -> Any:
+    """A JSON file; a missing or broken one is a UserError naming it and ``expected`` (what should be there)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: cannot read it ({err}); expected {expected}") from None
+
+
 def read_jsonl(path: str, strict: bool = False) -> list[dict]:
     """The rows of a JSONL file, [] when it is missing. A log's line cut short by a crash is skipped;
     ``strict`` (files written whole, e.g. an evaluation's samples.jsonl): such a line is a UserError

@@ -8,10 +8,9 @@ Nothing here reads a model or a run folder.
 
 from __future__ import annotations
 
-import json
 import os
 
-from emprl.common.errors import UserError
+from emprl.common.io import read_json
 from emprl.study.report import Samples, pooled_statistics, trained_run_intervals
 from emprl.study.summary import verdict
 
@@ -23,12 +22,7 @@ RUN_KEYS = ("arm", "seed", "system", "kl", "minutes", "reward_evaluations")
 
 def read_results(eval_dir: str) -> dict:
     """The evaluation's results.json."""
-    path = os.path.join(eval_dir, "results.json")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError) as err:
-        raise UserError(f"{path}: cannot read the evaluation's results ({err})") from None
+    return read_json(os.path.join(eval_dir, "results.json"), "the evaluation's results")
 
 
 def assemble_report(record: dict, results: dict, samples: Samples | None) -> dict:

@@ -23,7 +23,7 @@ import shutil
 import sys
 
 from emprl.common.errors import UserError, run_cli
-from emprl.common.io import atomic_dir, atomic_write_json
+from emprl.common.io import atomic_dir, atomic_write_json, read_json
 from emprl.evaluate.formats import json_safe
 from emprl.study.assemble import RUN_KEYS, STUDY_KEYS, read_results
 from emprl.study.report import SFT_ROW
@@ -59,12 +59,10 @@ def read_record(study_dir: str) -> dict:
     """The study's runs.json; for a study that finished before runs.json existed, the same record from
     its report.json (which keeps the settings and rows the report read, not the recipe values; the SFT
     policy is then fingerprinted as it is now)."""
-    with open(os.path.join(study_dir, "report.json"), encoding="utf-8") as fh:
-        report = json.load(fh)
+    report = read_json(os.path.join(study_dir, "report.json"), "a finished study's report")
     path = os.path.join(study_dir, "runs.json")
     if os.path.isfile(path):
-        with open(path, encoding="utf-8") as fh:
-            record = json.load(fh)
+        record = read_json(path, "the study's record of its runs")
     else:
         sizing = ((report.get("pooled") or {}).get("variance") or {}).get("sizing") or [{}]
         study = {**{key: report.get(key) for key in STUDY_KEYS}, "minutes_total": report.get("minutes_total")}

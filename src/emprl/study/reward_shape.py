@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
                         f"{', '.join(mechanisms)} (run the label stage)")
     contexts = [component.serialize(c) for c in rows["context"]]
     replies = [rows["response"][int(i)] for i in derangement(len(rows), seed=0)]
-    gold = torch.tensor([[int(rows[m][i]) for m in mechanisms] for i in range(len(rows))])
+    gold = torch.tensor([rows[m] for m in mechanisms], dtype=torch.long).T  # [B, M], one column read each
     with torch.no_grad():
         logits = component.reward.logits(contexts, replies).float().cpu()
     table, counts = reward_shape(logits, gold, args.temperatures)

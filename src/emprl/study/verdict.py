@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass
 from itertools import zip_longest
 
 from emprl.common.errors import UserError, run_cli
-from emprl.common.io import read_jsonl
+from emprl.common.io import read_json, read_jsonl
 from emprl.evaluate.formats import json_safe
 from emprl.study.assemble import STUDY_KEYS, assemble_report, read_results
 from emprl.study.report import ARM_TITLES, SFT_ROW, Samples, load_samples
@@ -117,9 +118,20 @@ def comparison(folders: list[Folder], report: dict) -> tuple[str, bool]:
         differ = [(new or old)["criterion"] for new, old in zip_longest(report["verdict"], committed.get("verdict") or [])
                   if new != old]
         return f"the recomputed verdict DIFFERS from {path} in: {'; '.join(differ)}", True
-    others = sorted(k for k in report.keys() | committed.keys() if report.get(k) != committed.get(k))
+    others = sorted(k for k in report.keys() | committed.keys() if not same(report.get(k), committed.get(k)))
     return (f"the recomputed verdict equals the committed one in {path}; "
             + (f"other figures differ: {', '.join(others)}" if others else "so does every other figure"), False)
+
+
+def same(a, b) -> bool:
+    """Equal, floats up to rounding: numpy's sums differ in the last digits with the thread count."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -144,12 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _load_json(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError) as err:
-        raise UserError(f"{path}: cannot read it ({err}); expected a folder written by "
-                        "python -m emprl.study.export") from None
+    return read_json(path, "a folder written by python -m emprl.study.export")
 
 
 if __name__ == "__main__":
