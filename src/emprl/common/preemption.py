@@ -67,9 +67,10 @@ class Preemption:
             return self.requested
         flag = torch.tensor([float(self.signum or 0)], device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() and self.signum is None:
-            self.signum = int(flag.item())
-        return bool(flag.item())
+        signum = int(flag.item())  # one device sync a step
+        if signum and self.signum is None:
+            self.signum = signum
+        return bool(signum)
 
     def stop(self, saved: str, resume: str) -> None:
         """The one line on what was saved and how to resume; exits 128 + the signal."""
